@@ -1,0 +1,175 @@
+#!/usr/bin/env bash
+# End-to-end test on a real Kubernetes cluster (kind), for users' CI.
+#
+#   1. create a kind cluster (or reuse KIND_CLUSTER if it exists)
+#   2. build the image if it is missing, `kind load docker-image` it
+#   3. helm install charts/quiver-operator (2 replicas, leader election)
+#   4. apply manifests/minimal.yaml, wait for condition Ready
+#   5. SQL checks with psql through the client Service (port-forward)
+#   6. kubectl scale qdb to 3 workers, wait, check again
+#   7. delete a worker pod, wait for it to come back, check no row was lost
+#
+# Skips (exit 0, with a message saying why) when kind, docker, kubectl,
+# helm or psql is missing or no Docker engine answers. Needs registry access
+# for kind's node image.
+#
+# Env: QUIVER_IMAGE (default quiver:e2e), KIND_CLUSTER (default quiver-e2e),
+#      KEEP_CLUSTER=1 to keep the cluster, E2E_TIMEOUT (default 600s),
+#      E2E_SQL: a SQL file to run as extra checks (default e2e/sql/checks.sql
+#      when it exists).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+IMAGE="${QUIVER_IMAGE:-quiver:e2e}"
+CLUSTER="${KIND_CLUSTER:-quiver-e2e}"
+TIMEOUT="${E2E_TIMEOUT:-600s}"
+OPERATOR_NS="quiver-system"
+DB_NS="quiver-e2e"
+DB="demo"
+LOCAL_PORT="${E2E_LOCAL_PORT:-15432}"
+EXTRA_SQL="${E2E_SQL:-${ROOT}/e2e/sql/checks.sql}"
+
+log() { printf '==> %s\n' "$*"; }
+skip() { printf 'SKIP: e2e/kind.sh: %s\n' "$*"; exit 0; }
+fail() { printf 'FAIL: e2e/kind.sh: %s\n' "$*" >&2; exit 1; }
+
+for tool in kind docker kubectl helm psql; do
+  command -v "${tool}" > /dev/null 2>&1 || skip "'${tool}' is not installed (this test needs kind, docker, kubectl, helm and psql)"
+done
+docker info > /dev/null 2>&1 || skip "no Docker engine answers 'docker info'"
+
+created_cluster=0
+port_forward_pid=""
+cleanup() {
+  local status=$?
+  if [[ -n "${port_forward_pid}" ]]; then
+    kill "${port_forward_pid}" 2> /dev/null || true
+  fi
+  if [[ ${status} -ne 0 ]]; then
+    log "diagnostics after failure"
+    kubectl get qdb,statefulsets,pods,services,pdb -n "${DB_NS}" -o wide || true
+    kubectl describe qdb "${DB}" -n "${DB_NS}" || true
+    kubectl logs -n "${OPERATOR_NS}" -l app.kubernetes.io/name=quiver-operator --tail=200 --prefix || true
+    kubectl get events -n "${DB_NS}" --sort-by=.lastTimestamp || true
+  fi
+  if [[ ${created_cluster} -eq 1 && "${KEEP_CLUSTER:-0}" != "1" ]]; then
+    log "deleting kind cluster ${CLUSTER}"
+    kind delete cluster --name "${CLUSTER}" || true
+  fi
+  exit "${status}"
+}
+trap cleanup EXIT
+
+# --- cluster and image -------------------------------------------------------
+if kind get clusters 2> /dev/null | grep -qx "${CLUSTER}"; then
+  log "reusing kind cluster ${CLUSTER}"
+else
+  log "creating kind cluster ${CLUSTER}"
+  kind create cluster --name "${CLUSTER}" --wait 120s
+  created_cluster=1
+fi
+kubectl config use-context "kind-${CLUSTER}" > /dev/null
+
+if ! docker image inspect "${IMAGE}" > /dev/null 2>&1; then
+  [[ -f "${ROOT}/Dockerfile" ]] || fail "image ${IMAGE} is missing and there is no Dockerfile to build it"
+  log "building ${IMAGE}"
+  docker build -t "${IMAGE}" "${ROOT}"
+fi
+log "loading ${IMAGE} into the cluster"
+kind load docker-image "${IMAGE}" --name "${CLUSTER}"
+
+# --- operator ----------------------------------------------------------------
+log "installing the operator with helm"
+helm upgrade --install quiver-operator "${ROOT}/charts/quiver-operator" \
+  --namespace "${OPERATOR_NS}" --create-namespace \
+  --set image.repository="${IMAGE%:*}" --set image.tag="${IMAGE##*:}" \
+  --set image.pullPolicy=Never --set replicaCount=2 \
+  --wait --timeout "${TIMEOUT}"
+kubectl wait --for=condition=Established crd/distributeddatabases.quiver.dev --timeout=60s
+
+# --- database ----------------------------------------------------------------
+kubectl create namespace "${DB_NS}" --dry-run=client -o yaml | kubectl apply -f -
+log "applying manifests/minimal.yaml with image ${IMAGE}"
+sed -e "s|^\(  image:\).*|\1 ${IMAGE}|" -e "s|^\(  imagePullPolicy:\).*|\1 Never|" \
+  "${ROOT}/manifests/minimal.yaml" | kubectl apply -n "${DB_NS}" -f -
+
+wait_ready() {
+  log "waiting for DistributedDatabase ${DB} to be Ready"
+  kubectl wait "qdb/${DB}" -n "${DB_NS}" --for=condition=Ready --timeout="${TIMEOUT}"
+}
+wait_ready
+kubectl get qdb -n "${DB_NS}"
+
+PGPASSWORD="$(kubectl get secret "${DB}-superuser" -n "${DB_NS}" -o jsonpath='{.data.password}' | base64 -d)"
+export PGPASSWORD
+PSQL=(psql "host=127.0.0.1 port=${LOCAL_PORT} user=quiver dbname=quiver connect_timeout=5" -v ON_ERROR_STOP=1 -X -q -t -A)
+
+start_port_forward() {
+  if [[ -n "${port_forward_pid}" ]]; then
+    kill "${port_forward_pid}" 2> /dev/null || true
+    wait "${port_forward_pid}" 2> /dev/null || true
+  fi
+  kubectl port-forward -n "${DB_NS}" "svc/${DB}" "${LOCAL_PORT}:5432" > /dev/null 2>&1 &
+  port_forward_pid=$!
+  # Poll until the forwarded port answers a query (bounded).
+  local attempt
+  for attempt in $(seq 1 60); do
+    if "${PSQL[@]}" -c 'SELECT 1' > /dev/null 2>&1; then
+      return 0
+    fi
+    kill -0 "${port_forward_pid}" 2> /dev/null || fail "kubectl port-forward exited"
+    sleep 1
+  done
+  fail "the client Service did not answer SQL through port-forward (attempt ${attempt})"
+}
+
+sql() { "${PSQL[@]}" -c "$1"; }
+
+expect() {
+  local query=$1 want=$2 got
+  got="$(sql "${query}")"
+  [[ "${got}" == "${want}" ]] || fail "${query}: expected ${want}, got ${got}"
+  log "ok: ${query} = ${got}"
+}
+
+run_checks() {
+  expect "SELECT count(*) FROM e2e_events" "$1"
+  expect "SELECT count(DISTINCT tenant_id) FROM e2e_events" "10"
+  expect "SELECT sum(amount) FROM e2e_events WHERE tenant_id = 3" "$2"
+  if [[ -f "${EXTRA_SQL}" ]]; then
+    log "running ${EXTRA_SQL}"
+    "${PSQL[@]}" -f "${EXTRA_SQL}"
+  fi
+}
+
+start_port_forward
+log "creating and filling a distributed table"
+sql "DROP TABLE IF EXISTS e2e_events"
+sql "CREATE TABLE e2e_events (tenant_id int, id int, amount bigint)"
+sql "SELECT create_distributed_table('e2e_events', 'tenant_id')"
+sql "INSERT INTO e2e_events SELECT g % 10, g, g FROM generate_series(1, 1000) AS g"
+expect "SELECT count(*) FROM pg_dist_shard" "8"
+# tenant 3: ids 3, 13, ..., 993 -> sum = 100 * (3 + 993) / 2
+run_checks 1000 49800
+
+# --- scale -------------------------------------------------------------------
+log "scaling workers to 3 per group"
+kubectl scale "qdb/${DB}" -n "${DB_NS}" --replicas 3
+kubectl wait "qdb/${DB}" -n "${DB_NS}" --for=jsonpath='{.status.workers.readyReplicas}'=3 --timeout="${TIMEOUT}"
+kubectl wait "qdb/${DB}" -n "${DB_NS}" --for=jsonpath='{.status.workers.registered}'=3 --timeout="${TIMEOUT}"
+wait_ready
+run_checks 1000 49800
+
+# --- lose a pod ----------------------------------------------------------------
+log "deleting pod ${DB}-worker-a-0"
+old_uid="$(kubectl get pod "${DB}-worker-a-0" -n "${DB_NS}" -o jsonpath='{.metadata.uid}')"
+kubectl delete pod "${DB}-worker-a-0" -n "${DB_NS}" --wait=true
+kubectl wait pod "${DB}-worker-a-0" -n "${DB_NS}" --for=create --timeout="${TIMEOUT}"
+new_uid="$(kubectl get pod "${DB}-worker-a-0" -n "${DB_NS}" -o jsonpath='{.metadata.uid}')"
+[[ "${new_uid}" != "${old_uid}" ]] || fail "pod ${DB}-worker-a-0 was not replaced"
+kubectl wait pod "${DB}-worker-a-0" -n "${DB_NS}" --for=condition=Ready --timeout="${TIMEOUT}"
+wait_ready
+start_port_forward
+run_checks 1000 49800
+
+log "kind end-to-end passed"

@@ -1,0 +1,458 @@
+//! The pgwire handlers of one connection: simple and extended query
+//! protocol and COPY, all on top of one [`Session`].
+//!
+//! Each connection gets its own handler objects (pgwire asks the factory for
+//! them per socket), so per-connection state lives here without a lookup.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::sql::sqlparser::ast::Statement;
+use futures::{Sink, SinkExt};
+use pgwire::api::copy::CopyHandler;
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{FieldInfo, Response, Tag};
+use pgwire::api::stmt::QueryParser;
+use pgwire::api::store::PortalStore;
+use pgwire::api::{ClientInfo, ClientPortalStore, Type};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
+use pgwire::messages::PgWireBackendMessage;
+use quiver_copy::{CopyDecoder, CopyOptions};
+use tokio::sync::Mutex;
+
+use super::results::{outcome_to_response, show_fields};
+use crate::server::metrics::{Metrics, QueryKind};
+use crate::server::shutdown::InFlight;
+use crate::sql::{CopyIn, Outcome, Session, SqlError};
+
+/// Rows per batch decoded from COPY data.
+const COPY_BATCH_ROWS: usize = 8192;
+
+/// Turns a [`SqlError`] into a PostgreSQL `ErrorResponse`.
+pub fn pg_error(e: SqlError) -> PgWireError {
+    let mut info = ErrorInfo::new("ERROR".into(), e.sqlstate.into(), e.message);
+    info.detail = e.detail;
+    PgWireError::UserError(Box::new(info))
+}
+
+/// A statement prepared by the extended protocol.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub stmt: Statement,
+    pub plan: Option<LogicalPlan>,
+    pub param_types: Vec<Option<DataType>>,
+}
+
+struct CopyState {
+    copy: CopyIn,
+    decoder: CopyDecoder,
+    started: Instant,
+    rows: u64,
+}
+
+/// Per-connection state shared by the handlers.
+pub struct Conn {
+    session: Mutex<Session>,
+    copy: Mutex<Option<CopyState>>,
+    metrics: Arc<Metrics>,
+    in_flight: Arc<InFlight>,
+}
+
+impl Conn {
+    pub fn new(session: Session, metrics: Arc<Metrics>, in_flight: Arc<InFlight>) -> Arc<Self> {
+        Arc::new(Conn {
+            session: Mutex::new(session),
+            copy: Mutex::new(None),
+            metrics,
+            in_flight,
+        })
+    }
+
+    /// Runs one statement and converts the outcome to a pgwire response.
+    async fn run<C>(
+        &self,
+        client: &C,
+        stmt: &Statement,
+        plan: Option<LogicalPlan>,
+        params: Option<datafusion::common::ParamValues>,
+        format: &Format,
+    ) -> Result<Response, SqlError>
+    where
+        C: ClientInfo,
+    {
+        let Some(_guard) = self.in_flight.try_enter() else {
+            return Err(SqlError::new(
+                "57P01",
+                "terminating connection due to administrator command",
+            ));
+        };
+        let started = Instant::now();
+        let kind = QueryKind::classify(&stmt.to_string());
+        let result = {
+            let mut session = self.session.lock().await;
+            session.execute(stmt, plan, params).await
+        };
+        let result = match result {
+            Ok(Outcome::CopyIn(copy)) => self.start_copy(copy).map(Response::CopyIn),
+            Ok(out) => outcome_to_response(out, client, format).await,
+            Err(e) => Err(e),
+        };
+        let state = result.as_ref().err().map(|e| e.sqlstate);
+        if !matches!(result, Ok(Response::CopyIn(_))) {
+            self.metrics.observe_query(kind, started.elapsed(), state);
+        }
+        result
+    }
+
+    fn start_copy(&self, copy: CopyIn) -> Result<pgwire::api::results::CopyResponse, SqlError> {
+        let opts = CopyOptions::parse(&copy.options)
+            .map_err(|e| SqlError::new(e.sqlstate(), e.to_string()))?;
+        let decoder = CopyDecoder::new(copy.schema.clone(), opts, COPY_BATCH_ROWS)
+            .map_err(|e| SqlError::new(e.sqlstate(), e.to_string()))?
+            .with_table_name(&copy.table.name);
+        let ncols = copy.columns.len();
+        let mut slot = self.copy.try_lock().map_err(|_| {
+            SqlError::new("08P01", "COPY started while another COPY is in progress")
+        })?;
+        *slot = Some(CopyState {
+            copy,
+            decoder,
+            started: Instant::now(),
+            rows: 0,
+        });
+        Ok(pgwire::api::results::CopyResponse::new(
+            0,
+            ncols,
+            futures::stream::empty(),
+        ))
+    }
+
+    /// Fails the active COPY: its rows are dropped.
+    async fn abort_copy(&self, e: SqlError, table: &str) -> PgWireError {
+        *self.copy.lock().await = None;
+        self.session.lock().await.fail_copy();
+        self.metrics
+            .observe_query(QueryKind::Copy, std::time::Duration::ZERO, Some(e.sqlstate));
+        let _ = table;
+        pg_error(e)
+    }
+}
+
+fn copy_error(e: quiver_copy::CopyError, table: &str) -> SqlError {
+    let mut err = SqlError::new(e.sqlstate(), e.to_string());
+    if let Some(d) = e.data() {
+        err = err.with_detail(d.context(table));
+    } else if let Some(d) = e.detail() {
+        err = err.with_detail(d.to_string());
+    }
+    err
+}
+
+/// The pgwire-facing handler (one per connection).
+pub struct Handler {
+    pub conn: Arc<Conn>,
+    parser: Arc<Parser>,
+}
+
+impl Handler {
+    pub fn new(conn: Arc<Conn>) -> Self {
+        Handler {
+            parser: Arc::new(Parser { conn: conn.clone() }),
+            conn,
+        }
+    }
+}
+
+#[async_trait]
+impl SimpleQueryHandler for Handler {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let stmts = {
+            let session = self.conn.session.lock().await;
+            session.parse(query).map_err(pg_error)?
+        };
+        if stmts.is_empty() {
+            return Ok(vec![Response::EmptyQuery]);
+        }
+        let mut out = Vec::with_capacity(stmts.len());
+        for stmt in &stmts {
+            match self
+                .conn
+                .run(client, stmt, None, None, &Format::UnifiedText)
+                .await
+            {
+                Ok(r) => {
+                    let copy_in = matches!(r, Response::CopyIn(_));
+                    out.push(r);
+                    if copy_in {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let PgWireError::UserError(info) = pg_error(e) else {
+                        break;
+                    };
+                    out.push(Response::Error(info));
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Parses and plans statements for the extended protocol.
+pub struct Parser {
+    conn: Arc<Conn>,
+}
+
+#[async_trait]
+impl QueryParser for Parser {
+    type Statement = Prepared;
+
+    async fn parse_sql<C>(
+        &self,
+        _client: &C,
+        sql: &str,
+        _types: &[Option<Type>],
+    ) -> PgWireResult<Option<Self::Statement>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let session = self.conn.session.lock().await;
+        let mut stmts = session.parse(sql).map_err(pg_error)?;
+        if stmts.is_empty() {
+            return Ok(None);
+        }
+        if stmts.len() > 1 {
+            return Err(pg_error(SqlError::syntax(
+                "cannot insert multiple commands into a prepared statement",
+            )));
+        }
+        let stmt = stmts.remove(0);
+        let plan = session.plan(&stmt).await.map_err(pg_error)?;
+        let param_types = match &plan {
+            Some(p) => ordered_param_types(p).map_err(pg_error)?,
+            None => vec![],
+        };
+        Ok(Some(Prepared {
+            stmt,
+            plan,
+            param_types,
+        }))
+    }
+
+    fn get_parameter_types(&self, stmt: &Self::Statement) -> PgWireResult<Vec<Type>> {
+        stmt.param_types
+            .iter()
+            .map(|t| match t {
+                Some(dt) => arrow_pg::datatypes::into_pg_type(dt),
+                None => Ok(Type::UNKNOWN),
+            })
+            .collect()
+    }
+
+    fn get_result_schema(
+        &self,
+        stmt: &Self::Statement,
+        column_format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
+        let format = column_format.unwrap_or(&Format::UnifiedText);
+        if let Statement::ShowVariable { variable } = &stmt.stmt {
+            let name = variable
+                .iter()
+                .map(|i| i.value.to_ascii_lowercase())
+                .collect::<Vec<_>>()
+                .join("_");
+            return Ok(show_fields(&name, format));
+        }
+        match &stmt.plan {
+            Some(LogicalPlan::Dml(_)) | Some(LogicalPlan::Ddl(_)) | None => Ok(vec![]),
+            Some(p) => {
+                arrow_pg::datatypes::arrow_schema_to_pg_fields(p.schema().as_arrow(), format, None)
+            }
+        }
+    }
+}
+
+/// Parameter types of a plan in `$1, $2, ...` order.
+fn ordered_param_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>>, SqlError> {
+    let types = plan.get_parameter_types()?;
+    let mut entries: Vec<(usize, Option<DataType>)> = types
+        .into_iter()
+        .filter_map(|(k, v)| {
+            k.trim_start_matches('$')
+                .parse::<usize>()
+                .ok()
+                .map(|i| (i, v))
+        })
+        .collect();
+    entries.sort_by_key(|(i, _)| *i);
+    let n = entries.last().map(|(i, _)| *i).unwrap_or(0);
+    let mut out = vec![None; n];
+    for (i, t) in entries {
+        if i >= 1 {
+            out[i - 1] = t;
+        }
+    }
+    Ok(out)
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for Handler {
+    type Statement = Prepared;
+    type QueryParser = Parser;
+
+    fn query_parser(&self) -> Arc<Self::QueryParser> {
+        self.parser.clone()
+    }
+
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Self::Statement>,
+        _max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let prepared = &portal.statement.statement;
+        let params = if prepared.param_types.is_empty() {
+            None
+        } else {
+            let types: Vec<Option<&DataType>> =
+                prepared.param_types.iter().map(|t| t.as_ref()).collect();
+            Some(arrow_pg::datatypes::df::deserialize_parameters(
+                portal, &types,
+            )?)
+        };
+        self.conn
+            .run(
+                client,
+                &prepared.stmt,
+                prepared.plan.clone(),
+                params,
+                &portal.result_column_format,
+            )
+            .await
+            .map_err(pg_error)
+    }
+}
+
+#[async_trait]
+impl CopyHandler for Handler {
+    async fn on_copy_data<C>(&self, _client: &mut C, copy_data: CopyData) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let mut slot = self.conn.copy.lock().await;
+        let Some(state) = slot.as_mut() else {
+            return Ok(());
+        };
+        let table = state.copy.table.name.clone();
+        let batches = match state.decoder.push(&copy_data.data) {
+            Ok(b) => b,
+            Err(e) => {
+                drop(slot);
+                return Err(self.conn.abort_copy(copy_error(e, &table), &table).await);
+            }
+        };
+        if batches.is_empty() {
+            return Ok(());
+        }
+        state.rows += batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+        let copy = state.copy.clone();
+        drop(slot);
+        let mut session = self.conn.session.lock().await;
+        for b in batches {
+            if let Err(e) = session.copy_rows(&copy, b) {
+                drop(session);
+                return Err(self.conn.abort_copy(e, &table).await);
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_copy_done<C>(&self, client: &mut C, _done: CopyDone) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let Some(state) = self.conn.copy.lock().await.take() else {
+            return Ok(());
+        };
+        let table = state.copy.table.name.clone();
+        let mut rows = state.rows;
+        let copy = state.copy.clone();
+        let started = state.started;
+        let last = match state.decoder.finish() {
+            Ok(b) => b,
+            Err(e) => return Err(self.conn.abort_copy(copy_error(e, &table), &table).await),
+        };
+        {
+            let mut session = self.conn.session.lock().await;
+            let r = match last {
+                Some(b) => {
+                    rows += b.num_rows() as u64;
+                    session.copy_rows(&copy, b)
+                }
+                None => Ok(()),
+            };
+            let r = match r {
+                Ok(()) => session.finish_copy(&copy).await,
+                Err(e) => {
+                    session.fail_copy();
+                    Err(e)
+                }
+            };
+            if let Err(e) = r {
+                drop(session);
+                return Err(self.conn.abort_copy(e, &table).await);
+            }
+        }
+        self.conn
+            .metrics
+            .observe_query(QueryKind::Copy, started.elapsed(), None);
+        client
+            .send(PgWireBackendMessage::CommandComplete(
+                Tag::new("COPY").with_rows(rows as usize).into(),
+            ))
+            .await?;
+        Ok(())
+    }
+
+    async fn on_copy_fail<C>(&self, _client: &mut C, fail: CopyFail) -> PgWireError
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let table = match self.conn.copy.lock().await.as_ref() {
+            Some(s) => s.copy.table.name.clone(),
+            None => String::new(),
+        };
+        self.conn
+            .abort_copy(
+                SqlError::new("57014", format!("COPY from stdin failed: {}", fail.message)),
+                &table,
+            )
+            .await
+    }
+}

@@ -1,0 +1,16 @@
+//! The Quiver node: one process that can act as a standalone database, a
+//! coordinator or a worker.
+//!
+//! Layers, from the wire inwards:
+//! - [`frontend`]: the PostgreSQL wire protocol (pgwire), COPY, auth, TLS.
+//! - [`sql`]: statement handling on top of DataFusion: DDL, DML, transactions,
+//!   the `TableProvider` that exposes stored tables.
+//! - [`storage`]: the durable engine: WAL, memory-resident segments, Parquet
+//!   parts and manifests.
+//! - [`server`]: configuration, the HTTP endpoints, metrics and process
+//!   lifecycle.
+
+pub mod frontend;
+pub mod server;
+pub mod sql;
+pub mod storage;

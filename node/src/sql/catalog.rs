@@ -1,0 +1,134 @@
+//! The `public` schema: stored tables from the engine's newest version,
+//! plus external tables (Parquet/CSV files read in place) from the config.
+//!
+//! DataFusion, `information_schema` and the `pg_catalog` emulation all list
+//! tables through this provider, so `\dt` and `\d` see what the engine has.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::catalog::{SchemaProvider, TableProvider};
+use datafusion::common::{DFSchema, DataFusionError, Result};
+use datafusion::execution::context::SessionState;
+use datafusion::logical_expr::Expr;
+use parking_lot::{Mutex, RwLock};
+
+use super::provider::QuiverTable;
+use crate::storage::table::TableMeta;
+use crate::storage::Engine;
+
+/// Schema provider backed by the storage engine.
+pub struct QuiverSchema {
+    engine: Arc<Engine>,
+    /// Plans column DEFAULT expressions.
+    expr_state: SessionState,
+    cache: Mutex<HashMap<u64, Arc<QuiverTable>>>,
+    external: RwLock<HashMap<String, Arc<dyn TableProvider>>>,
+}
+
+impl std::fmt::Debug for QuiverSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("QuiverSchema")
+    }
+}
+
+impl QuiverSchema {
+    pub fn new(engine: Arc<Engine>, expr_state: SessionState) -> Self {
+        QuiverSchema {
+            engine,
+            expr_state,
+            cache: Mutex::new(HashMap::new()),
+            external: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// Registers an external (file-backed, read-only) table.
+    pub fn add_external(&self, name: &str, table: Arc<dyn TableProvider>) {
+        self.external.write().insert(name.to_string(), table);
+    }
+
+    pub fn remove_external(&self, name: &str) -> Option<Arc<dyn TableProvider>> {
+        self.external.write().remove(name)
+    }
+
+    pub fn is_external(&self, name: &str) -> bool {
+        self.external.read().contains_key(name)
+    }
+
+    /// Plans a column's DEFAULT expression.
+    pub fn plan_default(&self, meta: &TableMeta, sql: &str) -> Result<Expr> {
+        let schema = DFSchema::try_from(meta.schema().as_ref().clone())?;
+        self.expr_state.create_logical_expr(sql, &schema)
+    }
+
+    fn provider(&self, meta: &Arc<TableMeta>) -> Result<Arc<QuiverTable>> {
+        let mut cache = self.cache.lock();
+        if let Some(t) = cache.get(&meta.id) {
+            if t.meta() == meta {
+                return Ok(t.clone());
+            }
+        }
+        let defaults = meta
+            .columns
+            .iter()
+            .map(|c| {
+                c.default
+                    .as_deref()
+                    .map(|d| self.plan_default(meta, d))
+                    .transpose()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let t = Arc::new(QuiverTable::new(
+            self.engine.clone(),
+            meta.clone(),
+            defaults,
+        ));
+        cache.insert(meta.id, t.clone());
+        Ok(t)
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for QuiverSchema {
+    fn table_names(&self) -> Vec<String> {
+        let snap = self.engine.snapshot();
+        let mut names: Vec<String> = snap.names.keys().cloned().collect();
+        names.extend(self.external.read().keys().cloned());
+        names.sort();
+        names
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
+        if let Some(t) = self.external.read().get(name) {
+            return Ok(Some(t.clone()));
+        }
+        let snap = self.engine.snapshot();
+        match snap.table_by_name(name) {
+            Some(t) => Ok(Some(self.provider(&t.meta)? as Arc<dyn TableProvider>)),
+            None => Ok(None),
+        }
+    }
+
+    /// Views and external tables (kept in memory, not persisted).
+    fn register_table(
+        &self,
+        name: String,
+        table: Arc<dyn TableProvider>,
+    ) -> Result<Option<Arc<dyn TableProvider>>> {
+        if self.engine.snapshot().names.contains_key(&name) {
+            return Err(DataFusionError::Plan(format!(
+                "relation \"{name}\" already exists"
+            )));
+        }
+        Ok(self.external.write().insert(name, table))
+    }
+
+    fn deregister_table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        Ok(self.external.write().remove(name))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.external.read().contains_key(name) || self.engine.snapshot().names.contains_key(name)
+    }
+}

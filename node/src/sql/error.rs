@@ -1,0 +1,176 @@
+//! SQL errors with PostgreSQL SQLSTATEs.
+//!
+//! Every failure a statement can meet (parse, plan, execution, storage)
+//! becomes one [`SqlError`] carrying the SQLSTATE a PostgreSQL client
+//! expects, so drivers can react to `23505`, `42P01`, `40001` and friends.
+
+use datafusion::arrow::error::ArrowError;
+use datafusion::common::{DataFusionError, SchemaError};
+use thiserror::Error;
+
+use crate::storage::StorageError;
+
+/// An error reported to the client as a PostgreSQL `ErrorResponse`.
+#[derive(Debug, Clone, Error)]
+#[error("{message}")]
+pub struct SqlError {
+    pub sqlstate: &'static str,
+    pub message: String,
+    pub detail: Option<String>,
+}
+
+impl SqlError {
+    pub fn new(sqlstate: &'static str, message: impl Into<String>) -> Self {
+        SqlError {
+            sqlstate,
+            message: message.into(),
+            detail: None,
+        }
+    }
+
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    pub fn syntax(message: impl Into<String>) -> Self {
+        SqlError::new("42601", message)
+    }
+
+    pub fn unsupported(message: impl Into<String>) -> Self {
+        SqlError::new("0A000", message)
+    }
+
+    pub fn aborted() -> Self {
+        SqlError::new(
+            "25P02",
+            "current transaction is aborted, commands ignored until end of transaction block",
+        )
+    }
+}
+
+impl From<StorageError> for SqlError {
+    fn from(e: StorageError) -> Self {
+        let detail = match &e {
+            StorageError::UniqueViolation { detail, .. } => Some(detail.clone()),
+            _ => None,
+        };
+        SqlError {
+            sqlstate: e.sqlstate(),
+            message: e.to_string(),
+            detail,
+        }
+    }
+}
+
+fn from_arrow(e: &ArrowError) -> SqlError {
+    let msg = e.to_string();
+    let state = match e {
+        ArrowError::DivideByZero => "22012",
+        ArrowError::CastError(m) | ArrowError::ParseError(m) if m.contains("overflow") => "22003",
+        ArrowError::CastError(_) | ArrowError::ParseError(_) => "22P02",
+        ArrowError::ComputeError(m) if m.contains("verflow") => "22003",
+        ArrowError::ArithmeticOverflow(_) => "22003",
+        _ => "XX000",
+    };
+    SqlError::new(state, clean(&msg))
+}
+
+/// Drops DataFusion's "Error during planning: " style prefixes.
+fn clean(msg: &str) -> String {
+    let mut m = msg;
+    for p in [
+        "Error during planning: ",
+        "Execution error: ",
+        "Arrow error: ",
+        "Schema error: ",
+        "Invalid argument error: ",
+        "Cast error: ",
+        "Parser error: ",
+        "SQL error: ",
+        "This feature is not implemented: ",
+        "Optimizer rule 'simplify_expressions' failed\ncaused by\n",
+    ] {
+        if let Some(rest) = m.strip_prefix(p) {
+            m = rest;
+        }
+    }
+    m.to_string()
+}
+
+impl From<DataFusionError> for SqlError {
+    fn from(e: DataFusionError) -> Self {
+        match e {
+            DataFusionError::External(inner) => match inner.downcast::<StorageError>() {
+                Ok(s) => SqlError::from(*s),
+                Err(other) => match other.downcast::<SqlError>() {
+                    Ok(s) => *s,
+                    Err(other) => match other.downcast::<DataFusionError>() {
+                        Ok(d) => SqlError::from(*d),
+                        Err(other) => SqlError::new("XX000", other.to_string()),
+                    },
+                },
+            },
+            DataFusionError::Context(_, inner) => SqlError::from(*inner),
+            DataFusionError::Shared(inner) => match std::sync::Arc::try_unwrap(inner) {
+                Ok(d) => SqlError::from(d),
+                Err(arc) => SqlError::new("XX000", arc.to_string()),
+            },
+            DataFusionError::Diagnostic(_, inner) => SqlError::from(*inner),
+            DataFusionError::ArrowError(a, _) => from_arrow(&a),
+            DataFusionError::SQL(p, _) => SqlError::syntax(clean(&p.to_string())),
+            DataFusionError::NotImplemented(m) => SqlError::unsupported(m),
+            DataFusionError::SchemaError(s, _) => {
+                let state = match s.as_ref() {
+                    SchemaError::FieldNotFound { .. } => "42703",
+                    SchemaError::DuplicateQualifiedField { .. }
+                    | SchemaError::DuplicateUnqualifiedField { .. } => "42702",
+                    SchemaError::AmbiguousReference { .. } => "42702",
+                };
+                SqlError::new(state, clean(&s.to_string()))
+            }
+            DataFusionError::Plan(m) => plan_error(&m),
+            DataFusionError::Execution(m) => exec_error(&m),
+            DataFusionError::ResourcesExhausted(m) => SqlError::new("53200", m),
+            other => SqlError::new("XX000", clean(&other.to_string())),
+        }
+    }
+}
+
+fn plan_error(m: &str) -> SqlError {
+    if let Some(rest) = m.strip_prefix("table '") {
+        let name = rest.split('\'').next().unwrap_or(rest);
+        let short = name.rsplit('.').next().unwrap_or(name);
+        return SqlError::new("42P01", format!("relation \"{short}\" does not exist"));
+    }
+    if m.contains("No field named") {
+        return SqlError::new("42703", clean(m));
+    }
+    if m.contains("Invalid function") || m.contains("No function matches") {
+        return SqlError::new("42883", clean(m));
+    }
+    if m.contains("Cannot infer common")
+        || m.contains("Cannot coerce")
+        || m.contains("cannot be cast")
+    {
+        return SqlError::new("42804", clean(m));
+    }
+    if m.contains("Unsupported SQL type") {
+        return SqlError::new("42704", clean(m));
+    }
+    SqlError::new("42601", clean(m))
+}
+
+fn exec_error(m: &str) -> SqlError {
+    let lower = m.to_ascii_lowercase();
+    let state = if lower.contains("divide by zero") || lower.contains("division by zero") {
+        "22012"
+    } else if lower.contains("overflow") {
+        "22003"
+    } else if lower.contains("cast") || lower.contains("parse") {
+        "22P02"
+    } else {
+        "XX000"
+    };
+    SqlError::new(state, clean(m))
+}

@@ -1,0 +1,124 @@
+//! The SQL layer: DataFusion planning and execution over stored tables,
+//! plus what DataFusion does not do for us (DDL with constraints, COPY,
+//! transactions, `SET`/`SHOW`, PostgreSQL error codes).
+//!
+//! [`Database`] is shared by all connections of a node; each connection
+//! gets a [`Session`] with its own DataFusion context and transaction.
+
+pub mod catalog;
+pub mod ddl;
+pub mod error;
+pub mod provider;
+pub mod session;
+pub mod settings;
+pub mod txn;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider};
+use datafusion::datasource::file_format::options::{CsvReadOptions, ParquetReadOptions};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
+use datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
+use datafusion_postgres::datafusion_pg_catalog::sql::PostgresCompatibilityParser;
+
+pub use error::SqlError;
+pub use session::{BlockState, CopyIn, Outcome, Session};
+
+use crate::storage::Engine;
+use catalog::QuiverSchema;
+use txn::TxnContext;
+
+/// The catalog (database) name clients connect to.
+pub const CATALOG: &str = "quiver";
+
+/// A file read in place as a table.
+#[derive(Debug, Clone)]
+pub struct ExternalTable {
+    pub name: String,
+    pub path: PathBuf,
+    pub csv: bool,
+}
+
+/// Options for [`Database::open`].
+#[derive(Debug, Clone, Default)]
+pub struct DatabaseOptions {
+    /// DataFusion partitions per query; 0 = number of cores.
+    pub target_partitions: usize,
+    pub external_tables: Vec<ExternalTable>,
+}
+
+/// What every session of a node shares.
+pub struct Database {
+    pub engine: Arc<Engine>,
+    base: SessionContext,
+    schema: Arc<QuiverSchema>,
+    parser: PostgresCompatibilityParser,
+    rows_written: AtomicU64,
+}
+
+impl Database {
+    /// Builds the shared SQL state over an open engine.
+    pub async fn open(engine: Arc<Engine>, opts: DatabaseOptions) -> Result<Arc<Self>, SqlError> {
+        let mut config = SessionConfig::new()
+            .with_default_catalog_and_schema(CATALOG, "public")
+            .with_create_default_catalog_and_schema(false)
+            .with_information_schema(true);
+        if opts.target_partitions > 0 {
+            config = config.with_target_partitions(opts.target_partitions);
+        }
+        config.options_mut().sql_parser.dialect = datafusion::config::Dialect::PostgreSQL;
+        let base = SessionContext::new_with_config(config);
+        let schema = Arc::new(QuiverSchema::new(engine.clone(), base.state()));
+        let catalog = Arc::new(MemoryCatalogProvider::new());
+        catalog
+            .register_schema("public", schema.clone())
+            .map_err(SqlError::from)?;
+        base.register_catalog(CATALOG, catalog);
+        setup_pg_catalog(&base, CATALOG, EmptyContextProvider)
+            .map_err(|e| SqlError::new("XX000", format!("pg_catalog setup: {e}")))?;
+        for t in &opts.external_tables {
+            let path = t.path.to_string_lossy().to_string();
+            let r = if t.csv {
+                base.register_csv(&t.name, &path, CsvReadOptions::new().has_header(true))
+                    .await
+            } else {
+                base.register_parquet(&t.name, &path, ParquetReadOptions::default())
+                    .await
+            };
+            r.map_err(|e| {
+                SqlError::new(
+                    "58030",
+                    format!("external table \"{}\" ({path}): {e}", t.name),
+                )
+            })?;
+        }
+        Ok(Arc::new(Database {
+            engine,
+            base,
+            schema,
+            parser: PostgresCompatibilityParser::new(),
+            rows_written: AtomicU64::new(0),
+        }))
+    }
+
+    /// A new session with its own DataFusion context and transaction.
+    pub fn session(self: &Arc<Self>) -> Session {
+        let txn = Arc::new(TxnContext::new(self.engine.clone()));
+        let mut state = self.base.state();
+        state.config_mut().set_extension(txn.clone());
+        let ctx = SessionContext::new_with_state(state);
+        Session::new(self.clone(), ctx, txn)
+    }
+
+    pub(crate) fn note_rows_written(&self, n: u64) {
+        self.rows_written.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Rows committed through this node since start.
+    pub fn rows_written(&self) -> u64 {
+        self.rows_written.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,713 @@
+//! One client session: statement dispatch and transaction control.
+//!
+//! Every statement runs against a fresh snapshot. Outside a transaction
+//! block a statement's writes commit when it succeeds and vanish when it
+//! fails. Inside `BEGIN ... COMMIT` writes stay pending until COMMIT; a
+//! failed statement aborts the block (SQLSTATE 25P02 until ROLLBACK), as in
+//! PostgreSQL. DDL commits on its own, also inside a block.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::{DFSchema, ParamValues};
+use datafusion::dataframe::DataFrame;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::SessionContext;
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::{
+    AlterTableOperation, CopyLegacyCsvOption, CopyLegacyOption, CopyOption, CopySource, CopyTarget,
+    ObjectType, Statement,
+};
+
+use super::ddl;
+use super::error::SqlError;
+use super::settings::Settings;
+use super::txn::TxnContext;
+use super::Database;
+use crate::storage::table::{ColumnMeta, TableMeta};
+
+/// Where the session is with respect to a transaction block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockState {
+    Idle,
+    InBlock,
+    Failed,
+}
+
+/// A `COPY ... FROM STDIN` in progress.
+#[derive(Debug, Clone)]
+pub struct CopyIn {
+    pub table: Arc<TableMeta>,
+    /// Table column positions, in the order the data has them.
+    pub columns: Vec<usize>,
+    /// Schema of the incoming data (those columns).
+    pub schema: SchemaRef,
+    pub options: Vec<(String, Option<String>)>,
+}
+
+/// What a statement produced.
+pub enum Outcome {
+    /// Rows to stream to the client.
+    Rows(DataFrame),
+    /// A command tag such as `INSERT 0 3` or `CREATE TABLE`.
+    Command(String),
+    Begin,
+    Commit,
+    Rollback,
+    CopyIn(CopyIn),
+    CopyOut {
+        df: DataFrame,
+        options: Vec<(String, Option<String>)>,
+    },
+    /// `SHOW name` result.
+    Show {
+        name: String,
+        value: String,
+    },
+}
+
+/// One client's session.
+pub struct Session {
+    db: Arc<Database>,
+    pub ctx: SessionContext,
+    txn: Arc<TxnContext>,
+    block: BlockState,
+    pub settings: Settings,
+}
+
+impl Session {
+    pub(super) fn new(db: Arc<Database>, ctx: SessionContext, txn: Arc<TxnContext>) -> Self {
+        Session {
+            db,
+            ctx,
+            txn,
+            block: BlockState::Idle,
+            settings: Settings::default(),
+        }
+    }
+
+    pub fn block_state(&self) -> BlockState {
+        self.block
+    }
+
+    /// Parses SQL text into statements.
+    pub fn parse(&self, sql: &str) -> Result<Vec<Statement>, SqlError> {
+        self.db
+            .parser
+            .parse(sql)
+            .map_err(|e| SqlError::syntax(e.to_string().replace("sql parser error: ", "")))
+    }
+
+    /// Plans a statement that DataFusion executes (for the extended protocol
+    /// and for our own dispatch). `None` for statements Quiver runs itself.
+    pub async fn plan(&self, stmt: &Statement) -> Result<Option<LogicalPlan>, SqlError> {
+        if handled_here(stmt) {
+            return Ok(None);
+        }
+        let plan = self
+            .ctx
+            .state()
+            .statement_to_plan(DfStatement::Statement(Box::new(stmt.clone())))
+            .await?;
+        Ok(Some(plan))
+    }
+
+    /// Runs one statement, with transaction semantics. `plan` and `params`
+    /// come from the extended protocol.
+    pub async fn execute(
+        &mut self,
+        stmt: &Statement,
+        plan: Option<LogicalPlan>,
+        params: Option<ParamValues>,
+    ) -> Result<Outcome, SqlError> {
+        match stmt {
+            Statement::StartTransaction { .. } => {
+                if self.block == BlockState::Idle {
+                    self.block = BlockState::InBlock;
+                    self.txn.take_pending();
+                }
+                return Ok(Outcome::Begin);
+            }
+            Statement::Commit { .. } => {
+                let failed = self.block == BlockState::Failed;
+                self.block = BlockState::Idle;
+                if failed {
+                    self.txn.take_pending();
+                    return Ok(Outcome::Rollback);
+                }
+                self.commit_pending().await?;
+                return Ok(Outcome::Commit);
+            }
+            Statement::Rollback { savepoint, .. } => {
+                if savepoint.is_some() {
+                    return Err(SqlError::unsupported("savepoints are not supported yet"));
+                }
+                self.block = BlockState::Idle;
+                self.txn.take_pending();
+                return Ok(Outcome::Rollback);
+            }
+            _ => {}
+        }
+        if self.block == BlockState::Failed {
+            return Err(SqlError::aborted());
+        }
+        self.txn.begin_statement();
+        let saved = self.txn.pending();
+        let explain_only = matches!(stmt, Statement::Explain { analyze: false, .. });
+        let result = self.dispatch(stmt, plan, params).await;
+        match result {
+            Err(e) => {
+                if self.block == BlockState::InBlock {
+                    self.block = BlockState::Failed;
+                } else {
+                    self.txn.take_pending();
+                }
+                Err(e)
+            }
+            Ok(out) => {
+                if explain_only {
+                    self.txn.set_pending(saved);
+                }
+                if self.block == BlockState::Idle && !matches!(out, Outcome::CopyIn(_)) {
+                    self.commit_pending().await?;
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    async fn commit_pending(&mut self) -> Result<(), SqlError> {
+        let pending = self.txn.take_pending();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let rows: usize = pending
+            .tables
+            .values()
+            .flat_map(|t| t.inserts.iter())
+            .map(|b| b.num_rows())
+            .sum();
+        self.db.engine.commit(pending.to_write_set()).await?;
+        self.db.note_rows_written(rows as u64);
+        Ok(())
+    }
+
+    async fn dispatch(
+        &mut self,
+        stmt: &Statement,
+        plan: Option<LogicalPlan>,
+        params: Option<ParamValues>,
+    ) -> Result<Outcome, SqlError> {
+        match stmt {
+            Statement::CreateTable(ct) if ct.query.is_none() => {
+                let meta = ddl::table_meta(ct)?;
+                if self.db.schema.is_external(&meta.name) {
+                    return Err(SqlError::new(
+                        "42P07",
+                        format!("relation \"{}\" already exists", meta.name),
+                    ));
+                }
+                for c in &meta.columns {
+                    if let Some(d) = &c.default {
+                        self.db.schema.plan_default(&meta, d)?;
+                    }
+                }
+                self.db.engine.create_table(meta, ct.if_not_exists).await?;
+                Ok(Outcome::Command("CREATE TABLE".into()))
+            }
+            Statement::CreateTable(ct) => self.create_table_as(ct).await,
+            Statement::Drop {
+                object_type: ObjectType::Table,
+                names,
+                if_exists,
+                ..
+            } => {
+                for n in names {
+                    let name = ddl::table_name(&n.to_string());
+                    if self.db.schema.is_external(&name) {
+                        self.db.schema.remove_external(&name);
+                        continue;
+                    }
+                    self.db.engine.drop_table(&name, *if_exists).await?;
+                }
+                Ok(Outcome::Command("DROP TABLE".into()))
+            }
+            Statement::AlterTable(at) => self.alter_table(at).await,
+            Statement::Copy {
+                source,
+                to,
+                target,
+                options,
+                legacy_options,
+                ..
+            } => {
+                self.copy(source, *to, target, options, legacy_options)
+                    .await
+            }
+            Statement::Set(set) => {
+                let tag = self.settings.apply_set(set, &self.ctx)?;
+                Ok(Outcome::Command(tag))
+            }
+            Statement::ShowVariable { variable } => {
+                let name = variable
+                    .iter()
+                    .map(|i| i.value.to_ascii_lowercase())
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let (name, value) = self.settings.show(&name)?;
+                Ok(Outcome::Show { name, value })
+            }
+            _ => {
+                let plan = match plan {
+                    Some(p) => p,
+                    None => self
+                        .plan(stmt)
+                        .await?
+                        .ok_or_else(|| SqlError::unsupported("statement not supported"))?,
+                };
+                let plan = match params {
+                    Some(p) => plan.replace_params_with_values(&p)?,
+                    None => plan,
+                };
+                let df = self.ctx.execute_logical_plan(plan).await?;
+                let tag = match stmt {
+                    Statement::Insert(_) => "INSERT 0",
+                    Statement::Update { .. } => "UPDATE",
+                    Statement::Delete(_) => "DELETE",
+                    Statement::Truncate { .. } => {
+                        df.collect().await?;
+                        return Ok(Outcome::Command("TRUNCATE TABLE".into()));
+                    }
+                    Statement::CreateView { .. } => {
+                        df.collect().await?;
+                        return Ok(Outcome::Command("CREATE VIEW".into()));
+                    }
+                    Statement::Drop {
+                        object_type: ObjectType::View,
+                        ..
+                    } => {
+                        df.collect().await?;
+                        return Ok(Outcome::Command("DROP VIEW".into()));
+                    }
+                    _ => return Ok(Outcome::Rows(df)),
+                };
+                let n = count_of(&df.collect().await?);
+                Ok(Outcome::Command(format!("{tag} {n}")))
+            }
+        }
+    }
+
+    async fn create_table_as(
+        &mut self,
+        ct: &datafusion::sql::sqlparser::ast::CreateTable,
+    ) -> Result<Outcome, SqlError> {
+        let Some(q) = &ct.query else {
+            return Err(SqlError::syntax("CREATE TABLE AS needs a query"));
+        };
+        let name = ddl::table_name(&ct.name.to_string());
+        let plan = self
+            .ctx
+            .state()
+            .statement_to_plan(DfStatement::Statement(Box::new(Statement::Query(
+                q.clone(),
+            ))))
+            .await?;
+        let df = self.ctx.execute_logical_plan(plan).await?;
+        let schema = df.schema().as_arrow().clone();
+        let batches = df.collect().await?;
+        let columns = schema
+            .fields()
+            .iter()
+            .map(|f| {
+                Ok(ColumnMeta {
+                    name: f.name().clone(),
+                    ty: ddl::from_arrow(f.data_type())?,
+                    nullable: true,
+                    default: None,
+                })
+            })
+            .collect::<Result<Vec<_>, SqlError>>()?;
+        let meta = TableMeta {
+            id: 0,
+            name: name.clone(),
+            columns,
+            primary_key: None,
+            uniques: vec![],
+        };
+        if !self.db.engine.create_table(meta, ct.if_not_exists).await? {
+            return Ok(Outcome::Command("SELECT 0".into()));
+        }
+        let snap = self.db.engine.snapshot();
+        let t = snap
+            .table_by_name(&name)
+            .cloned()
+            .ok_or_else(|| SqlError::new("42P01", format!("relation \"{name}\" vanished")))?;
+        let target = t.meta.schema();
+        let mut rows = 0;
+        let mut conformed = Vec::new();
+        for b in batches {
+            rows += b.num_rows();
+            let cols = b
+                .columns()
+                .iter()
+                .zip(target.fields())
+                .map(|(c, f)| datafusion::arrow::compute::cast(c, f.data_type()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| SqlError::new("22P02", e.to_string()))?;
+            conformed.push(
+                RecordBatch::try_new(target.clone(), cols)
+                    .map_err(|e| SqlError::new("XX000", e.to_string()))?,
+            );
+        }
+        self.txn.add_inserts(&t, conformed)?;
+        Ok(Outcome::Command(format!("SELECT {rows}")))
+    }
+
+    async fn alter_table(
+        &mut self,
+        at: &datafusion::sql::sqlparser::ast::AlterTable,
+    ) -> Result<Outcome, SqlError> {
+        let name = ddl::table_name(&at.name.to_string());
+        let snap = self.db.engine.snapshot();
+        let t = snap
+            .table_by_name(&name)
+            .cloned()
+            .ok_or_else(|| SqlError::new("42P01", format!("relation \"{name}\" does not exist")))?;
+        let mut meta = (*t.meta).clone();
+        let mut mapping: Vec<Option<usize>> = (0..meta.columns.len()).map(Some).collect();
+        for op in &at.operations {
+            match op {
+                AlterTableOperation::AddColumn {
+                    column_def,
+                    if_not_exists,
+                    ..
+                } => {
+                    let (col, pk, unique) = ddl::column_meta(column_def)?;
+                    if meta.column_index(&col.name).is_some() {
+                        if *if_not_exists {
+                            continue;
+                        }
+                        return Err(SqlError::new(
+                            "42701",
+                            format!(
+                                "column \"{}\" of relation \"{name}\" already exists",
+                                col.name
+                            ),
+                        ));
+                    }
+                    if pk || unique || !col.nullable {
+                        return Err(SqlError::unsupported(
+                            "ADD COLUMN with NOT NULL, PRIMARY KEY or UNIQUE is not supported yet",
+                        ));
+                    }
+                    meta.columns.push(col);
+                    mapping.push(None);
+                }
+                AlterTableOperation::DropColumn {
+                    column_names,
+                    if_exists,
+                    ..
+                } => {
+                    for c in column_names {
+                        let cname = c.value.to_ascii_lowercase();
+                        let Some(i) = meta.column_index(&cname) else {
+                            if *if_exists {
+                                continue;
+                            }
+                            return Err(SqlError::new(
+                                "42703",
+                                format!("column \"{cname}\" of relation \"{name}\" does not exist"),
+                            ));
+                        };
+                        let in_key = meta.unique_keys().iter().any(|k| k.contains(&i));
+                        if in_key {
+                            return Err(SqlError::unsupported(
+                                "cannot drop a column that is part of a key",
+                            ));
+                        }
+                        meta.columns.remove(i);
+                        mapping.remove(i);
+                        let fix = |k: &mut Vec<usize>| {
+                            for x in k.iter_mut() {
+                                if *x > i {
+                                    *x -= 1;
+                                }
+                            }
+                        };
+                        if let Some(pk) = meta.primary_key.as_mut() {
+                            fix(pk);
+                        }
+                        for u in meta.uniques.iter_mut() {
+                            fix(u);
+                        }
+                    }
+                }
+                AlterTableOperation::RenameColumn {
+                    old_column_name,
+                    new_column_name,
+                } => {
+                    let old = old_column_name.value.to_ascii_lowercase();
+                    let i = meta.column_index(&old).ok_or_else(|| {
+                        SqlError::new("42703", format!("column \"{old}\" does not exist"))
+                    })?;
+                    meta.columns[i].name = new_column_name.value.to_ascii_lowercase();
+                }
+                AlterTableOperation::RenameTable { table_name } => {
+                    meta.name = ddl::table_name(&table_name.to_string().replace("TO ", ""));
+                }
+                other => {
+                    return Err(SqlError::unsupported(format!(
+                        "ALTER TABLE {other} is not supported yet"
+                    )))
+                }
+            }
+        }
+        self.db.engine.alter_table(meta, mapping).await?;
+        Ok(Outcome::Command("ALTER TABLE".into()))
+    }
+
+    async fn copy(
+        &mut self,
+        source: &CopySource,
+        to: bool,
+        target: &CopyTarget,
+        options: &[CopyOption],
+        legacy: &[CopyLegacyOption],
+    ) -> Result<Outcome, SqlError> {
+        let opts = copy_options(options, legacy)?;
+        if to {
+            if !matches!(target, CopyTarget::Stdout) {
+                return Err(SqlError::unsupported("COPY TO supports only STDOUT"));
+            }
+            let sql = match source {
+                CopySource::Table {
+                    table_name,
+                    columns,
+                } => {
+                    let cols = if columns.is_empty() {
+                        "*".to_string()
+                    } else {
+                        columns
+                            .iter()
+                            .map(|c| c.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    };
+                    format!("SELECT {cols} FROM {table_name}")
+                }
+                CopySource::Query(q) => q.to_string(),
+            };
+            let df = self.ctx.sql(&sql).await?;
+            return Ok(Outcome::CopyOut { df, options: opts });
+        }
+        if !matches!(target, CopyTarget::Stdin) {
+            return Err(SqlError::unsupported("COPY FROM supports only STDIN"));
+        }
+        let CopySource::Table {
+            table_name,
+            columns,
+        } = source
+        else {
+            return Err(SqlError::syntax("COPY FROM needs a table"));
+        };
+        let name = ddl::table_name(&table_name.to_string());
+        let snap = self.txn.snapshot();
+        let t = snap
+            .table_by_name(&name)
+            .cloned()
+            .ok_or_else(|| SqlError::new("42P01", format!("relation \"{name}\" does not exist")))?;
+        let cols = if columns.is_empty() {
+            (0..t.meta.columns.len()).collect()
+        } else {
+            columns
+                .iter()
+                .map(|c| {
+                    let n = c.value.to_ascii_lowercase();
+                    t.meta.column_index(&n).ok_or_else(|| {
+                        SqlError::new(
+                            "42703",
+                            format!("column \"{n}\" of relation \"{name}\" does not exist"),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        let full = t.meta.schema();
+        let schema = Arc::new(
+            full.project(&cols)
+                .map_err(|e| SqlError::new("XX000", e.to_string()))?,
+        );
+        Ok(Outcome::CopyIn(CopyIn {
+            table: t.meta.clone(),
+            columns: cols,
+            schema,
+            options: opts,
+        }))
+    }
+
+    /// Adds decoded COPY rows (columns as in `copy.schema`) to the
+    /// transaction, filling missing columns with their defaults.
+    pub fn copy_rows(&mut self, copy: &CopyIn, batch: RecordBatch) -> Result<(), SqlError> {
+        let snap = self.txn.snapshot();
+        let t = snap.tables.get(&copy.table.id).cloned().ok_or_else(|| {
+            SqlError::new(
+                "42P01",
+                format!("relation \"{}\" does not exist", copy.table.name),
+            )
+        })?;
+        let full = t.meta.schema();
+        let n = batch.num_rows();
+        let mut cols = Vec::with_capacity(full.fields().len());
+        for i in 0..full.fields().len() {
+            match copy.columns.iter().position(|&c| c == i) {
+                Some(p) => cols.push(batch.column(p).clone()),
+                None => cols.push(self.default_array(&t.meta, i, n)?),
+            }
+        }
+        let b = RecordBatch::try_new_with_options(
+            Arc::new(datafusion::arrow::datatypes::Schema::new(
+                full.fields()
+                    .iter()
+                    .map(|f| f.as_ref().clone().with_nullable(true))
+                    .collect::<Vec<_>>(),
+            )),
+            cols,
+            &Default::default(),
+        )
+        .map_err(|e| SqlError::new("XX000", e.to_string()))?;
+        crate::storage::table::check_not_null(&t.meta, &b)?;
+        let b = RecordBatch::try_new(full.clone(), b.columns().to_vec())
+            .map_err(|e| SqlError::new("XX000", e.to_string()))?;
+        self.txn.add_inserts(&t, vec![b])?;
+        Ok(())
+    }
+
+    fn default_array(
+        &self,
+        meta: &TableMeta,
+        col: usize,
+        n: usize,
+    ) -> Result<datafusion::arrow::array::ArrayRef, SqlError> {
+        let ty = meta.columns[col].ty.arrow_type();
+        let Some(sql) = &meta.columns[col].default else {
+            return Ok(datafusion::arrow::array::new_null_array(&ty, n));
+        };
+        let expr = self.db.schema.plan_default(meta, sql)?;
+        let empty = DFSchema::empty();
+        let phys = self.ctx.state().create_physical_expr(expr, &empty)?;
+        let one = RecordBatch::try_new_with_options(
+            Arc::new(datafusion::arrow::datatypes::Schema::empty()),
+            vec![],
+            &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(n)),
+        )
+        .map_err(|e| SqlError::new("XX000", e.to_string()))?;
+        let v = phys.evaluate(&one)?.into_array(n)?;
+        datafusion::arrow::compute::cast(&v, &ty).map_err(|e| SqlError::new("22P02", e.to_string()))
+    }
+
+    /// Ends a `COPY FROM STDIN`: checks keys, commits outside a block.
+    pub async fn finish_copy(&mut self, copy: &CopyIn) -> Result<(), SqlError> {
+        let r = self.txn.precheck_unique(copy.table.id);
+        let r = match r {
+            Ok(()) if self.block == BlockState::Idle => self.commit_pending().await,
+            Ok(()) => Ok(()),
+            Err(e) => Err(e.into()),
+        };
+        if r.is_err() {
+            self.fail_copy();
+        }
+        r
+    }
+
+    /// Abandons a `COPY FROM STDIN` after an error.
+    pub fn fail_copy(&mut self) {
+        if self.block == BlockState::InBlock {
+            self.block = BlockState::Failed;
+        } else {
+            self.txn.take_pending();
+        }
+    }
+}
+
+/// Statements Quiver executes itself rather than through DataFusion.
+fn handled_here(stmt: &Statement) -> bool {
+    matches!(
+        stmt,
+        Statement::StartTransaction { .. }
+            | Statement::Commit { .. }
+            | Statement::Rollback { .. }
+            | Statement::CreateTable(_)
+            | Statement::Drop {
+                object_type: ObjectType::Table,
+                ..
+            }
+            | Statement::AlterTable(_)
+            | Statement::Copy { .. }
+            | Statement::Set(_)
+            | Statement::ShowVariable { .. }
+    )
+}
+
+/// Reads the `count` of a DML result.
+fn count_of(batches: &[RecordBatch]) -> u64 {
+    batches
+        .first()
+        .and_then(|b| b.column_by_name("count"))
+        .and_then(|c| {
+            c.as_any()
+                .downcast_ref::<datafusion::arrow::array::UInt64Array>()
+                .map(|a| a.value(0))
+        })
+        .unwrap_or(0)
+}
+
+/// COPY options as `(name, value)` pairs.
+fn copy_options(
+    options: &[CopyOption],
+    legacy: &[CopyLegacyOption],
+) -> Result<Vec<(String, Option<String>)>, SqlError> {
+    let mut out: Vec<(String, Option<String>)> = Vec::new();
+    let mut put = |k: &str, v: Option<String>| out.push((k.to_string(), v));
+    for o in options {
+        match o {
+            CopyOption::Format(f) => put("format", Some(f.value.to_ascii_lowercase())),
+            CopyOption::Delimiter(c) => put("delimiter", Some(c.to_string())),
+            CopyOption::Null(s) => put("null", Some(s.clone())),
+            CopyOption::Header(b) => put("header", Some(b.to_string())),
+            CopyOption::Quote(c) => put("quote", Some(c.to_string())),
+            CopyOption::Escape(c) => put("escape", Some(c.to_string())),
+            CopyOption::Encoding(e) => {
+                let e = e.to_ascii_lowercase().replace(['-', '_'], "");
+                if e != "utf8" {
+                    return Err(SqlError::unsupported("only UTF8 encoding is supported"));
+                }
+            }
+            CopyOption::Freeze(_) => {}
+            other => return Err(SqlError::unsupported(format!("COPY option {other}"))),
+        }
+    }
+    for o in legacy {
+        match o {
+            CopyLegacyOption::Binary => {
+                return Err(SqlError::unsupported("COPY BINARY is not supported yet"))
+            }
+            CopyLegacyOption::Delimiter(c) => put("delimiter", Some(c.to_string())),
+            CopyLegacyOption::Null(s) => put("null", Some(s.clone())),
+            CopyLegacyOption::Header => put("header", Some("true".into())),
+            CopyLegacyOption::Csv(csv) => {
+                put("format", Some("csv".into()));
+                for c in csv {
+                    match c {
+                        CopyLegacyCsvOption::Header => put("header", Some("true".into())),
+                        CopyLegacyCsvOption::Quote(q) => put("quote", Some(q.to_string())),
+                        CopyLegacyCsvOption::Escape(q) => put("escape", Some(q.to_string())),
+                        _ => {}
+                    }
+                }
+            }
+            other => return Err(SqlError::unsupported(format!("COPY option {other}"))),
+        }
+    }
+    Ok(out)
+}

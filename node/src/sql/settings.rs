@@ -1,0 +1,162 @@
+//! Session settings for `SET` / `SHOW`: the PostgreSQL parameters clients
+//! set or ask for, Quiver's own `quiver.*` settings, and DataFusion's
+//! `datafusion.*` options (forwarded to the session's DataFusion config).
+
+use std::collections::BTreeMap;
+
+use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::ast::{Expr, Set, Value};
+
+use super::error::SqlError;
+
+/// Defaults of the parameters a session knows.
+const DEFAULTS: &[(&str, &str)] = &[
+    ("application_name", ""),
+    ("bytea_output", "hex"),
+    ("client_encoding", "UTF8"),
+    ("client_min_messages", "notice"),
+    ("datestyle", "ISO, MDY"),
+    ("default_transaction_isolation", "read committed"),
+    ("default_transaction_read_only", "off"),
+    ("extra_float_digits", "1"),
+    ("idle_in_transaction_session_timeout", "0"),
+    ("integer_datetimes", "on"),
+    ("intervalstyle", "postgres"),
+    ("lc_messages", "C"),
+    ("lock_timeout", "0"),
+    ("max_identifier_length", "63"),
+    ("quiver.executor_slow_start_interval", "10ms"),
+    ("quiver.max_adaptive_executor_pool_size", "16"),
+    ("quiver.max_cached_conns_per_worker", "1"),
+    ("quiver.max_shared_pool_size", "0"),
+    ("quiver.shard_count", "32"),
+    ("quiver.shard_replication_factor", "1"),
+    ("search_path", "\"$user\", public"),
+    ("server_encoding", "UTF8"),
+    ("server_version", "15.0"),
+    ("server_version_num", "150000"),
+    ("standard_conforming_strings", "on"),
+    ("statement_timeout", "0"),
+    ("timezone", "UTC"),
+    ("transaction_isolation", "read committed"),
+    ("transaction_read_only", "off"),
+];
+
+/// The settings of one session.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    values: BTreeMap<String, String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            values: DEFAULTS
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+}
+
+fn value_text(e: &Expr) -> String {
+    match e {
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => s.clone(),
+            other => other.to_string(),
+        },
+        Expr::Identifier(i) => i.value.clone(),
+        other => other.to_string(),
+    }
+}
+
+impl Settings {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.values
+            .get(&name.to_ascii_lowercase())
+            .map(|s| s.as_str())
+    }
+
+    /// Applies `SET`; returns the command tag.
+    pub fn apply_set(&mut self, set: &Set, ctx: &SessionContext) -> Result<String, SqlError> {
+        match set {
+            Set::SingleAssignment {
+                variable, values, ..
+            } => {
+                let name = variable.to_string().to_ascii_lowercase();
+                let value = values.iter().map(value_text).collect::<Vec<_>>().join(", ");
+                self.set(&name, &value, ctx)?;
+            }
+            Set::SetTimeZone { value, .. } => {
+                self.values.insert("timezone".into(), value_text(value));
+            }
+            Set::SetNames { charset_name, .. } => {
+                self.set("client_encoding", &charset_name.value, ctx)?;
+            }
+            Set::SetTransaction { .. } | Set::SetNamesDefault {} => {}
+            other => {
+                return Err(SqlError::unsupported(format!("{other} is not supported")));
+            }
+        }
+        Ok("SET".into())
+    }
+
+    fn set(&mut self, name: &str, value: &str, ctx: &SessionContext) -> Result<(), SqlError> {
+        if name.starts_with("datafusion.") {
+            let state = ctx.state_ref();
+            let mut state = state.write();
+            state
+                .config_mut()
+                .options_mut()
+                .set(name, value)
+                .map_err(|e| SqlError::new("22023", e.to_string()))?;
+            self.values.insert(name.into(), value.into());
+            return Ok(());
+        }
+        let value = if value.eq_ignore_ascii_case("default") {
+            DEFAULTS
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+                .unwrap_or_default()
+        } else {
+            value.to_string()
+        };
+        if name == "client_encoding" {
+            let v = value.to_ascii_lowercase().replace(['-', '_'], "");
+            if v != "utf8" && v != "unicode" {
+                return Err(SqlError::new(
+                    "0A000",
+                    format!("encoding \"{value}\" is not supported; Quiver speaks UTF8"),
+                ));
+            }
+        }
+        if self.values.contains_key(name) || name.contains('.') {
+            self.values.insert(name.into(), value);
+            Ok(())
+        } else {
+            Err(SqlError::new(
+                "42704",
+                format!("unrecognized configuration parameter \"{name}\""),
+            ))
+        }
+    }
+
+    /// `SHOW name`: the column name and the value.
+    pub fn show(&self, name: &str) -> Result<(String, String), SqlError> {
+        let key = match name {
+            "time zone" => "timezone",
+            "transaction isolation level" => "transaction_isolation",
+            other => other,
+        };
+        self.values
+            .get(key)
+            .map(|v| (key.to_string(), v.clone()))
+            .ok_or_else(|| {
+                SqlError::new(
+                    "42704",
+                    format!("unrecognized configuration parameter \"{name}\""),
+                )
+            })
+    }
+}

@@ -1,0 +1,231 @@
+//! Per-connection transaction state, shared with table providers through a
+//! `SessionConfig` extension.
+//!
+//! Reads see the statement's snapshot (taken when the statement starts)
+//! overlaid with this transaction's own pending writes. Pending inserts carry
+//! provisional row ids (high bit set) so the transaction can delete or update
+//! its own rows before they are committed; at commit they are stripped and
+//! real row ids are assigned by the engine.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{BooleanArray, RecordBatch};
+use datafusion::arrow::compute::filter_record_batch;
+use parking_lot::Mutex;
+
+use crate::storage::table::{rowids, with_rowids, TableData};
+use crate::storage::{DbVersion, Engine, StorageError, TableWrites, WriteSet};
+
+/// Row ids at or above this are provisional (not yet committed).
+pub const PROVISIONAL: u64 = 1 << 63;
+
+/// Pending changes to one table.
+#[derive(Debug, Default, Clone)]
+pub struct PendingTable {
+    pub truncate: bool,
+    pub deletes: BTreeSet<u64>,
+    /// Stored batches with provisional row ids.
+    pub inserts: Vec<RecordBatch>,
+}
+
+/// Everything a transaction has written so far.
+#[derive(Debug, Default, Clone)]
+pub struct Pending {
+    pub tables: BTreeMap<u64, PendingTable>,
+    pub next_provisional: u64,
+}
+
+impl Pending {
+    pub fn is_empty(&self) -> bool {
+        self.tables
+            .values()
+            .all(|t| !t.truncate && t.deletes.is_empty() && t.inserts.is_empty())
+    }
+
+    /// Converts to the engine's write set (provisional row ids stripped).
+    pub fn to_write_set(&self) -> WriteSet {
+        let mut ws = WriteSet::default();
+        for (id, t) in &self.tables {
+            ws.tables.insert(*id, to_table_writes(t));
+        }
+        ws
+    }
+}
+
+fn to_table_writes(t: &PendingTable) -> TableWrites {
+    TableWrites {
+        truncate: t.truncate,
+        deletes: t.deletes.clone(),
+        inserts: t
+            .inserts
+            .iter()
+            .filter_map(|b| {
+                let n = b.num_columns();
+                b.project(&(0..n.saturating_sub(1)).collect::<Vec<_>>())
+                    .ok()
+            })
+            .collect(),
+    }
+}
+
+/// The transaction context of one connection.
+pub struct TxnContext {
+    pub engine: Arc<Engine>,
+    inner: Mutex<TxnInner>,
+}
+
+#[derive(Default)]
+struct TxnInner {
+    snapshot: Option<Arc<DbVersion>>,
+    pending: Pending,
+}
+
+impl std::fmt::Debug for TxnContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TxnContext")
+    }
+}
+
+impl TxnContext {
+    pub fn new(engine: Arc<Engine>) -> Self {
+        TxnContext {
+            engine,
+            inner: Mutex::new(TxnInner::default()),
+        }
+    }
+
+    /// Takes a fresh snapshot for the next statement.
+    pub fn begin_statement(&self) {
+        self.inner.lock().snapshot = Some(self.engine.snapshot());
+    }
+
+    /// The statement's snapshot (a fresh one if none was taken).
+    pub fn snapshot(&self) -> Arc<DbVersion> {
+        let mut inner = self.inner.lock();
+        inner
+            .snapshot
+            .get_or_insert_with(|| self.engine.snapshot())
+            .clone()
+    }
+
+    pub fn pending(&self) -> Pending {
+        self.inner.lock().pending.clone()
+    }
+
+    pub fn pending_table(&self, id: u64) -> Option<PendingTable> {
+        self.inner.lock().pending.tables.get(&id).cloned()
+    }
+
+    pub fn set_pending(&self, p: Pending) {
+        self.inner.lock().pending = p;
+    }
+
+    pub fn take_pending(&self) -> Pending {
+        std::mem::take(&mut self.inner.lock().pending)
+    }
+
+    /// Adds user batches as pending inserts.
+    pub fn add_inserts(
+        &self,
+        table: &TableData,
+        batches: Vec<RecordBatch>,
+    ) -> Result<(), StorageError> {
+        let stored = table.meta.stored_schema();
+        let mut inner = self.inner.lock();
+        let mut next = inner.pending.next_provisional;
+        let mut out = Vec::with_capacity(batches.len());
+        for b in batches {
+            let n = b.num_rows() as u64;
+            out.push(with_rowids(&b, &stored, PROVISIONAL + next)?);
+            next += n;
+        }
+        inner.pending.next_provisional = next;
+        let t = inner.pending.tables.entry(table.meta.id).or_default();
+        t.inserts.extend(out);
+        Ok(())
+    }
+
+    /// Deletes rows by id: committed ones become pending deletes, pending
+    /// ones are dropped from the pending inserts.
+    pub fn delete_rows(&self, table: u64, ids: &[u64]) -> Result<(), StorageError> {
+        let mut inner = self.inner.lock();
+        let t = inner.pending.tables.entry(table).or_default();
+        let mut provisional = BTreeSet::new();
+        for &r in ids {
+            if r >= PROVISIONAL {
+                provisional.insert(r);
+            } else {
+                t.deletes.insert(r);
+            }
+        }
+        if !provisional.is_empty() {
+            let mut kept = Vec::with_capacity(t.inserts.len());
+            for b in &t.inserts {
+                let rid = rowids(b)?;
+                let mask: BooleanArray = rid
+                    .values()
+                    .iter()
+                    .map(|r| Some(!provisional.contains(r)))
+                    .collect();
+                let f = filter_record_batch(b, &mask)?;
+                if f.num_rows() > 0 {
+                    kept.push(f);
+                }
+            }
+            t.inserts = kept;
+        }
+        Ok(())
+    }
+
+    pub fn truncate(&self, table: u64) {
+        let mut inner = self.inner.lock();
+        let t = inner.pending.tables.entry(table).or_default();
+        t.truncate = true;
+        t.deletes.clear();
+        t.inserts.clear();
+    }
+
+    /// Checks unique keys of the pending inserts of `table` against the
+    /// snapshot, so a duplicate fails the statement that caused it.
+    pub fn precheck_unique(&self, table: u64) -> Result<(), StorageError> {
+        let snap = self.snapshot();
+        let Some(p) = self.pending_table(table) else {
+            return Ok(());
+        };
+        self.engine.precheck(&snap, table, &to_table_writes(&p))
+    }
+}
+
+/// Live stored batches of `t` as this transaction sees them.
+pub fn visible_batches(
+    t: &TableData,
+    pending: Option<&PendingTable>,
+) -> Result<Vec<RecordBatch>, StorageError> {
+    let mut out = Vec::new();
+    match pending {
+        None => out.extend(t.live_batches()?),
+        Some(p) => {
+            if !p.truncate {
+                for b in t.live_batches()? {
+                    if p.deletes.is_empty() {
+                        out.push(b);
+                        continue;
+                    }
+                    let rid = rowids(&b)?;
+                    let mask: BooleanArray = rid
+                        .values()
+                        .iter()
+                        .map(|r| Some(!p.deletes.contains(r)))
+                        .collect();
+                    let f = filter_record_batch(&b, &mask)?;
+                    if f.num_rows() > 0 {
+                        out.push(f);
+                    }
+                }
+            }
+            out.extend(p.inserts.iter().cloned());
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,309 @@
+//! Checkpoints: fold the WAL into Parquet parts, compact, trim the WAL.
+//!
+//! 1. Under the commit lock: take the head version (LSN `x`) and ask the WAL
+//!    writer to start a new file at `x + 1`; the rotation fsyncs the old file.
+//! 2. Without any lock: write a part for every run of memory-only segments,
+//!    rewrite a table into one part when it has too many parts or too many
+//!    deleted rows (compaction), write deletion files, then the manifest with
+//!    `checkpoint_lsn = x`. Commits carry on meanwhile.
+//! 3. Under the commit lock: label the head's segments with their parts (or
+//!    swap in the compacted segment, re-applying deletes committed after
+//!    `x`), then delete WAL files and parts the manifest no longer needs.
+//!
+//! A crash at any point leaves either the old manifest (and the full WAL) or
+//! the new manifest (and a WAL that holds everything after `x`).
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::engine::Engine;
+use super::parts::{self, Manifest, PartEntry, TableEntry};
+use super::table::{Segment, TableData};
+use super::wal;
+use super::StorageError;
+
+/// A table is compacted when it has more parts than this...
+const MAX_PARTS: usize = 8;
+/// ...or when more than this fraction of its rows are deleted.
+const MAX_DELETED_FRACTION: f64 = 0.3;
+
+/// What a checkpoint did to one table, to install into the head version.
+enum Install {
+    /// Segments starting at these row ids now live in these parts.
+    Labels(Vec<(u64, u64)>),
+    /// The first `replaced` segments were rewritten into `segment`.
+    Compacted {
+        replaced: Vec<Arc<Segment>>,
+        segment: Arc<Segment>,
+    },
+}
+
+/// What a checkpoint did, for logs and metrics.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CheckpointStats {
+    pub lsn: u64,
+    pub parts_written: usize,
+    pub tables_compacted: usize,
+    pub disk_bytes: u64,
+}
+
+impl Engine {
+    /// Runs a checkpoint. Blocking: call it from a blocking thread.
+    pub fn checkpoint(&self) -> Result<CheckpointStats, StorageError> {
+        let _only_one = self.checkpoint_lock.lock();
+        let (snap, rotate_lsn, rotated) = {
+            let head = self.head.lock();
+            let rx = self.wal.rotate_request(head.next_lsn)?;
+            (head.version.clone(), head.next_lsn, rx)
+        };
+        rotated
+            .blocking_recv()
+            .map_err(|_| StorageError::ShuttingDown)??;
+        self.wal_bytes.store(0, Ordering::Relaxed);
+
+        let mut stats = CheckpointStats {
+            lsn: snap.lsn,
+            ..Default::default()
+        };
+        let mut manifest = Manifest {
+            checkpoint_lsn: snap.lsn,
+            next_table_id: snap.next_table_id,
+            next_part_id: 0,
+            tables: Vec::new(),
+        };
+        let mut installs: HashMap<u64, Install> = HashMap::new();
+        let mut ids: Vec<&u64> = snap.tables.keys().collect();
+        ids.sort();
+        for id in ids {
+            let t = &snap.tables[id];
+            let (entry, install, wrote, compacted) = self.checkpoint_table(t, snap.lsn)?;
+            stats.parts_written += wrote;
+            stats.tables_compacted += usize::from(compacted);
+            manifest.tables.push(entry);
+            installs.insert(*id, install);
+        }
+        manifest.next_part_id = self.next_part_id.load(Ordering::SeqCst);
+        parts::write_manifest(&self.root, &manifest)?;
+
+        // Install into the head version.
+        {
+            let mut head = self.head.lock();
+            let mut v = (*head.version).clone();
+            for (id, install) in installs {
+                let Some(t) = v.tables.get(&id) else { continue };
+                if let Some(new) = install_into(t, install, snap.lsn, head.version.lsn, self)? {
+                    v.tables.insert(id, Arc::new(new));
+                }
+            }
+            head.version = Arc::new(v);
+            self.publish_if_durable(&head.version);
+        }
+
+        // The WAL before the rotation point and unreferenced files can go.
+        for (first, path) in wal::list_files(&self.root.join("wal"))? {
+            if first < rotate_lsn {
+                std::fs::remove_file(&path).map_err(|source| StorageError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+            }
+        }
+        stats.disk_bytes = parts::remove_unreferenced(&self.root, &manifest)?;
+        self.disk_bytes.store(stats.disk_bytes, Ordering::Relaxed);
+        Ok(stats)
+    }
+
+    fn checkpoint_table(
+        &self,
+        t: &TableData,
+        lsn: u64,
+    ) -> Result<(TableEntry, Install, usize, bool), StorageError> {
+        let id = t.meta.id;
+        let stored_schema = t.meta.stored_schema();
+        let rows: usize = t.segments.iter().map(|s| s.rows).sum();
+        let deleted = rows - t.live_rows();
+        let mut part_ids: Vec<u64> = t.segments.iter().filter_map(|s| s.part).collect();
+        part_ids.dedup();
+        let unflushed = t.segments.iter().any(|s| s.part.is_none());
+        let would_have = part_ids.len() + usize::from(unflushed);
+        let compact = t.segments.len() > 1
+            && (would_have > MAX_PARTS
+                || (rows > 0 && deleted as f64 / rows as f64 > MAX_DELETED_FRACTION));
+        let mut entry = TableEntry {
+            meta: (*t.meta).clone(),
+            next_rowid: t.next_rowid,
+            parts: Vec::new(),
+        };
+        if compact {
+            let live = t.live_batches()?;
+            let pid = self.next_part_id.fetch_add(1, Ordering::SeqCst);
+            let bytes = parts::write_part(
+                &parts::part_path(&self.root, id, pid),
+                &stored_schema,
+                &live,
+            )?;
+            let seg = Segment::new(live, Some(pid))?;
+            entry.parts.push(PartEntry {
+                id: pid,
+                rows: seg.rows as u64,
+                bytes,
+                deletes: None,
+            });
+            let install = Install::Compacted {
+                replaced: t.segments.clone(),
+                segment: Arc::new(seg),
+            };
+            return Ok((entry, install, 1, true));
+        }
+        // Group consecutive segments: existing parts keep theirs, memory-only
+        // ones become one new part.
+        let mut labels = Vec::new();
+        let mut wrote = 0;
+        let mut i = 0;
+        while i < t.segments.len() {
+            let seg = &t.segments[i];
+            match seg.part {
+                Some(pid) => {
+                    let mut group = vec![seg.clone()];
+                    while i + 1 < t.segments.len() && t.segments[i + 1].part == Some(pid) {
+                        i += 1;
+                        group.push(t.segments[i].clone());
+                    }
+                    entry.parts.push(self.part_entry(id, pid, &group, lsn)?);
+                }
+                None => {
+                    let mut group = vec![seg.clone()];
+                    while i + 1 < t.segments.len() && t.segments[i + 1].part.is_none() {
+                        i += 1;
+                        group.push(t.segments[i].clone());
+                    }
+                    let pid = self.next_part_id.fetch_add(1, Ordering::SeqCst);
+                    let batches: Vec<_> = group
+                        .iter()
+                        .flat_map(|s| s.batches.iter().cloned())
+                        .collect();
+                    parts::write_part(
+                        &parts::part_path(&self.root, id, pid),
+                        &stored_schema,
+                        &batches,
+                    )?;
+                    wrote += 1;
+                    for s in &group {
+                        if let Some(first) = s.first_rowid() {
+                            labels.push((first, pid));
+                        }
+                    }
+                    entry.parts.push(self.part_entry(id, pid, &group, lsn)?);
+                }
+            }
+            i += 1;
+        }
+        Ok((entry, Install::Labels(labels), wrote, false))
+    }
+
+    /// Manifest entry of a part, writing its deletion file when needed.
+    fn part_entry(
+        &self,
+        table: u64,
+        pid: u64,
+        group: &[Arc<Segment>],
+        lsn: u64,
+    ) -> Result<PartEntry, StorageError> {
+        let mut deleted = Vec::new();
+        for s in group {
+            deleted.extend(s.deleted_rowids()?);
+        }
+        let path = parts::part_path(&self.root, table, pid);
+        let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let deletes = if deleted.is_empty() {
+            None
+        } else {
+            let name = format!("p{pid}.{lsn}.del");
+            parts::write_deletes(&parts::table_dir(&self.root, table).join(&name), &deleted)?;
+            Some(name)
+        };
+        Ok(PartEntry {
+            id: pid,
+            rows: group.iter().map(|s| s.rows as u64).sum(),
+            bytes,
+            deletes,
+        })
+    }
+}
+
+/// Applies a checkpoint's result to the current head table, if it still
+/// has the shape the checkpoint saw.
+fn install_into(
+    t: &TableData,
+    install: Install,
+    lsn: u64,
+    head_lsn: u64,
+    engine: &Engine,
+) -> Result<Option<TableData>, StorageError> {
+    match install {
+        Install::Labels(labels) => {
+            // Truncates and deletes leave index entries behind; prune them
+            // once they clearly outnumber the live rows.
+            if let Some(idx) = engine.indexes(t.meta.id) {
+                let live = t.live_rows();
+                for k in &idx.keys {
+                    if k.len() > 2 * live + 1024 {
+                        k.prune(head_lsn, |r| t.is_live(r));
+                    }
+                }
+            }
+            let map: HashMap<u64, u64> = labels.into_iter().collect();
+            let mut new = t.clone();
+            for seg in new.segments.iter_mut() {
+                if seg.part.is_none() {
+                    if let Some(pid) = seg.first_rowid().and_then(|f| map.get(&f)) {
+                        let mut s = (**seg).clone();
+                        s.part = Some(*pid);
+                        *seg = Arc::new(s);
+                    }
+                }
+            }
+            Ok(Some(new))
+        }
+        Install::Compacted { replaced, segment } => {
+            let same_prefix = t.segments.len() >= replaced.len()
+                && t.segments
+                    .iter()
+                    .zip(&replaced)
+                    .all(|(h, r)| h.first_rowid() == r.first_rowid() && h.rows == r.rows);
+            if !same_prefix {
+                return Ok(None);
+            }
+            // Deletes committed after the checkpoint snapshot.
+            let mut later = Vec::new();
+            for (h, r) in t.segments.iter().zip(&replaced) {
+                let before: std::collections::HashSet<u64> =
+                    r.deleted_rowids()?.into_iter().collect();
+                later.extend(
+                    h.deleted_rowids()?
+                        .into_iter()
+                        .filter(|x| !before.contains(x)),
+                );
+            }
+            let pos: Vec<_> = later.iter().filter_map(|&r| segment.locate(r)).collect();
+            let seg = if pos.is_empty() {
+                segment
+            } else {
+                Arc::new(segment.with_deleted(&pos))
+            };
+            let mut new = t.clone();
+            new.segments.splice(0..replaced.len(), [seg.clone()]);
+            // Rows physically gone: prune them from the unique indexes.
+            if let Some(idx) = engine.indexes(t.meta.id) {
+                let first_new = new.segments.get(1).and_then(|s| s.first_rowid());
+                for k in &idx.keys {
+                    k.prune(lsn, |r| {
+                        seg.locate(r).is_some() || first_new.is_some_and(|f| r >= f)
+                    });
+                }
+            }
+            Ok(Some(new))
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! Engine tests: commit, recovery, checkpoints, compaction, constraints.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, Int32Array, RecordBatch, StringArray};
+
+use super::engine::{Engine, EngineOptions, TableWrites, WriteSet};
+use super::table::{ColumnMeta, SqlType, TableMeta};
+use super::StorageError;
+
+fn meta() -> TableMeta {
+    TableMeta {
+        id: 0,
+        name: "t".into(),
+        columns: vec![
+            ColumnMeta {
+                name: "id".into(),
+                ty: SqlType::Int4,
+                nullable: false,
+                default: None,
+            },
+            ColumnMeta {
+                name: "v".into(),
+                ty: SqlType::Text,
+                nullable: true,
+                default: None,
+            },
+        ],
+        primary_key: Some(vec![0]),
+        uniques: vec![],
+    }
+}
+
+fn batch(ids: &[i32]) -> RecordBatch {
+    let mut m = meta();
+    m.id = 1;
+    RecordBatch::try_new(
+        m.schema(),
+        vec![
+            Arc::new(Int32Array::from(ids.to_vec())),
+            Arc::new(StringArray::from(
+                ids.iter().map(|i| format!("v{i}")).collect::<Vec<_>>(),
+            )),
+        ],
+    )
+    .unwrap()
+}
+
+fn ids(engine: &Engine) -> Vec<i32> {
+    let snap = engine.snapshot();
+    let t = snap.table_by_name("t").unwrap();
+    let mut out = Vec::new();
+    for b in t.live_batches().unwrap() {
+        let a = b.column(0).as_any().downcast_ref::<Int32Array>().unwrap();
+        out.extend(a.values().iter().copied());
+    }
+    out.sort();
+    out
+}
+
+async fn insert(engine: &Engine, rows: &[i32]) -> Result<(), StorageError> {
+    let id = engine.snapshot().names["t"];
+    let mut ws = WriteSet::default();
+    ws.tables.insert(
+        id,
+        TableWrites {
+            inserts: vec![batch(rows)],
+            ..Default::default()
+        },
+    );
+    engine.commit(ws).await.map(|_| ())
+}
+
+async fn delete_where(engine: &Engine, pred: impl Fn(i32) -> bool) {
+    let snap = engine.snapshot();
+    let t = snap.table_by_name("t").unwrap();
+    let mut del = std::collections::BTreeSet::new();
+    for b in t.live_batches().unwrap() {
+        let a = b.column(0).as_any().downcast_ref::<Int32Array>().unwrap();
+        let r = super::table::rowids(&b).unwrap();
+        for i in 0..a.len() {
+            if pred(a.value(i)) {
+                del.insert(r.value(i));
+            }
+        }
+    }
+    let mut ws = WriteSet::default();
+    ws.tables.insert(
+        t.meta.id,
+        TableWrites {
+            deletes: del,
+            ..Default::default()
+        },
+    );
+    engine.commit(ws).await.unwrap();
+}
+
+#[tokio::test]
+async fn commit_survives_reopen_and_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let e = Engine::open(dir.path(), EngineOptions::default()).unwrap();
+        assert!(e.create_table(meta(), false).await.unwrap());
+        insert(&e, &[1, 2, 3]).await.unwrap();
+        insert(&e, &[4, 5]).await.unwrap();
+        delete_where(&e, |i| i == 2).await;
+    }
+    // WAL replay only.
+    let e = Engine::open(dir.path(), EngineOptions::default()).unwrap();
+    assert_eq!(ids(&e), vec![1, 3, 4, 5]);
+    let e2 = e.clone();
+    let stats = tokio::task::spawn_blocking(move || e2.checkpoint())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stats.parts_written, 1);
+    insert(&e, &[6]).await.unwrap();
+    delete_where(&e, |i| i == 4).await;
+    drop(e);
+    // Manifest + parts + deletion file + WAL tail.
+    let e = Engine::open(dir.path(), EngineOptions::default()).unwrap();
+    assert_eq!(ids(&e), vec![1, 3, 5, 6]);
+    // Only the WAL after the checkpoint remains.
+    let wal = super::wal::list_files(&dir.path().join("wal")).unwrap();
+    assert!(wal.iter().all(|(first, _)| *first > stats.lsn));
+}
+
+#[tokio::test]
+async fn unique_key_is_enforced_and_freed_by_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = Engine::open(dir.path(), EngineOptions::default()).unwrap();
+    e.create_table(meta(), false).await.unwrap();
+    insert(&e, &[1, 2]).await.unwrap();
+    match insert(&e, &[3, 2]).await {
+        Err(StorageError::UniqueViolation { detail, .. }) => {
+            assert_eq!(detail, "Key (id)=(2) already exists.")
+        }
+        other => panic!("expected a unique violation, got {other:?}"),
+    }
+    assert!(matches!(
+        insert(&e, &[7, 7]).await,
+        Err(StorageError::UniqueViolation { .. })
+    ));
+    assert_eq!(ids(&e), vec![1, 2]);
+    delete_where(&e, |i| i == 2).await;
+    insert(&e, &[2]).await.unwrap();
+    assert_eq!(ids(&e), vec![1, 2]);
+}
+
+#[tokio::test]
+async fn deleting_a_deleted_row_is_a_serialization_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = Engine::open(dir.path(), EngineOptions::default()).unwrap();
+    e.create_table(meta(), false).await.unwrap();
+    insert(&e, &[1]).await.unwrap();
+    let snap = e.snapshot();
+    let t = snap.table_by_name("t").unwrap().clone();
+    let rowid = super::table::rowids(&t.live_batches().unwrap()[0])
+        .unwrap()
+        .value(0);
+    let ws = || {
+        let mut ws = WriteSet::default();
+        ws.tables.insert(
+            t.meta.id,
+            TableWrites {
+                deletes: [rowid].into_iter().collect(),
+                ..Default::default()
+            },
+        );
+        ws
+    };
+    e.commit(ws()).await.unwrap();
+    assert!(matches!(
+        e.commit(ws()).await,
+        Err(StorageError::SerializationFailure)
+    ));
+}
+
+#[tokio::test]
+async fn compaction_keeps_live_rows_and_later_deletes() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = Engine::open(dir.path(), EngineOptions::default()).unwrap();
+    e.create_table(meta(), false).await.unwrap();
+    for i in 0..10 {
+        insert(&e, &[i * 2, i * 2 + 1]).await.unwrap();
+        let e2 = e.clone();
+        tokio::task::spawn_blocking(move || e2.checkpoint())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    delete_where(&e, |i| i % 2 == 0).await;
+    let e2 = e.clone();
+    let stats = tokio::task::spawn_blocking(move || e2.checkpoint())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stats.tables_compacted, 1);
+    let snap = e.snapshot();
+    assert_eq!(snap.table_by_name("t").unwrap().segments.len(), 1);
+    drop(snap);
+    // Duplicates are still caught after compaction pruned the index.
+    assert!(insert(&e, &[3]).await.is_err());
+    insert(&e, &[4]).await.unwrap();
+    drop(e);
+    let e = Engine::open(dir.path(), EngineOptions::default()).unwrap();
+    assert_eq!(ids(&e), vec![1, 3, 4, 5, 7, 9, 11, 13, 15, 17, 19]);
+    let files: Vec<_> = std::fs::read_dir(dir.path().join("tables/1"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(files.len(), 1, "old parts were removed: {files:?}");
+}
+
+#[tokio::test]
+async fn torn_wal_tail_is_cut_and_earlier_commits_survive() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let e = Engine::open(dir.path(), EngineOptions::default()).unwrap();
+        e.create_table(meta(), false).await.unwrap();
+        insert(&e, &[1]).await.unwrap();
+        insert(&e, &[2]).await.unwrap();
+    }
+    let wal = super::wal::list_files(&dir.path().join("wal")).unwrap();
+    let (_, last) = wal.last().unwrap();
+    let len = std::fs::metadata(last).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(last).unwrap();
+    f.set_len(len - 5).unwrap();
+    drop(f);
+    let e = Engine::open(dir.path(), EngineOptions::default()).unwrap();
+    assert_eq!(ids(&e), vec![1]);
+    insert(&e, &[3]).await.unwrap();
+    drop(e);
+    let e = Engine::open(dir.path(), EngineOptions::default()).unwrap();
+    assert_eq!(ids(&e), vec![1, 3]);
+}

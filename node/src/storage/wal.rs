@@ -1,0 +1,401 @@
+//! Write-ahead log: the first place a committed transaction lands.
+//!
+//! The log is a sequence of files `wal/<first-lsn>.log`. Each record is
+//! framed as `[len: u32 LE][crc32c of payload: u32 LE][lsn: u64 LE][payload]`
+//! where `len` counts the lsn and the payload. A record is acknowledged only
+//! after the file holding it has been fsynced.
+//!
+//! Group commit: committers hand their encoded record to one writer thread;
+//! the writer takes every record that is waiting, writes them in LSN order,
+//! issues one `fdatasync`, then runs the caller's `on_durable` hook (which
+//! publishes the new database version) and wakes every committer.
+//!
+//! Recovery reads records in order and stops at the first frame that is
+//! short or fails its checksum: that torn tail is cut off (the file is
+//! truncated) and never replayed.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use thiserror::Error;
+use tokio::sync::oneshot;
+
+/// Bytes in a frame header (len + crc + lsn).
+const HEADER: usize = 16;
+/// Largest record accepted when reading: guards against a corrupt length.
+const MAX_RECORD: usize = 1 << 31;
+
+/// Errors of the write-ahead log.
+#[derive(Debug, Error)]
+pub enum WalError {
+    #[error("WAL I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("WAL writer has stopped after an earlier failure; the node must restart")]
+    Stopped,
+    #[error("WAL record too large ({0} bytes)")]
+    TooLarge(usize),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> WalError + '_ {
+    move |source| WalError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// One record read back during recovery.
+#[derive(Debug)]
+pub struct WalRecord {
+    pub lsn: u64,
+    pub payload: Vec<u8>,
+}
+
+/// Encodes one frame.
+fn frame(lsn: u64, payload: &[u8]) -> Result<Vec<u8>, WalError> {
+    let len = payload.len() + 8;
+    if len > MAX_RECORD {
+        return Err(WalError::TooLarge(len));
+    }
+    let mut buf = Vec::with_capacity(HEADER + payload.len());
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&lsn.to_le_bytes());
+    hasher.update(payload);
+    buf.extend_from_slice(&(len as u32).to_le_bytes());
+    buf.extend_from_slice(&hasher.finalize().to_le_bytes());
+    buf.extend_from_slice(&lsn.to_le_bytes());
+    buf.extend_from_slice(payload);
+    Ok(buf)
+}
+
+/// Lists WAL files in the directory ordered by their first LSN.
+pub fn list_files(dir: &Path) -> Result<Vec<(u64, PathBuf)>, WalError> {
+    let mut files = Vec::new();
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(files),
+        Err(e) => return Err(io_err(dir)(e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(io_err(dir))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if let Some(stem) = name.strip_suffix(".log") {
+            if let Ok(first) = stem.parse::<u64>() {
+                files.push((first, entry.path()));
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Reads every intact record of one file, truncating a torn tail in place.
+/// Returns the records and whether a tail was cut.
+pub fn read_file(path: &Path) -> Result<(Vec<WalRecord>, bool), WalError> {
+    let file = File::open(path).map_err(io_err(path))?;
+    let total = file.metadata().map_err(io_err(path))?.len();
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let mut records = Vec::new();
+    let mut good_end: u64 = 0;
+    loop {
+        let mut header = [0u8; HEADER];
+        match read_full(&mut reader, &mut header) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => return Err(io_err(path)(e)),
+        }
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        if !(8..=MAX_RECORD).contains(&len) || good_end + 8 + len as u64 > total {
+            break;
+        }
+        let mut lsn_bytes = [0u8; 8];
+        lsn_bytes.copy_from_slice(&header[8..16]);
+        let mut payload = vec![0u8; len - 8];
+        match read_full(&mut reader, &mut payload) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => return Err(io_err(path)(e)),
+        }
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&lsn_bytes);
+        hasher.update(&payload);
+        if hasher.finalize() != crc {
+            break;
+        }
+        good_end += (8 + len) as u64;
+        records.push(WalRecord {
+            lsn: u64::from_le_bytes(lsn_bytes),
+            payload,
+        });
+    }
+    let torn = good_end < total;
+    if torn {
+        let f = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(io_err(path))?;
+        f.set_len(good_end).map_err(io_err(path))?;
+        f.sync_all().map_err(io_err(path))?;
+    }
+    Ok((records, torn))
+}
+
+/// Fills `buf` completely; `Ok(false)` on a clean or partial end of file.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<bool> {
+    let mut off = 0;
+    while off < buf.len() {
+        let n = r.read(&mut buf[off..])?;
+        if n == 0 {
+            return Ok(false);
+        }
+        off += n;
+    }
+    Ok(true)
+}
+
+/// What the writer thread calls after a group of records is durable.
+pub type DurableHook = Box<dyn FnMut(u64) + Send>;
+
+enum Request {
+    Append {
+        lsn: u64,
+        bytes: Vec<u8>,
+        done: oneshot::Sender<Result<(), WalError>>,
+    },
+    /// Start a new file whose first record will be `first_lsn`.
+    Rotate {
+        first_lsn: u64,
+        done: oneshot::Sender<Result<(), WalError>>,
+    },
+    Stop,
+}
+
+/// Handle to the group-commit writer thread.
+pub struct WalWriter {
+    tx: mpsc::Sender<Request>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Counters the writer reports through the hook owner.
+pub trait WalObserver: Send + Sync {
+    fn fsynced(&self, bytes: u64);
+}
+
+impl WalWriter {
+    /// Opens (or creates) `dir/<first_lsn>.log` for appending and starts the
+    /// writer thread. `on_durable(lsn)` runs on the writer thread after each
+    /// fsync with the highest durable LSN.
+    pub fn start(
+        dir: &Path,
+        first_lsn: u64,
+        mut on_durable: DurableHook,
+        observer: Option<std::sync::Arc<dyn WalObserver>>,
+    ) -> Result<Self, WalError> {
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let mut file = open_segment(dir, first_lsn)?;
+        let (tx, rx) = mpsc::channel::<Request>();
+        let dir = dir.to_path_buf();
+        let thread = std::thread::Builder::new()
+            .name("quiver-wal".into())
+            .spawn(move || {
+                let mut failed = false;
+                while let Ok(first) = rx.recv() {
+                    let mut batch = vec![first];
+                    while let Ok(more) = rx.try_recv() {
+                        batch.push(more);
+                    }
+                    let mut waiters = Vec::new();
+                    let mut bytes_written = 0u64;
+                    let mut max_lsn = None;
+                    let mut result: Result<(), WalError> =
+                        if failed { Err(WalError::Stopped) } else { Ok(()) };
+                    let mut stop = false;
+                    for req in batch {
+                        match req {
+                            Request::Append { lsn, bytes, done } => {
+                                if result.is_ok() {
+                                    result = file.1.write_all(&bytes).map_err(io_err(&file.0));
+                                    bytes_written += bytes.len() as u64;
+                                    max_lsn = Some(lsn);
+                                }
+                                waiters.push(done);
+                            }
+                            Request::Rotate { first_lsn, done } => {
+                                // Make what was written so far durable first.
+                                let r = result
+                                    .as_ref()
+                                    .map_err(|_| WalError::Stopped)
+                                    .and_then(|_| sync(&file))
+                                    .and_then(|_| open_segment(&dir, first_lsn));
+                                match r {
+                                    Ok(f) => {
+                                        file = f;
+                                        let _ = done.send(Ok(()));
+                                    }
+                                    Err(e) => {
+                                        let _ = done.send(Err(e));
+                                    }
+                                }
+                            }
+                            Request::Stop => stop = true,
+                        }
+                    }
+                    if result.is_ok() && !waiters.is_empty() {
+                        result = sync(&file);
+                    }
+                    match &result {
+                        Ok(()) => {
+                            if let Some(lsn) = max_lsn {
+                                if let Some(obs) = &observer {
+                                    obs.fsynced(bytes_written);
+                                }
+                                on_durable(lsn);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "WAL write failed; refusing further commits");
+                            failed = true;
+                        }
+                    }
+                    for w in waiters {
+                        let _ = w.send(match &result {
+                            Ok(()) => Ok(()),
+                            Err(_) => Err(WalError::Stopped),
+                        });
+                    }
+                    if stop {
+                        break;
+                    }
+                }
+            })
+            .map_err(io_err(Path::new("wal thread")))?;
+        Ok(WalWriter {
+            tx,
+            thread: Some(thread),
+        })
+    }
+
+    /// Queues a record; the returned receiver resolves once it is durable.
+    /// Callers must submit records in LSN order (they do so under the commit
+    /// lock).
+    pub fn submit(
+        &self,
+        lsn: u64,
+        payload: &[u8],
+    ) -> Result<oneshot::Receiver<Result<(), WalError>>, WalError> {
+        let bytes = frame(lsn, payload)?;
+        let (done, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Append { lsn, bytes, done })
+            .map_err(|_| WalError::Stopped)?;
+        Ok(rx)
+    }
+
+    /// Asks the writer to switch to a new file whose first record is
+    /// `first_lsn`; resolves once everything before it is durable.
+    pub fn rotate_request(
+        &self,
+        first_lsn: u64,
+    ) -> Result<oneshot::Receiver<Result<(), WalError>>, WalError> {
+        let (done, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Rotate { first_lsn, done })
+            .map_err(|_| WalError::Stopped)?;
+        Ok(rx)
+    }
+}
+
+impl Drop for WalWriter {
+    fn drop(&mut self) {
+        let _ = self.tx.send(Request::Stop);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn open_segment(dir: &Path, first_lsn: u64) -> Result<(PathBuf, File), WalError> {
+    let path = dir.join(format!("{first_lsn:020}.log"));
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(io_err(&path))?;
+    // Make the new file's directory entry durable.
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))?;
+    Ok((path, file))
+}
+
+fn sync(file: &(PathBuf, File)) -> Result<(), WalError> {
+    file.1.sync_data().map_err(io_err(&file.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn write_read_and_cut_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let durable = Arc::new(AtomicU64::new(0));
+        let d2 = durable.clone();
+        let w = WalWriter::start(
+            dir.path(),
+            1,
+            Box::new(move |lsn| d2.store(lsn, Ordering::SeqCst)),
+            None,
+        )
+        .unwrap();
+        let mut rxs = Vec::new();
+        for i in 1..=50u64 {
+            rxs.push(w.submit(i, format!("rec{i}").as_bytes()).unwrap());
+        }
+        for rx in rxs {
+            rx.await.unwrap().unwrap();
+        }
+        assert_eq!(durable.load(Ordering::SeqCst), 50);
+        drop(w);
+        let files = list_files(dir.path()).unwrap();
+        assert_eq!(files.len(), 1);
+        // Tear the tail: drop the last 3 bytes.
+        let path = &files[0].1;
+        let len = fs::metadata(path).unwrap().len();
+        let f = OpenOptions::new().write(true).open(path).unwrap();
+        f.set_len(len - 3).unwrap();
+        let (recs, torn) = read_file(path).unwrap();
+        assert!(torn);
+        assert_eq!(recs.len(), 49);
+        assert_eq!(recs[48].payload, b"rec49");
+        // Second read sees a clean file.
+        let (recs, torn) = read_file(path).unwrap();
+        assert!(!torn);
+        assert_eq!(recs.len(), 49);
+    }
+
+    #[test]
+    fn corrupt_byte_stops_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("00000000000000000001.log");
+        let mut data = frame(1, b"hello").unwrap();
+        data.extend(frame(2, b"world").unwrap());
+        data.extend(frame(3, b"again").unwrap());
+        let second = HEADER + 5;
+        data[second + HEADER + 1] ^= 0xff;
+        fs::write(&path, &data).unwrap();
+        let (recs, torn) = read_file(&path).unwrap();
+        assert!(torn);
+        assert_eq!(recs.len(), 1);
+        assert_eq!(fs::metadata(&path).unwrap().len(), second as u64);
+    }
+}

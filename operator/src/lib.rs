@@ -1,0 +1,18 @@
+//! The Quiver Kubernetes operator as a library, so that tests (and the
+//! binary in `main.rs`) reach every step of the reconcile pipeline.
+//!
+//! [`run`] wires the `Controller` (leader election in [`leader`]);
+//! [`controller`] runs, per object: read -> [`validate`] -> [`build`]
+//! (pure) -> [`apply`] (server-side apply) -> drive the cluster through
+//! [`meta_client`] -> [`status`]. [`crd`] defines the resource itself.
+
+pub mod apply;
+pub mod build;
+pub mod controller;
+pub mod crd;
+pub mod leader;
+pub mod meta_client;
+pub mod render;
+pub mod run;
+pub mod status;
+pub mod validate;

@@ -1,0 +1,130 @@
+"""Common PostgreSQL types round-trip through tables, in text and binary, with the right OIDs."""
+
+import datetime as dt
+import math
+from decimal import Decimal
+
+import pytest
+from psycopg.types.json import Json
+from psycopg.types.string import TextLoader
+
+UTC = dt.timezone.utc
+
+# (column, SQL type, type OID, a value, the PostgreSQL text output of that value)
+TYPES = [
+    ("b", "BOOLEAN", 16, True, "t"),
+    ("i2", "SMALLINT", 21, -32768, "-32768"),
+    ("i4", "INTEGER", 23, 2147483647, "2147483647"),
+    ("i8", "BIGINT", 20, -9223372036854775808, "-9223372036854775808"),
+    ("f4", "REAL", 700, 1.5, "1.5"),
+    ("f8", "DOUBLE PRECISION", 701, 3.141592653589793, "3.141592653589793"),
+    ("n", "NUMERIC(20,6)", 1700, Decimal("-12345678901234.123456"), "-12345678901234.123456"),
+    ("t", "TEXT", 25, 'héllo\n"world"\t\\ ☃', 'héllo\n"world"\t\\ ☃'),
+    ("vc", "VARCHAR(20)", 1043, "abc", "abc"),
+    ("c", "CHAR(5)", 1042, "ab", "ab   "),
+    ("d", "DATE", 1082, dt.date(2024, 2, 29), "2024-02-29"),
+    ("ts", "TIMESTAMP", 1114, dt.datetime(2024, 2, 29, 13, 14, 15, 123456), "2024-02-29 13:14:15.123456"),
+    ("tz", "TIMESTAMPTZ", 1184, dt.datetime(2024, 2, 29, 13, 14, 15, 123456, tzinfo=UTC), "2024-02-29 13:14:15.123456+00"),
+    ("iv", "INTERVAL", 1186, dt.timedelta(days=3, hours=4, minutes=5, seconds=6, microseconds=7), "3 days 04:05:06.000007"),
+    ("by", "BYTEA", 17, b"\x00\x01\xfe\xffabc", "\\x0001feff616263"),
+    ("j", "JSON", 114, {"a": [1, 2, {"b": None}], "c": "d"}, '{"a": [1, 2, {"b": null}], "c": "d"}'),
+]
+COLS = ", ".join(c for c, *_ in TYPES)
+
+# what comes back for the value we put in
+EXPECTED = {c: v for c, _, _, v, _ in TYPES}
+EXPECTED["c"] = "ab   "  # char(n) is blank-padded
+
+
+def _create(conn, tname):
+    conn.execute("SET TimeZone = 'UTC'")
+    cols = ", ".join(f"{c} {t}" for c, t, *_ in TYPES)
+    conn.execute(f"CREATE TABLE {tname} (id INT PRIMARY KEY, {cols})")
+
+
+def _param(col, value):
+    return Json(value) if col == "j" else value
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["text", "binary"])
+def test_round_trip_with_parameters(conn, tname, binary):
+    _create(conn, tname)
+    ph = "%b" if binary else "%s"
+    placeholders = ", ".join([ph] * (len(TYPES) + 1))
+    cur = conn.cursor(binary=binary)
+    cur.execute(f"INSERT INTO {tname} (id, {COLS}) VALUES ({placeholders})",
+                [1] + [_param(c, v) for c, _, _, v, _ in TYPES])
+    cur.execute(f"INSERT INTO {tname} (id) VALUES ({ph})", [2])
+    cur.execute(f"SELECT id, {COLS} FROM {tname} ORDER BY id")
+    oids = [d.type_code for d in cur.description]
+    assert oids == [23] + [oid for _, _, oid, _, _ in TYPES]
+    rows = cur.fetchall()
+    assert len(rows) == 2
+    got = dict(zip(["id"] + [c for c, *_ in TYPES], rows[0]))
+    for c, *_ in TYPES:
+        assert got[c] == EXPECTED[c], f"column {c}: got {got[c]!r}, expected {EXPECTED[c]!r}"
+    assert rows[1] == (2,) + (None,) * len(TYPES)
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["text", "binary"])
+def test_round_trip_with_literals(conn, tname, binary):
+    _create(conn, tname)
+    literals = ", ".join("'" + text.replace("'", "''") + "'::" + t for _, t, _, _, text in TYPES)
+    conn.execute(f"INSERT INTO {tname} (id, {COLS}) VALUES (1, {literals})")
+    cur = conn.cursor(binary=binary)
+    cur.execute(f"SELECT {COLS} FROM {tname} WHERE id = 1")
+    assert [d.type_code for d in cur.description] == [oid for _, _, oid, _, _ in TYPES]
+    row = cur.fetchone()
+    for (c, *_), v in zip(TYPES, row):
+        assert v == EXPECTED[c], f"column {c}: got {v!r}, expected {EXPECTED[c]!r}"
+
+
+def test_text_output_format(conn, tname):
+    """The exact text a PostgreSQL server sends for each type (drivers parse these strings)."""
+    _create(conn, tname)
+    cur = conn.cursor()
+    cur.execute(f"INSERT INTO {tname} (id, {COLS}) VALUES (1, {', '.join(['%b'] * len(TYPES))})",
+                [_param(c, v) for c, _, _, v, _ in TYPES])
+    raw = conn.cursor()
+    for _, _, oid, _, _ in TYPES:
+        raw.adapters.register_loader(oid, TextLoader)
+    raw.execute(f"SELECT {COLS} FROM {tname} WHERE id = 1")
+    row = raw.fetchone()
+    for (c, _, _, _, text), v in zip(TYPES, row):
+        if c == "j":  # json keeps the input text; compare as JSON
+            import json
+            assert json.loads(v) == EXPECTED["j"]
+        else:
+            assert v == text, f"column {c}: server sent {v!r}, PostgreSQL sends {text!r}"
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["text", "binary"])
+def test_special_floats_and_extremes(conn, tname, binary):
+    conn.execute(f"CREATE TABLE {tname} (id INT, f8 DOUBLE PRECISION, f4 REAL, d DATE, n NUMERIC)")
+    ph = "%b" if binary else "%s"
+    cur = conn.cursor(binary=binary)
+    rows = [
+        (1, math.inf, -math.inf, dt.date(1, 1, 1), Decimal("0")),
+        (2, -0.0, 1e-30, dt.date(9999, 12, 31), Decimal("123456789012345678901234567890.123456789")),
+        (3, 1e308, 3.4e38, dt.date(1970, 1, 1), Decimal("-0.000001")),
+    ]
+    cur.executemany(f"INSERT INTO {tname} VALUES ({ph}, {ph}, {ph}, {ph}, {ph})", rows)
+    cur.execute(f"INSERT INTO {tname} VALUES (4, 'NaN', 'NaN', NULL, NULL)")
+    cur.execute(f"SELECT id, f8, f4, d, n FROM {tname} ORDER BY id")
+    got = cur.fetchall()
+    assert got[0] == (1, math.inf, -math.inf, dt.date(1, 1, 1), Decimal("0"))
+    assert got[1][0] == 2 and got[1][1] == 0.0 and math.copysign(1, got[1][1]) == -1.0
+    assert got[1][2] == pytest.approx(1e-30, rel=1e-6)
+    assert got[1][3:] == (dt.date(9999, 12, 31), Decimal("123456789012345678901234567890.123456789"))
+    assert got[2][1] == 1e308 and got[2][2] == pytest.approx(3.4e38, rel=1e-6)
+    assert got[2][3:] == (dt.date(1970, 1, 1), Decimal("-0.000001"))
+    assert got[3][0] == 4 and math.isnan(got[3][1]) and math.isnan(got[3][2]) and got[3][3:] == (None, None)
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["text", "binary"])
+def test_expression_result_types(conn, binary):
+    cur = conn.cursor(binary=binary)
+    cur.execute("SELECT 1::int2 + 1::int2, 2::int4 * 3, 2::int8 * 3, 1.5::float8 / 2, "
+                "'a'::text || 'b', DATE '2024-01-31' + 1, 7 / 2, 7 % 3, 'x' = 'x', NULL::int4")
+    assert [d.type_code for d in cur.description] == [21, 23, 20, 701, 25, 1082, 23, 23, 16, 23]
+    assert cur.fetchone() == (2, 6, 6, 0.75, "ab", dt.date(2024, 2, 1), 3, 1, True, None)
