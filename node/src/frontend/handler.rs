@@ -17,7 +17,7 @@ use pgwire::api::copy::CopyHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{FieldInfo, Response, Tag};
-use pgwire::api::stmt::QueryParser;
+use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
@@ -45,6 +45,8 @@ pub fn pg_error(e: SqlError) -> PgWireError {
 #[derive(Debug, Clone)]
 pub struct Prepared {
     pub stmt: Statement,
+    /// PostgreSQL's result column names, when they differ from DataFusion's.
+    pub names: Option<Vec<String>>,
     pub plan: Option<LogicalPlan>,
     pub param_types: Vec<Option<DataType>>,
 }
@@ -62,6 +64,8 @@ pub struct Conn {
     copy: Mutex<Option<CopyState>>,
     metrics: Arc<Metrics>,
     in_flight: Arc<InFlight>,
+    /// Set when a result stream failed after its response started.
+    stream_failed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Conn {
@@ -71,6 +75,7 @@ impl Conn {
             copy: Mutex::new(None),
             metrics,
             in_flight,
+            stream_failed: Arc::default(),
         })
     }
 
@@ -96,11 +101,17 @@ impl Conn {
         let kind = QueryKind::classify(&stmt.to_string());
         let result = {
             let mut session = self.session.lock().await;
+            if self
+                .stream_failed
+                .swap(false, std::sync::atomic::Ordering::SeqCst)
+            {
+                session.statement_failed();
+            }
             session.execute(stmt, plan, params).await
         };
         let result = match result {
             Ok(Outcome::CopyIn(copy)) => self.start_copy(copy).map(Response::CopyIn),
-            Ok(out) => outcome_to_response(out, client, format).await,
+            Ok(out) => outcome_to_response(out, client, format, self.stream_failed.clone()).await,
             Err(e) => Err(e),
         };
         let state = result.as_ref().err().map(|e| e.sqlstate);
@@ -179,8 +190,14 @@ impl SimpleQueryHandler for Handler {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let stmts = {
-            let session = self.conn.session.lock().await;
-            session.parse(query).map_err(pg_error)?
+            let mut session = self.conn.session.lock().await;
+            match session.parse(query) {
+                Ok(s) => s,
+                Err(e) => {
+                    session.statement_failed();
+                    return Err(pg_error(e));
+                }
+            }
         };
         if stmts.is_empty() {
             return Ok(vec![Response::EmptyQuery]);
@@ -225,32 +242,20 @@ impl QueryParser for Parser {
         &self,
         _client: &C,
         sql: &str,
-        _types: &[Option<Type>],
+        types: &[Option<Type>],
     ) -> PgWireResult<Option<Self::Statement>>
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        let session = self.conn.session.lock().await;
-        let mut stmts = session.parse(sql).map_err(pg_error)?;
-        if stmts.is_empty() {
-            return Ok(None);
+        let mut session = self.conn.session.lock().await;
+        let r = prepare(&session, sql, types).await;
+        if r.is_err() {
+            // An error at Parse aborts an open transaction block, as in
+            // PostgreSQL.
+            session.statement_failed();
+            tracing::debug!(state = ?session.block_state(), "parse failed");
         }
-        if stmts.len() > 1 {
-            return Err(pg_error(SqlError::syntax(
-                "cannot insert multiple commands into a prepared statement",
-            )));
-        }
-        let stmt = stmts.remove(0);
-        let plan = session.plan(&stmt).await.map_err(pg_error)?;
-        let param_types = match &plan {
-            Some(p) => ordered_param_types(p).map_err(pg_error)?,
-            None => vec![],
-        };
-        Ok(Some(Prepared {
-            stmt,
-            plan,
-            param_types,
-        }))
+        r
     }
 
     fn get_parameter_types(&self, stmt: &Self::Statement) -> PgWireResult<Vec<Type>> {
@@ -274,8 +279,8 @@ impl QueryParser for Parser {
                 .iter()
                 .map(|i| i.value.to_ascii_lowercase())
                 .collect::<Vec<_>>()
-                .join("_");
-            return Ok(show_fields(&name, format));
+                .join(" ");
+            return Ok(show_fields(&crate::sql::settings::show_key(&name), format));
         }
         match &stmt.plan {
             Some(LogicalPlan::Dml(_)) | Some(LogicalPlan::Ddl(_)) | None => Ok(vec![]),
@@ -284,6 +289,65 @@ impl QueryParser for Parser {
             }
         }
     }
+}
+
+/// Parses and plans one statement of a Parse message.
+async fn prepare(
+    session: &Session,
+    sql: &str,
+    client_types: &[Option<Type>],
+) -> PgWireResult<Option<Prepared>> {
+    let mut stmts = session.parse(sql).map_err(pg_error)?;
+    if stmts.is_empty() {
+        return Ok(None);
+    }
+    if stmts.len() > 1 {
+        return Err(pg_error(SqlError::syntax(
+            "cannot insert multiple commands into a prepared statement",
+        )));
+    }
+    let stmt = stmts.remove(0);
+    let plan = session.plan(&stmt).await.map_err(pg_error)?;
+    let mut param_types = match &plan {
+        Some(p) => ordered_param_types(p).map_err(pg_error)?,
+        None => vec![],
+    };
+    let n = placeholder_count(sql).max(client_types.len());
+    if param_types.len() < n {
+        param_types.resize(n, None);
+    }
+    Ok(Some(Prepared {
+        names: crate::sql::names::result_names(&stmt),
+        stmt,
+        plan,
+        param_types,
+    }))
+}
+
+/// The highest `$n` in the SQL text (outside quotes).
+fn placeholder_count(sql: &str) -> usize {
+    let b = sql.as_bytes();
+    let (mut i, mut max, mut quote) = (0, 0usize, None::<u8>);
+    while i < b.len() {
+        let c = b[i];
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == b'\'' || c == b'"' => quote = Some(c),
+            None if c == b'$' => {
+                let digits: String = sql[i + 1..]
+                    .chars()
+                    .take_while(|d| d.is_ascii_digit())
+                    .collect();
+                if let Ok(n) = digits.parse::<usize>() {
+                    max = max.max(n);
+                }
+            }
+            None => {}
+        }
+        i += 1;
+    }
+    max
 }
 
 /// Parameter types of a plan in `$1, $2, ...` order.
@@ -331,14 +395,47 @@ impl ExtendedQueryHandler for Handler {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let prepared = &portal.statement.statement;
-        let params = if prepared.param_types.is_empty() {
+        let n = portal.parameters.len();
+        let params = if n == 0 {
             None
         } else {
-            let types: Vec<Option<&DataType>> =
-                prepared.param_types.iter().map(|t| t.as_ref()).collect();
-            Some(arrow_pg::datatypes::df::deserialize_parameters(
-                portal, &types,
-            )?)
+            let types: Vec<Option<&DataType>> = (0..n)
+                .map(|i| prepared.param_types.get(i).and_then(|t| t.as_ref()))
+                .collect();
+            // JSON parameters, and NULLs of no known type, are read as text
+            // (arrow-pg cannot decode the former and drops the latter).
+            let declared = &portal.statement.parameter_types;
+            let as_text = |i: usize| match declared.get(i).cloned().flatten() {
+                Some(t) if t == Type::JSON || t == Type::JSONB => true,
+                Some(t) if t != Type::UNKNOWN => false,
+                _ => {
+                    portal.parameters.get(i).is_some_and(|v| v.is_none())
+                        && types.get(i).is_none_or(|t| t.is_none())
+                }
+            };
+            let decoded = if (0..n).any(as_text) {
+                let mut declared_types = declared.clone();
+                declared_types.resize(n, None);
+                for (i, t) in declared_types.iter_mut().enumerate() {
+                    if as_text(i) {
+                        *t = Some(Type::TEXT);
+                    }
+                }
+                let mut p: Portal<()> = Portal::default();
+                p.parameter_format = portal.parameter_format.clone();
+                p.parameters = portal.parameters.clone();
+                p.statement = Arc::new(StoredStatement::new(String::new(), (), declared_types));
+                arrow_pg::datatypes::df::deserialize_parameters(&p, &types)
+            } else {
+                arrow_pg::datatypes::df::deserialize_parameters(portal, &types)
+            };
+            match decoded {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    self.conn.session.lock().await.statement_failed();
+                    return Err(e);
+                }
+            }
         };
         self.conn
             .run(

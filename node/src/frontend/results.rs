@@ -2,7 +2,11 @@
 //! PostgreSQL text/binary through `arrow-pg`), command tags, `SHOW` rows and
 //! `COPY ... TO STDOUT` data.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+
+use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch};
+use pgwire::messages::data::DataRow;
 
 use bytes::Bytes;
 use datafusion::arrow::array::RecordBatch;
@@ -15,7 +19,9 @@ use pgwire::messages::copy::CopyData;
 use pgwire::types::format::FormatOptions;
 use quiver_copy::{encode_batch, encode_header, CopyOptions};
 
+use super::handler::pg_error;
 use crate::sql::{Outcome, SqlError};
+use crate::storage::table::PG_TYPE_KEY;
 
 /// The one text column of a `SHOW` result.
 pub fn show_fields(name: &str, format: &Format) -> Vec<FieldInfo> {
@@ -28,19 +34,84 @@ pub fn show_fields(name: &str, format: &Format) -> Vec<FieldInfo> {
     )]
 }
 
+/// Row description for a result, with PostgreSQL's column names when known.
+pub fn result_fields(
+    schema: &datafusion::arrow::datatypes::Schema,
+    names: Option<&[String]>,
+    format: &Format,
+    opts: Arc<FormatOptions>,
+) -> Result<Vec<FieldInfo>, SqlError> {
+    let fields = arrow_schema_to_pg_fields(schema, format, Some(opts.clone()))
+        .map_err(|e| SqlError::new("XX000", e.to_string()))?;
+    let n = fields.len();
+    let names: Vec<String> = match names {
+        Some(names) if names.len() == n => names.to_vec(),
+        _ => fields.iter().map(|f| f.name().to_string()).collect(),
+    };
+    Ok(fields
+        .into_iter()
+        .zip(names)
+        .zip(schema.fields())
+        .map(|((f, name), af)| {
+            FieldInfo::new(
+                name,
+                f.table_id(),
+                f.column_id(),
+                pg_type(af, &f),
+                f.format(),
+            )
+            .with_format_options(opts.clone())
+        })
+        .collect())
+}
+
+/// The PostgreSQL type of a result column: varchar and char columns are
+/// tagged in their Arrow field's metadata. (json columns are reported as
+/// text: the row encoder cannot write strings as the json type.)
+fn pg_type(af: &datafusion::arrow::datatypes::Field, f: &FieldInfo) -> Type {
+    match af.metadata().get(PG_TYPE_KEY).map(|s| s.as_str()) {
+        Some("varchar") => Type::VARCHAR,
+        Some("bpchar") => Type::BPCHAR,
+        _ => f.datatype().clone(),
+    }
+}
+
 /// Converts a statement outcome into the response pgwire sends.
+///
+/// `failed` is set when a row stream fails after the response has started,
+/// so the session can abort its transaction block.
 pub async fn outcome_to_response<C: ClientInfo>(
     out: Outcome,
     client: &C,
     format: &Format,
+    failed: Arc<AtomicBool>,
 ) -> Result<Response, SqlError> {
     match out {
-        Outcome::Rows(df) => {
+        Outcome::Rows { df, names } => {
             let opts = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
-            arrow_pg::datatypes::df::encode_dataframe(df, format, Some(opts))
-                .await
-                .map(Response::Query)
-                .map_err(|e| SqlError::new("XX000", e.to_string()))
+            let fields = Arc::new(result_fields(
+                df.schema().as_arrow(),
+                names.as_deref(),
+                format,
+                opts,
+            )?);
+            let stream = df.execute_stream().await?;
+            let f2 = fields.clone();
+            let rows = stream
+                .map(move |rb| {
+                    let rows: Box<dyn Iterator<Item = PgWireResult<DataRow>> + Send + Sync> =
+                        match rb {
+                            Ok(rb) => encode_recordbatch(f2.clone(), rb),
+                            Err(e) => {
+                                failed.store(true, Ordering::SeqCst);
+                                let e = SqlError::from(e);
+                                Box::new(std::iter::once(Err(pg_error(e))))
+                            }
+                        };
+                    futures::stream::iter(rows)
+                })
+                .flatten();
+            Ok(Response::Query(QueryResponse::new(fields, rows)))
         }
         Outcome::Command(tag) => Ok(Response::Execution(Tag::new(&tag))),
         Outcome::Begin => Ok(Response::TransactionStart(Tag::new("BEGIN"))),

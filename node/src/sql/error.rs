@@ -65,8 +65,13 @@ impl From<StorageError> for SqlError {
 
 fn from_arrow(e: &ArrowError) -> SqlError {
     let msg = e.to_string();
+    if msg.contains("is declared as non-nullable but contains null values") {
+        return exec_error(&msg);
+    }
+    if matches!(e, ArrowError::DivideByZero) {
+        return SqlError::new("22012", "division by zero");
+    }
     let state = match e {
-        ArrowError::DivideByZero => "22012",
         ArrowError::CastError(m) | ArrowError::ParseError(m) if m.contains("overflow") => "22003",
         ArrowError::CastError(_) | ArrowError::ParseError(_) => "22P02",
         ArrowError::ComputeError(m) if m.contains("verflow") => "22003",
@@ -118,7 +123,7 @@ impl From<DataFusionError> for SqlError {
             },
             DataFusionError::Diagnostic(_, inner) => SqlError::from(*inner),
             DataFusionError::ArrowError(a, _) => from_arrow(&a),
-            DataFusionError::SQL(p, _) => SqlError::syntax(clean(&p.to_string())),
+            DataFusionError::SQL(p, _) => syntax_error(&clean(&p.to_string())),
             DataFusionError::NotImplemented(m) => SqlError::unsupported(m),
             DataFusionError::SchemaError(s, _) => {
                 let state = match s.as_ref() {
@@ -134,6 +139,24 @@ impl From<DataFusionError> for SqlError {
             DataFusionError::ResourcesExhausted(m) => SqlError::new("53200", m),
             other => SqlError::new("XX000", clean(&other.to_string())),
         }
+    }
+}
+
+/// PostgreSQL's wording for parser errors: `syntax error at or near "x"`.
+pub fn syntax_error(m: &str) -> SqlError {
+    let m = m.strip_prefix("sql parser error: ").unwrap_or(m);
+    match m.rsplit_once("found: ") {
+        Some((_, near)) => {
+            let near = near.split_whitespace().next().unwrap_or(near);
+            let near = near.split(" at Line").next().unwrap_or(near);
+            if near == "EOF" {
+                SqlError::syntax("syntax error at end of input").with_detail(m.to_string())
+            } else {
+                SqlError::syntax(format!("syntax error at or near \"{near}\""))
+                    .with_detail(m.to_string())
+            }
+        }
+        None => SqlError::syntax(format!("syntax error: {m}")),
     }
 }
 
@@ -162,6 +185,13 @@ fn plan_error(m: &str) -> SqlError {
 }
 
 fn exec_error(m: &str) -> SqlError {
+    if m.contains("is declared as non-nullable but contains null values") {
+        let col = m.split('\'').nth(1).unwrap_or("?");
+        return SqlError::new(
+            "23502",
+            format!("null value in column \"{col}\" violates not-null constraint"),
+        );
+    }
     let lower = m.to_ascii_lowercase();
     let state = if lower.contains("divide by zero") || lower.contains("division by zero") {
         "22012"

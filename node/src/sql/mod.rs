@@ -8,6 +8,7 @@
 pub mod catalog;
 pub mod ddl;
 pub mod error;
+pub mod names;
 pub mod provider;
 pub mod session;
 pub mod settings;

@@ -17,7 +17,7 @@ use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{
     AlterTableOperation, CopyLegacyCsvOption, CopyLegacyOption, CopyOption, CopySource, CopyTarget,
-    ObjectType, Statement,
+    ObjectType, Statement, TransactionIsolationLevel, TransactionMode,
 };
 
 use super::ddl;
@@ -48,8 +48,12 @@ pub struct CopyIn {
 
 /// What a statement produced.
 pub enum Outcome {
-    /// Rows to stream to the client.
-    Rows(DataFrame),
+    /// Rows to stream to the client, with PostgreSQL's column names when
+    /// they differ from DataFusion's.
+    Rows {
+        df: DataFrame,
+        names: Option<Vec<String>>,
+    },
     /// A command tag such as `INSERT 0 3` or `CREATE TABLE`.
     Command(String),
     Begin,
@@ -87,16 +91,29 @@ impl Session {
         }
     }
 
+    /// Marks the last statement failed (its result stream broke after the
+    /// response began): an open transaction block is aborted.
+    pub fn statement_failed(&mut self) {
+        if self.block == BlockState::InBlock {
+            self.block = BlockState::Failed;
+        }
+    }
+
     pub fn block_state(&self) -> BlockState {
         self.block
     }
 
     /// Parses SQL text into statements.
     pub fn parse(&self, sql: &str) -> Result<Vec<Statement>, SqlError> {
-        self.db
+        let mut stmts = self
+            .db
             .parser
             .parse(sql)
-            .map_err(|e| SqlError::syntax(e.to_string().replace("sql parser error: ", "")))
+            .map_err(|e| super::error::syntax_error(&e.to_string()))?;
+        for s in stmts.iter_mut() {
+            json_casts_to_text(s);
+        }
+        Ok(stmts)
     }
 
     /// Plans a statement that DataFusion executes (for the extended protocol
@@ -105,12 +122,29 @@ impl Session {
         if handled_here(stmt) {
             return Ok(None);
         }
-        let plan = self
-            .ctx
-            .state()
+        let state = self.ctx.state();
+        match state
             .statement_to_plan(DfStatement::Statement(Box::new(stmt.clone())))
-            .await?;
-        Ok(Some(plan))
+            .await
+        {
+            Ok(plan) => Ok(Some(plan)),
+            Err(e)
+                if e.to_string()
+                    .contains("Projections require unique expression names") =>
+            {
+                // PostgreSQL allows duplicate result names; DataFusion does
+                // not. Alias every unnamed item (the client still sees
+                // PostgreSQL's names, see `names`).
+                let mut aliased = stmt.clone();
+                alias_select_items(&mut aliased);
+                Ok(Some(
+                    state
+                        .statement_to_plan(DfStatement::Statement(Box::new(aliased)))
+                        .await?,
+                ))
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Runs one statement, with transaction semantics. `plan` and `params`
@@ -122,16 +156,33 @@ impl Session {
         params: Option<ParamValues>,
     ) -> Result<Outcome, SqlError> {
         match stmt {
-            Statement::StartTransaction { .. } => {
+            Statement::StartTransaction { modes, .. } => {
                 if self.block == BlockState::Idle {
                     self.block = BlockState::InBlock;
                     self.txn.take_pending();
+                    let default_rr = self
+                        .settings
+                        .get("default_transaction_isolation")
+                        .is_some_and(|v| v != "read committed" && v != "read uncommitted");
+                    let rr = modes.iter().any(|m| {
+                        matches!(
+                            m,
+                            TransactionMode::IsolationLevel(
+                                TransactionIsolationLevel::RepeatableRead
+                                    | TransactionIsolationLevel::Serializable
+                                    | TransactionIsolationLevel::Snapshot
+                            )
+                        )
+                    });
+                    // Repeatable read: one snapshot for the whole block.
+                    self.txn.fix_snapshot(rr || default_rr);
                 }
                 return Ok(Outcome::Begin);
             }
             Statement::Commit { .. } => {
                 let failed = self.block == BlockState::Failed;
                 self.block = BlockState::Idle;
+                self.txn.fix_snapshot(false);
                 if failed {
                     self.txn.take_pending();
                     return Ok(Outcome::Rollback);
@@ -144,6 +195,7 @@ impl Session {
                     return Err(SqlError::unsupported("savepoints are not supported yet"));
                 }
                 self.block = BlockState::Idle;
+                self.txn.fix_snapshot(false);
                 self.txn.take_pending();
                 return Ok(Outcome::Rollback);
             }
@@ -290,7 +342,12 @@ impl Session {
                         df.collect().await?;
                         return Ok(Outcome::Command("DROP VIEW".into()));
                     }
-                    _ => return Ok(Outcome::Rows(df)),
+                    _ => {
+                        return Ok(Outcome::Rows {
+                            df,
+                            names: super::names::result_names(stmt),
+                        })
+                    }
                 };
                 let n = count_of(&df.collect().await?);
                 Ok(Outcome::Command(format!("{tag} {n}")))
@@ -626,6 +683,37 @@ impl Session {
             self.block = BlockState::Failed;
         } else {
             self.txn.take_pending();
+        }
+    }
+}
+
+/// `x::json` / `x::jsonb` become `x::text`: JSON values are stored and
+/// returned as text (the column keeps its json type for clients).
+fn json_casts_to_text(stmt: &mut Statement) {
+    use datafusion::sql::sqlparser::ast::{visit_expressions_mut, DataType, Expr};
+    let _ = visit_expressions_mut(stmt, |e: &mut Expr| {
+        if let Expr::Cast { data_type, .. } = e {
+            if matches!(data_type, DataType::JSON | DataType::JSONB) {
+                *data_type = DataType::Text;
+            }
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+}
+
+/// Gives every unnamed item of the top-level select list a unique alias.
+fn alias_select_items(stmt: &mut Statement) {
+    use datafusion::sql::sqlparser::ast::{Ident, SelectItem, SetExpr};
+    if let Statement::Query(q) = stmt {
+        if let SetExpr::Select(sel) = q.body.as_mut() {
+            for (i, item) in sel.projection.iter_mut().enumerate() {
+                if let SelectItem::UnnamedExpr(e) = item {
+                    *item = SelectItem::ExprWithAlias {
+                        expr: e.clone(),
+                        alias: Ident::new(format!("?column?{}", i + 1)),
+                    };
+                }
+            }
         }
     }
 }

@@ -83,7 +83,13 @@ impl Settings {
             Set::SingleAssignment {
                 variable, values, ..
             } => {
-                let name = variable.to_string().to_ascii_lowercase();
+                let name = variable
+                    .0
+                    .iter()
+                    .map(|p| p.to_string().trim_matches('"').to_string())
+                    .collect::<Vec<_>>()
+                    .join(".")
+                    .to_ascii_lowercase();
                 let value = values.iter().map(value_text).collect::<Vec<_>>().join(", ");
                 self.set(&name, &value, ctx)?;
             }
@@ -144,11 +150,8 @@ impl Settings {
 
     /// `SHOW name`: the column name and the value.
     pub fn show(&self, name: &str) -> Result<(String, String), SqlError> {
-        let key = match name {
-            "time zone" => "timezone",
-            "transaction isolation level" => "transaction_isolation",
-            other => other,
-        };
+        let key = show_key(name);
+        let key = key.as_str();
         self.values
             .get(key)
             .map(|v| (key.to_string(), v.clone()))
@@ -158,5 +161,14 @@ impl Settings {
                     format!("unrecognized configuration parameter \"{name}\""),
                 )
             })
+    }
+}
+
+/// The setting a `SHOW` names (`SHOW time zone`, `SHOW quiver.shard_count`).
+pub fn show_key(words: &str) -> String {
+    match words {
+        "time zone" => "timezone".into(),
+        "transaction isolation level" => "transaction_isolation".into(),
+        other => other.replace(' ', "."),
     }
 }

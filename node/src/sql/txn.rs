@@ -78,6 +78,8 @@ pub struct TxnContext {
 #[derive(Default)]
 struct TxnInner {
     snapshot: Option<Arc<DbVersion>>,
+    /// Repeatable read: keep the first statement's snapshot until the end.
+    fixed: bool,
     pending: Pending,
 }
 
@@ -97,7 +99,17 @@ impl TxnContext {
 
     /// Takes a fresh snapshot for the next statement.
     pub fn begin_statement(&self) {
-        self.inner.lock().snapshot = Some(self.engine.snapshot());
+        let mut inner = self.inner.lock();
+        if !(inner.fixed && inner.snapshot.is_some()) {
+            inner.snapshot = Some(self.engine.snapshot());
+        }
+    }
+
+    /// Switches repeatable-read mode on (at BEGIN) or off (at the end).
+    pub fn fix_snapshot(&self, fixed: bool) {
+        let mut inner = self.inner.lock();
+        inner.fixed = fixed;
+        inner.snapshot = None;
     }
 
     /// The statement's snapshot (a fresh one if none was taken).

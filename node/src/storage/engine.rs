@@ -115,7 +115,11 @@ impl Engine {
             let mut data = TableData::new(meta.clone());
             data.next_rowid = entry.next_rowid;
             for p in &entry.parts {
-                let batches = parts::read_part(&parts::part_path(root, meta.id, p.id))?;
+                let stored = meta.stored_schema();
+                let batches = parts::read_part(&parts::part_path(root, meta.id, p.id))?
+                    .into_iter()
+                    .map(|b| RecordBatch::try_new(stored.clone(), b.columns().to_vec()))
+                    .collect::<Result<Vec<_>, _>>()?;
                 let mut seg = Segment::new(batches, Some(p.id))?;
                 if let Some(del) = &p.deletes {
                     let ids = parts::read_deletes(&parts::table_dir(root, meta.id).join(del))?;

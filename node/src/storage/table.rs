@@ -114,24 +114,35 @@ pub struct TableMeta {
     pub uniques: Vec<Vec<usize>>,
 }
 
+/// Field metadata key naming the PostgreSQL type where Arrow's type alone
+/// does not tell (varchar, char, json all store as Utf8).
+pub const PG_TYPE_KEY: &str = "quiver.pg_type";
+
+impl ColumnMeta {
+    /// The Arrow field of this column.
+    pub fn field(&self) -> Field {
+        let f = Field::new(&self.name, self.ty.arrow_type(), self.nullable);
+        let tag = match self.ty {
+            SqlType::Varchar(_) => "varchar",
+            SqlType::Char(_) => "bpchar",
+            SqlType::Json => "json",
+            _ => return f,
+        };
+        f.with_metadata([(PG_TYPE_KEY.to_string(), tag.to_string())].into())
+    }
+}
+
 impl TableMeta {
     /// The user-visible Arrow schema (no row id).
     pub fn schema(&self) -> SchemaRef {
         Arc::new(Schema::new(
-            self.columns
-                .iter()
-                .map(|c| Field::new(&c.name, c.ty.arrow_type(), c.nullable))
-                .collect::<Vec<_>>(),
+            self.columns.iter().map(|c| c.field()).collect::<Vec<_>>(),
         ))
     }
 
     /// The stored schema: user columns then `__rowid`.
     pub fn stored_schema(&self) -> SchemaRef {
-        let mut fields: Vec<Field> = self
-            .columns
-            .iter()
-            .map(|c| Field::new(&c.name, c.ty.arrow_type(), c.nullable))
-            .collect();
+        let mut fields: Vec<Field> = self.columns.iter().map(|c| c.field()).collect();
         fields.push(Field::new(ROWID, DataType::UInt64, false));
         Arc::new(Schema::new(fields))
     }
