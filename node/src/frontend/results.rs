@@ -13,7 +13,7 @@ use datafusion::arrow::array::RecordBatch;
 use futures::StreamExt;
 use pgwire::api::portal::Format;
 use pgwire::api::results::{CopyResponse, DataRowEncoder, FieldInfo, QueryResponse, Response, Tag};
-use pgwire::api::{ClientInfo, Type};
+use pgwire::api::{ClientInfo, ConnectionHandle, Type};
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::copy::CopyData;
 use pgwire::types::format::FormatOptions;
@@ -32,6 +32,71 @@ pub fn show_fields(name: &str, format: &Format) -> Vec<FieldInfo> {
         Type::TEXT,
         format.format_for(0),
     )]
+}
+
+/// Wraps a result stream so a CancelRequest for this connection stops it
+/// with SQLSTATE 57014 (the query runs while rows stream, after pgwire's own
+/// cancel window has closed).
+fn cancellable(
+    stream: datafusion::execution::SendableRecordBatchStream,
+    handle: Option<Arc<ConnectionHandle>>,
+    failed: Arc<AtomicBool>,
+) -> impl futures::Stream<Item = Result<RecordBatch, SqlError>> + Send {
+    struct State {
+        stream: datafusion::execution::SendableRecordBatchStream,
+        handle: Option<Arc<ConnectionHandle>>,
+        cancel: Option<futures::channel::oneshot::Receiver<()>>,
+        done: bool,
+    }
+    let state = State {
+        stream,
+        handle,
+        cancel: None,
+        done: false,
+    };
+    futures::stream::unfold(state, move |mut st| {
+        let failed = failed.clone();
+        async move {
+            if st.done {
+                return None;
+            }
+            if st.cancel.is_none() {
+                if let Some(h) = &st.handle {
+                    st.cancel = Some(h.start_query().await);
+                }
+            }
+            let next = match st.cancel.as_mut() {
+                Some(rx) => tokio::select! {
+                    r = rx => match r {
+                        Ok(()) => {
+                            failed.store(true, Ordering::SeqCst);
+                            st.done = true;
+                            return Some((
+                                Err(SqlError::new("57014", "canceling statement due to user request")),
+                                st,
+                            ));
+                        }
+                        // The sender went away: no cancel can come any more.
+                        Err(_) => {
+                            st.handle = None;
+                            st.cancel = None;
+                            st.stream.next().await
+                        }
+                    },
+                    n = st.stream.next() => n,
+                },
+                None => st.stream.next().await,
+            };
+            match next {
+                None => None,
+                Some(Ok(b)) => Some((Ok(b), st)),
+                Some(Err(e)) => {
+                    st.done = true;
+                    Some((Err(SqlError::from(e)), st))
+                }
+            }
+        }
+    })
 }
 
 /// Row description for a result, with PostgreSQL's column names when known.
@@ -96,6 +161,8 @@ pub async fn outcome_to_response<C: ClientInfo>(
                 opts,
             )?);
             let stream = df.execute_stream().await?;
+            let handle = client.session_extensions().get::<Arc<ConnectionHandle>>();
+            let stream = cancellable(stream, handle.map(|h| (*h).clone()), failed.clone());
             let f2 = fields.clone();
             let rows = stream
                 .map(move |rb| {
@@ -104,7 +171,6 @@ pub async fn outcome_to_response<C: ClientInfo>(
                             Ok(rb) => encode_recordbatch(f2.clone(), rb),
                             Err(e) => {
                                 failed.store(true, Ordering::SeqCst);
-                                let e = SqlError::from(e);
                                 Box::new(std::iter::once(Err(pg_error(e))))
                             }
                         };
