@@ -82,12 +82,14 @@ pub struct Session {
 
 impl Session {
     pub(super) fn new(db: Arc<Database>, ctx: SessionContext, txn: Arc<TxnContext>) -> Self {
+        let settings = Settings::default();
+        ctx.register_udf(super::settings::current_setting_udf(&settings));
         Session {
             db,
             ctx,
             txn,
             block: BlockState::Idle,
-            settings: Settings::default(),
+            settings,
         }
     }
 

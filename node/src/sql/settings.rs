@@ -3,6 +3,13 @@
 //! `datafusion.*` options (forwarded to the session's DataFusion config).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, StringArray};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::{DataFusionError, ScalarValue};
+use datafusion::logical_expr::{create_udf, ColumnarValue, ScalarUDF, Volatility};
+use parking_lot::RwLock;
 
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{Expr, Set, Value};
@@ -43,20 +50,69 @@ const DEFAULTS: &[(&str, &str)] = &[
 ];
 
 /// The settings of one session.
+///
+/// The map is shared with the session's `current_setting()` function.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    values: BTreeMap<String, String>,
+    shared: Arc<RwLock<BTreeMap<String, String>>>,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            values: DEFAULTS
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            shared: Arc::new(RwLock::new(
+                DEFAULTS
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            )),
         }
     }
+}
+
+/// `current_setting(name)` for one session.
+pub fn current_setting_udf(settings: &Settings) -> ScalarUDF {
+    let shared = settings.shared.clone();
+    create_udf(
+        "current_setting",
+        vec![DataType::Utf8],
+        DataType::Utf8,
+        Volatility::Stable,
+        Arc::new(move |args: &[ColumnarValue]| {
+            let arr = match &args[0] {
+                ColumnarValue::Scalar(s) => s.to_array()?,
+                ColumnarValue::Array(a) => a.clone(),
+            };
+            let names = datafusion::arrow::compute::cast(&arr, &DataType::Utf8)?;
+            let names = names
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .ok_or_else(|| DataFusionError::Internal("current_setting: not text".into()))?;
+            let map = shared.read();
+            let mut out = Vec::with_capacity(names.len());
+            for n in names.iter() {
+                match n {
+                    None => out.push(None),
+                    Some(n) => match map.get(&show_key(&n.to_ascii_lowercase())) {
+                        Some(v) => out.push(Some(v.clone())),
+                        None => {
+                            return Err(DataFusionError::External(Box::new(SqlError::new(
+                                "42704",
+                                format!("unrecognized configuration parameter \"{n}\""),
+                            ))))
+                        }
+                    },
+                }
+            }
+            let out: ArrayRef = Arc::new(StringArray::from(out));
+            Ok(match &args[0] {
+                ColumnarValue::Scalar(_) => {
+                    ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?)
+                }
+                ColumnarValue::Array(_) => ColumnarValue::Array(out),
+            })
+        }),
+    )
 }
 
 fn value_text(e: &Expr) -> String {
@@ -71,10 +127,8 @@ fn value_text(e: &Expr) -> String {
 }
 
 impl Settings {
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.values
-            .get(&name.to_ascii_lowercase())
-            .map(|s| s.as_str())
+    pub fn get(&self, name: &str) -> Option<String> {
+        self.shared.read().get(&name.to_ascii_lowercase()).cloned()
     }
 
     /// Applies `SET`; returns the command tag.
@@ -94,7 +148,9 @@ impl Settings {
                 self.set(&name, &value, ctx)?;
             }
             Set::SetTimeZone { value, .. } => {
-                self.values.insert("timezone".into(), value_text(value));
+                self.shared
+                    .write()
+                    .insert("timezone".into(), value_text(value));
             }
             Set::SetNames { charset_name, .. } => {
                 self.set("client_encoding", &charset_name.value, ctx)?;
@@ -116,7 +172,7 @@ impl Settings {
                 .options_mut()
                 .set(name, value)
                 .map_err(|e| SqlError::new("22023", e.to_string()))?;
-            self.values.insert(name.into(), value.into());
+            self.shared.write().insert(name.into(), value.into());
             return Ok(());
         }
         let value = if value.eq_ignore_ascii_case("default") {
@@ -137,8 +193,8 @@ impl Settings {
                 ));
             }
         }
-        if self.values.contains_key(name) || name.contains('.') {
-            self.values.insert(name.into(), value);
+        if self.shared.read().contains_key(name) || name.contains('.') {
+            self.shared.write().insert(name.into(), value);
             Ok(())
         } else {
             Err(SqlError::new(
@@ -152,7 +208,8 @@ impl Settings {
     pub fn show(&self, name: &str) -> Result<(String, String), SqlError> {
         let key = show_key(name);
         let key = key.as_str();
-        self.values
+        self.shared
+            .read()
             .get(key)
             .map(|v| (key.to_string(), v.clone()))
             .ok_or_else(|| {
