@@ -9,7 +9,7 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 step() { printf '\n== %s\n' "$*"; }
 
 step "install test dependencies"
-bash scripts/install-test-deps.sh
+QUIVER_SKIP_TPCHGEN=1 bash scripts/install-test-deps.sh
 
 step "format"
 cargo fmt --all -- --check

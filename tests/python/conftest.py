@@ -136,3 +136,47 @@ def tname(request):
     """A table name unique to this test (tests share one server)."""
     base = re.sub(r"[^a-z0-9_]", "_", request.node.name.lower())[:40]
     return f"t_{base}_{next(_counter)}"
+
+
+# Known gaps of Quiver against PostgreSQL, tracked in issue #2's notes. Each is a
+# strict xfail: the test still runs and must still fail; when a gap is closed the
+# test passes, strict xfail turns that into a failure, and the entry must go.
+# Against PostgreSQL (--target=pg) they are ordinary tests.
+KNOWN_GAPS = {
+    "test_protocol.py::test_describe_before_fetch":
+        "varchar columns are described as text (Arrow field metadata is lost in the logical plan)",
+    "test_protocol.py::test_timezone_setting_changes_timestamptz_text":
+        "timestamptz::text uses DataFusion's ISO format, not PostgreSQL's",
+    "test_protocol.py::test_malformed_message_closes_only_that_connection[length-below-minimum]":
+        "pgwire 0.41 accepts a message length below 4 instead of closing the connection",
+    "test_protocol.py::test_psql_query_and_describe":
+        "pg_catalog reports numeric without (precision,scale)",
+    "test_types.py::test_round_trip_with_parameters[text]":
+        "interval parameters in PostgreSQL text form are rejected by arrow-pg; json reported as text",
+    "test_types.py::test_round_trip_with_parameters[binary]":
+        "interval parameters; json reported as text",
+    "test_types.py::test_round_trip_with_literals[text]":
+        "char(n) is not blank-padded; json reported as text",
+    "test_types.py::test_round_trip_with_literals[binary]":
+        "char(n) is not blank-padded; json reported as text",
+    "test_types.py::test_text_output_format":
+        "char(n) padding and timestamptz/interval text formats differ from PostgreSQL",
+    "test_types.py::test_special_floats_and_extremes[text]":
+        "numeric beyond 38 digits (Decimal128) and float extremes as parameters",
+    "test_types.py::test_special_floats_and_extremes[binary]":
+        "numeric beyond 38 digits (Decimal128) and float extremes as parameters",
+    "test_types.py::test_expression_result_types[text]":
+        "integer literals are int8 in DataFusion (int4 * int4 gives int8)",
+    "test_types.py::test_expression_result_types[binary]":
+        "integer literals are int8 in DataFusion (int4 * int4 gives int8)",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("target") != "quiver":
+        return
+    for item in items:
+        key = item.nodeid.split("/")[-1]
+        reason = KNOWN_GAPS.get(key)
+        if reason:
+            item.add_marker(pytest.mark.xfail(reason=f"known gap: {reason}", strict=True))
