@@ -215,6 +215,19 @@ pub struct NodeConfig {
     pub log_level: String,
     /// Text or JSON log lines.
     pub log_format: LogFormat,
+    /// Worker group (failure domain) of a worker, from `[cluster] group`.
+    pub worker_group: Option<String>,
+    /// Cluster defaults from `[sharding]` and `[failover]`, as the operator
+    /// renders them (used by coordinators).
+    pub sharding: ShardingConfig,
+}
+
+/// `[sharding]` and `[failover]` settings of a cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ShardingConfig {
+    pub shard_count: Option<u32>,
+    pub replication_factor: Option<u32>,
+    pub worker_failure_timeout_seconds: Option<u64>,
 }
 
 impl Default for NodeConfig {
@@ -236,6 +249,8 @@ impl Default for NodeConfig {
             tables: Vec::new(),
             log_level: "info".to_owned(),
             log_format: LogFormat::Text,
+            worker_group: None,
+            sharding: ShardingConfig::default(),
         }
     }
 }
@@ -292,6 +307,21 @@ struct FileConfig {
     log_format: Option<LogFormat>,
     tables: Option<Vec<ExternalTableConfig>>,
     cluster: Option<ClusterSection>,
+    sharding: Option<ShardingSection>,
+    failover: Option<FailoverSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShardingSection {
+    shard_count: Option<u32>,
+    replication_factor: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FailoverSection {
+    worker_failure_timeout_seconds: Option<u64>,
 }
 
 /// The `[cluster]` table of the file.
@@ -303,6 +333,7 @@ struct ClusterSection {
     coordinator_address: Option<String>,
     peers: Option<Vec<String>>,
     advertise_address: Option<String>,
+    group: Option<String>,
 }
 
 /// Sets `$dst` to the value inside `$src` when there is one.
@@ -360,6 +391,17 @@ impl NodeConfig {
             set_if_some!(self.coordinator_address, some cluster.coordinator_address);
             set_if_some!(self.peers, cluster.peers);
             set_if_some!(self.advertise_address, some cluster.advertise_address);
+            set_if_some!(self.worker_group, some cluster.group);
+        }
+        if let Some(sh) = file.sharding {
+            set_if_some!(self.sharding.shard_count, some sh.shard_count);
+            set_if_some!(self.sharding.replication_factor, some sh.replication_factor);
+        }
+        if let Some(f) = file.failover {
+            set_if_some!(
+                self.sharding.worker_failure_timeout_seconds,
+                some f.worker_failure_timeout_seconds
+            );
         }
         Ok(())
     }
@@ -537,6 +579,23 @@ fn parse_error(path: &Path, text: &str, err: &toml::de::Error) -> ConfigError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn accepts_the_keys_the_operator_renders() {
+        let mut c = NodeConfig::default();
+        c.merge_toml(
+            "role = \"worker\"\n[cluster]\ngroup = \"a\"\ncoordinator_address = \"db-coordinator-0.db-coordinator:9090\"\npeers = []\n[sharding]\nshard_count = 8\nreplication_factor = 2\n[failover]\nworker_failure_timeout_seconds = 30\n",
+            Path::new("q.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.worker_group.as_deref(), Some("a"));
+        assert_eq!(c.sharding.shard_count, Some(8));
+        assert_eq!(c.sharding.replication_factor, Some(2));
+        assert_eq!(c.sharding.worker_failure_timeout_seconds, Some(30));
+        assert!(c
+            .merge_toml("[sharding]\nbogus = 1\n", Path::new("q.toml"))
+            .is_err());
+    }
 
     fn from_toml(text: &str) -> Result<NodeConfig, ConfigError> {
         let mut c = NodeConfig::default();

@@ -10,14 +10,13 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::common::{DFSchema, ParamValues};
+use datafusion::common::ParamValues;
 use datafusion::dataframe::DataFrame;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{
-    AlterTableOperation, CopyLegacyCsvOption, CopyLegacyOption, CopyOption, CopySource, CopyTarget,
-    ObjectType, Statement, TransactionIsolationLevel, TransactionMode,
+    AlterTableOperation, ObjectType, Statement, TransactionIsolationLevel, TransactionMode,
 };
 
 use super::ddl;
@@ -73,10 +72,10 @@ pub enum Outcome {
 
 /// One client's session.
 pub struct Session {
-    db: Arc<Database>,
+    pub(super) db: Arc<Database>,
     pub ctx: SessionContext,
-    txn: Arc<TxnContext>,
-    block: BlockState,
+    pub(super) txn: Arc<TxnContext>,
+    pub(super) block: BlockState,
     pub settings: Settings,
 }
 
@@ -231,7 +230,7 @@ impl Session {
         }
     }
 
-    async fn commit_pending(&mut self) -> Result<(), SqlError> {
+    pub(super) async fn commit_pending(&mut self) -> Result<(), SqlError> {
         let pending = self.txn.take_pending();
         if pending.is_empty() {
             return Ok(());
@@ -525,168 +524,6 @@ impl Session {
         self.db.engine.alter_table(meta, mapping).await?;
         Ok(Outcome::Command("ALTER TABLE".into()))
     }
-
-    async fn copy(
-        &mut self,
-        source: &CopySource,
-        to: bool,
-        target: &CopyTarget,
-        options: &[CopyOption],
-        legacy: &[CopyLegacyOption],
-    ) -> Result<Outcome, SqlError> {
-        let opts = copy_options(options, legacy)?;
-        if to {
-            if !matches!(target, CopyTarget::Stdout) {
-                return Err(SqlError::unsupported("COPY TO supports only STDOUT"));
-            }
-            let sql = match source {
-                CopySource::Table {
-                    table_name,
-                    columns,
-                } => {
-                    let cols = if columns.is_empty() {
-                        "*".to_string()
-                    } else {
-                        columns
-                            .iter()
-                            .map(|c| c.to_string())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    };
-                    format!("SELECT {cols} FROM {table_name}")
-                }
-                CopySource::Query(q) => q.to_string(),
-            };
-            let df = self.ctx.sql(&sql).await?;
-            return Ok(Outcome::CopyOut { df, options: opts });
-        }
-        if !matches!(target, CopyTarget::Stdin) {
-            return Err(SqlError::unsupported("COPY FROM supports only STDIN"));
-        }
-        let CopySource::Table {
-            table_name,
-            columns,
-        } = source
-        else {
-            return Err(SqlError::syntax("COPY FROM needs a table"));
-        };
-        let name = ddl::table_name(&table_name.to_string());
-        let snap = self.txn.snapshot();
-        let t = snap
-            .table_by_name(&name)
-            .cloned()
-            .ok_or_else(|| SqlError::new("42P01", format!("relation \"{name}\" does not exist")))?;
-        let cols = if columns.is_empty() {
-            (0..t.meta.columns.len()).collect()
-        } else {
-            columns
-                .iter()
-                .map(|c| {
-                    let n = c.value.to_ascii_lowercase();
-                    t.meta.column_index(&n).ok_or_else(|| {
-                        SqlError::new(
-                            "42703",
-                            format!("column \"{n}\" of relation \"{name}\" does not exist"),
-                        )
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?
-        };
-        let full = t.meta.schema();
-        let schema = Arc::new(
-            full.project(&cols)
-                .map_err(|e| SqlError::new("XX000", e.to_string()))?,
-        );
-        Ok(Outcome::CopyIn(CopyIn {
-            table: t.meta.clone(),
-            columns: cols,
-            schema,
-            options: opts,
-        }))
-    }
-
-    /// Adds decoded COPY rows (columns as in `copy.schema`) to the
-    /// transaction, filling missing columns with their defaults.
-    pub fn copy_rows(&mut self, copy: &CopyIn, batch: RecordBatch) -> Result<(), SqlError> {
-        let snap = self.txn.snapshot();
-        let t = snap.tables.get(&copy.table.id).cloned().ok_or_else(|| {
-            SqlError::new(
-                "42P01",
-                format!("relation \"{}\" does not exist", copy.table.name),
-            )
-        })?;
-        let full = t.meta.schema();
-        let n = batch.num_rows();
-        let mut cols = Vec::with_capacity(full.fields().len());
-        for i in 0..full.fields().len() {
-            match copy.columns.iter().position(|&c| c == i) {
-                Some(p) => cols.push(batch.column(p).clone()),
-                None => cols.push(self.default_array(&t.meta, i, n)?),
-            }
-        }
-        let b = RecordBatch::try_new_with_options(
-            Arc::new(datafusion::arrow::datatypes::Schema::new(
-                full.fields()
-                    .iter()
-                    .map(|f| f.as_ref().clone().with_nullable(true))
-                    .collect::<Vec<_>>(),
-            )),
-            cols,
-            &Default::default(),
-        )
-        .map_err(|e| SqlError::new("XX000", e.to_string()))?;
-        crate::storage::table::check_not_null(&t.meta, &b)?;
-        let b = RecordBatch::try_new(full.clone(), b.columns().to_vec())
-            .map_err(|e| SqlError::new("XX000", e.to_string()))?;
-        self.txn.add_inserts(&t, vec![b])?;
-        Ok(())
-    }
-
-    fn default_array(
-        &self,
-        meta: &TableMeta,
-        col: usize,
-        n: usize,
-    ) -> Result<datafusion::arrow::array::ArrayRef, SqlError> {
-        let ty = meta.columns[col].ty.arrow_type();
-        let Some(sql) = &meta.columns[col].default else {
-            return Ok(datafusion::arrow::array::new_null_array(&ty, n));
-        };
-        let expr = self.db.schema.plan_default(meta, sql)?;
-        let empty = DFSchema::empty();
-        let phys = self.ctx.state().create_physical_expr(expr, &empty)?;
-        let one = RecordBatch::try_new_with_options(
-            Arc::new(datafusion::arrow::datatypes::Schema::empty()),
-            vec![],
-            &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(n)),
-        )
-        .map_err(|e| SqlError::new("XX000", e.to_string()))?;
-        let v = phys.evaluate(&one)?.into_array(n)?;
-        datafusion::arrow::compute::cast(&v, &ty).map_err(|e| SqlError::new("22P02", e.to_string()))
-    }
-
-    /// Ends a `COPY FROM STDIN`: checks keys, commits outside a block.
-    pub async fn finish_copy(&mut self, copy: &CopyIn) -> Result<(), SqlError> {
-        let r = self.txn.precheck_unique(copy.table.id);
-        let r = match r {
-            Ok(()) if self.block == BlockState::Idle => self.commit_pending().await,
-            Ok(()) => Ok(()),
-            Err(e) => Err(e.into()),
-        };
-        if r.is_err() {
-            self.fail_copy();
-        }
-        r
-    }
-
-    /// Abandons a `COPY FROM STDIN` after an error.
-    pub fn fail_copy(&mut self) {
-        if self.block == BlockState::InBlock {
-            self.block = BlockState::Failed;
-        } else {
-            self.txn.take_pending();
-        }
-    }
 }
 
 /// `x::json` / `x::jsonb` become `x::text`: JSON values are stored and
@@ -750,54 +587,4 @@ fn count_of(batches: &[RecordBatch]) -> u64 {
                 .map(|a| a.value(0))
         })
         .unwrap_or(0)
-}
-
-/// COPY options as `(name, value)` pairs.
-fn copy_options(
-    options: &[CopyOption],
-    legacy: &[CopyLegacyOption],
-) -> Result<Vec<(String, Option<String>)>, SqlError> {
-    let mut out: Vec<(String, Option<String>)> = Vec::new();
-    let mut put = |k: &str, v: Option<String>| out.push((k.to_string(), v));
-    for o in options {
-        match o {
-            CopyOption::Format(f) => put("format", Some(f.value.to_ascii_lowercase())),
-            CopyOption::Delimiter(c) => put("delimiter", Some(c.to_string())),
-            CopyOption::Null(s) => put("null", Some(s.clone())),
-            CopyOption::Header(b) => put("header", Some(b.to_string())),
-            CopyOption::Quote(c) => put("quote", Some(c.to_string())),
-            CopyOption::Escape(c) => put("escape", Some(c.to_string())),
-            CopyOption::Encoding(e) => {
-                let e = e.to_ascii_lowercase().replace(['-', '_'], "");
-                if e != "utf8" {
-                    return Err(SqlError::unsupported("only UTF8 encoding is supported"));
-                }
-            }
-            CopyOption::Freeze(_) => {}
-            other => return Err(SqlError::unsupported(format!("COPY option {other}"))),
-        }
-    }
-    for o in legacy {
-        match o {
-            CopyLegacyOption::Binary => {
-                return Err(SqlError::unsupported("COPY BINARY is not supported yet"))
-            }
-            CopyLegacyOption::Delimiter(c) => put("delimiter", Some(c.to_string())),
-            CopyLegacyOption::Null(s) => put("null", Some(s.clone())),
-            CopyLegacyOption::Header => put("header", Some("true".into())),
-            CopyLegacyOption::Csv(csv) => {
-                put("format", Some("csv".into()));
-                for c in csv {
-                    match c {
-                        CopyLegacyCsvOption::Header => put("header", Some("true".into())),
-                        CopyLegacyCsvOption::Quote(q) => put("quote", Some(q.to_string())),
-                        CopyLegacyCsvOption::Escape(q) => put("escape", Some(q.to_string())),
-                        _ => {}
-                    }
-                }
-            }
-            other => return Err(SqlError::unsupported(format!("COPY option {other}"))),
-        }
-    }
-    Ok(out)
 }
