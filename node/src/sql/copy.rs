@@ -114,20 +114,7 @@ impl Session {
                 None => cols.push(self.default_array(&t.meta, i, n)?),
             }
         }
-        let b = RecordBatch::try_new_with_options(
-            Arc::new(datafusion::arrow::datatypes::Schema::new(
-                full.fields()
-                    .iter()
-                    .map(|f| f.as_ref().clone().with_nullable(true))
-                    .collect::<Vec<_>>(),
-            )),
-            cols,
-            &Default::default(),
-        )
-        .map_err(|e| SqlError::new("XX000", e.to_string()))?;
-        crate::storage::table::check_not_null(&t.meta, &b)?;
-        let b = RecordBatch::try_new(full.clone(), b.columns().to_vec())
-            .map_err(|e| SqlError::new("XX000", e.to_string()))?;
+        let b = super::provider::from_columns(&t.meta, &full, cols)?;
         self.txn.add_inserts(&t, vec![b])?;
         Ok(())
     }

@@ -250,17 +250,24 @@ fn conform(meta: &TableMeta, schema: &SchemaRef, b: &RecordBatch) -> Result<Reco
             }
         })
         .collect::<Result<Vec<_>>>()?;
-    let out = RecordBatch::try_new_with_options(
-        Arc::new(Schema::new(
-            schema
-                .fields()
-                .iter()
-                .map(|f| f.as_ref().clone().with_nullable(true))
-                .collect::<Vec<_>>(),
-        )),
-        cols,
-        &Default::default(),
-    )?;
+    from_columns(meta, schema, cols)
+}
+
+/// A batch of the table's schema from columns, with NOT NULL checked first
+/// (so a NULL gives SQLSTATE 23502, not an Arrow schema error).
+pub(crate) fn from_columns(
+    meta: &TableMeta,
+    schema: &SchemaRef,
+    cols: Vec<ArrayRef>,
+) -> Result<RecordBatch> {
+    let relaxed = Arc::new(Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect::<Vec<_>>(),
+    ));
+    let out = RecordBatch::try_new_with_options(relaxed, cols, &Default::default())?;
     check_not_null(meta, &out).map_err(ext)?;
     Ok(RecordBatch::try_new(
         schema.clone(),
@@ -393,18 +400,7 @@ impl TableProvider for QuiverTable {
                     None => b.column(i).clone(),
                 });
             }
-            let nb = RecordBatch::try_new_with_options(
-                Arc::new(Schema::new(
-                    self.schema
-                        .fields()
-                        .iter()
-                        .map(|f| f.as_ref().clone().with_nullable(true))
-                        .collect::<Vec<_>>(),
-                )),
-                cols,
-                &Default::default(),
-            )?;
-            new_rows.push(conform(&t.meta, &self.schema, &nb)?);
+            new_rows.push(from_columns(&t.meta, &self.schema, cols)?);
         }
         txn.delete_rows(t.meta.id, &ids).map_err(ext)?;
         txn.add_inserts(&t, new_rows).map_err(ext)?;
