@@ -110,7 +110,7 @@ pub async fn start(
         }
         None => None,
     };
-    let checkpointer = tokio::spawn(checkpoint_loop(engine, metrics, shutdown));
+    let checkpointer = tokio::spawn(checkpoint_loop(db.clone(), metrics, shutdown));
     Ok(DatabaseService {
         db,
         frontend,
@@ -118,7 +118,11 @@ pub async fn start(
     })
 }
 
-async fn checkpoint_loop(engine: Arc<Engine>, metrics: Arc<Metrics>, shutdown: ShutdownSignal) {
+/// Once a second: publishes storage gauges and rows written, and
+/// checkpoints when the WAL is large or old enough.
+async fn checkpoint_loop(db: Arc<Database>, metrics: Arc<Metrics>, shutdown: ShutdownSignal) {
+    let engine = db.engine.clone();
+    let mut rows_reported = 0u64;
     let mut last = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -126,6 +130,9 @@ async fn checkpoint_loop(engine: Arc<Engine>, metrics: Arc<Metrics>, shutdown: S
             _ = shutdown.wait() => break,
             _ = tick.tick() => {}
         }
+        let rows = db.rows_written();
+        metrics.add_rows_written(rows - rows_reported);
+        rows_reported = rows;
         let wal = engine.wal_bytes();
         metrics.set_storage_bytes(engine.disk_bytes() + wal);
         if wal == 0 || (wal < CHECKPOINT_WAL_BYTES && last.elapsed() < CHECKPOINT_INTERVAL) {
