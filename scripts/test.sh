@@ -17,10 +17,7 @@ cargo fmt --all -- --check
 step "clippy"
 cargo clippy --locked --workspace --all-targets -- -D warnings
 
-step "build"
-cargo build --locked --workspace --bins
-
-step "rust tests"
+step "rust tests (also builds the quiver binary the client tests use)"
 cargo test --locked --workspace
 
 step "python client tests (psycopg against the real binary)"
