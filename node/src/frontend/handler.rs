@@ -98,7 +98,7 @@ impl Conn {
             ));
         };
         let started = Instant::now();
-        let kind = QueryKind::classify(&stmt.to_string());
+        let kind = query_kind(stmt);
         let result = {
             let mut session = self.session.lock().await;
             if self
@@ -152,6 +152,25 @@ impl Conn {
             .observe_query(QueryKind::Copy, std::time::Duration::ZERO, Some(e.sqlstate));
         let _ = table;
         pg_error(e)
+    }
+}
+
+/// The metrics class of a statement, read from its syntax tree (rendering
+/// the statement back to SQL text on every query would cost more).
+fn query_kind(stmt: &Statement) -> QueryKind {
+    match stmt {
+        Statement::Query(_) | Statement::ShowVariable { .. } | Statement::Explain { .. } => {
+            QueryKind::Select
+        }
+        Statement::Insert(_) => QueryKind::Insert,
+        Statement::Update { .. } => QueryKind::Update,
+        Statement::Delete(_) | Statement::Truncate { .. } => QueryKind::Delete,
+        Statement::Copy { .. } => QueryKind::Copy,
+        Statement::CreateTable(_)
+        | Statement::CreateView { .. }
+        | Statement::Drop { .. }
+        | Statement::AlterTable(_) => QueryKind::Ddl,
+        _ => QueryKind::Other,
     }
 }
 
