@@ -9,8 +9,11 @@
 //!   parts and manifests.
 //! - [`server`]: configuration, the HTTP endpoints, metrics and process
 //!   lifecycle.
+//! - [`meta`]: the cluster metadata (nodes, tables, shards, placements, 2PC
+//!   decisions) as an openraft state machine with its durable log.
 
 pub mod frontend;
+pub mod meta;
 pub mod server;
 pub mod sql;
 pub mod storage;
