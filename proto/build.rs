@@ -1,13 +1,16 @@
-//! Build step: compile `quiver/meta/v1/meta.proto` with the pure-Rust `protox`
-//! (no `protoc` needed on CI) and generate tonic client and server code.
+//! Build step: compile `quiver/meta/v1/meta.proto` and
+//! `quiver/raft/v1/raft.proto` with the pure-Rust `protox` (no `protoc`
+//! needed on CI) and generate tonic client and server code.
 
 use std::error::Error;
 
-const PROTO: &str = "quiver/meta/v1/meta.proto";
+const PROTOS: [&str; 2] = ["quiver/meta/v1/meta.proto", "quiver/raft/v1/raft.proto"];
 
 fn main() -> Result<(), Box<dyn Error>> {
-    println!("cargo:rerun-if-changed={PROTO}");
-    let fds = protox::compile([PROTO], ["."])?;
+    for proto in PROTOS {
+        println!("cargo:rerun-if-changed={proto}");
+    }
+    let fds = protox::compile(PROTOS, ["."])?;
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)

@@ -2,7 +2,9 @@
 //!
 //! Step in the flow: the wire contract of the control plane. Coordinators
 //! serve `quiver.meta.v1.MetadataService` (see `quiver/meta/v1/meta.proto`);
-//! the operator and admin tools call it. Besides the generated code this
+//! the operator and admin tools call it. Coordinators also serve each other
+//! the internal `quiver.raft.v1.RaftService` (`quiver/raft/v1/raft.proto`),
+//! which carries openraft messages as JSON. Besides the generated code this
 //! crate holds the one shared convention that is not expressible in the
 //! `.proto` file: how a follower says "not leader" and where the leader is
 //! ([`not_leader`] builds that status, [`leader_hint`] reads it back).
@@ -13,6 +15,15 @@ pub mod meta {
     #[allow(missing_docs, clippy::all, clippy::pedantic)]
     pub mod v1 {
         tonic::include_proto!("quiver.meta.v1");
+    }
+}
+
+/// Generated code for `quiver.raft.v1` (internal, coordinator to coordinator).
+pub mod raft {
+    /// Version 1 of the Raft transport.
+    #[allow(missing_docs, clippy::all, clippy::pedantic)]
+    pub mod v1 {
+        tonic::include_proto!("quiver.raft.v1");
     }
 }
 

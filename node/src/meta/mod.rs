@@ -15,7 +15,8 @@
 //!   before proposing.
 //! - `log_store.rs`: the durable log, vote and committed id.
 //! - `state_machine.rs`: applies entries; persists and installs snapshots.
-//! - `network.rs`: how members reach each other.
+//! - `network.rs`: how members reach each other (gRPC, or in-process for
+//!   tests); `raft_service.rs`: the gRPC server half.
 //!
 //! [`MetaNode`] puts them together: one Raft member with its stores under
 //! `<data_dir>/raft/`, a `write` that proposes a command and waits for it to
@@ -26,6 +27,7 @@ mod ddl;
 mod log_store;
 mod network;
 mod placement;
+mod raft_service;
 mod state;
 mod state_machine;
 mod types;
@@ -44,11 +46,14 @@ pub use command::{
     ShardSpec,
 };
 pub use log_store::{LogReader, LogStore};
-pub use network::{InProcessConnection, InProcessRaftRouter};
+pub use network::{
+    GrpcConnection, GrpcRaftNetworkFactory, InProcessConnection, InProcessRaftRouter,
+};
 pub use placement::{
     colocated_placements, hash_space, placeable_workers, plan_hash_shards, plan_placements,
     shard_index_for_hash, PlacementError, MAX_SHARD_COUNT,
 };
+pub use raft_service::RaftGrpcService;
 pub use state::{
     ColocationGroup, ColocationId, ColumnDef, Decision, Gid, MetaState, NodeId, NodeInfo, NodeRole,
     PlacementId, PlacementInfo, PlacementState, RebalanceInfo, RebalanceState, ShardId, ShardInfo,

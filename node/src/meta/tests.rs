@@ -295,3 +295,111 @@ async fn three_members_survive_the_loss_of_the_leader() {
         node.shutdown().await.unwrap();
     }
 }
+
+/// A member serving its Raft over gRPC on a loopback port.
+struct GrpcMember {
+    node: MetaNode,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl GrpcMember {
+    async fn kill(&mut self) {
+        self.node.shutdown().await.unwrap();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.server).await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_replicate_over_grpc() {
+    use tonic::transport::server::TcpIncoming;
+
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let incomings: Vec<TcpIncoming> = (0..3)
+        .map(|_| TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).unwrap())
+        .collect();
+    let addrs: Vec<String> = incomings
+        .iter()
+        .map(|i| i.local_addr().unwrap().to_string())
+        .collect();
+    let mut members = Vec::new();
+    for (id, (dir, incoming)) in dirs.iter().zip(incomings).enumerate() {
+        let mut config = fast_config(id as RaftId, dir.path());
+        config.rpc_addr = addrs[id].clone();
+        if id > 0 {
+            config.bootstrap = Bootstrap::Join;
+        }
+        let node = MetaNode::start(config, GrpcRaftNetworkFactory::new())
+            .await
+            .unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let service = RaftGrpcService::server(node.raft().clone());
+        let server = tokio::spawn(
+            tonic::transport::Server::builder().serve_with_incoming_shutdown(
+                service,
+                incoming,
+                async {
+                    let _ = stopped.await;
+                },
+            ),
+        );
+        members.push(GrpcMember {
+            node,
+            stop: Some(stop),
+            server,
+        });
+    }
+    assert_eq!(members[0].node.wait_for_leader(WAIT).await.unwrap(), 0);
+    for id in 1..3u64 {
+        members[0]
+            .node
+            .add_voter(id, CoordinatorNode::new(addrs[id as usize].clone()))
+            .await
+            .unwrap();
+    }
+    let (index, _) = members[0].node.write(worker(1)).await.unwrap();
+    for m in &members {
+        m.node.wait_applied(index, WAIT).await.unwrap();
+        assert_eq!(m.node.snapshot().nodes[&1].host, "w-1");
+    }
+
+    // Stop the leader's process (Raft and server); the others carry on.
+    members[0].kill().await;
+    let new_leader = members[1]
+        .node
+        .raft()
+        .wait(Some(WAIT))
+        .metrics(|m| m.current_leader.is_some_and(|l| l != 0), "a new leader")
+        .await
+        .unwrap()
+        .current_leader
+        .unwrap();
+    let leader = &members[new_leader as usize].node;
+    let (index, resp) = loop {
+        match leader.write(worker(2)).await {
+            Err(MetaError::NotLeader { .. }) => {
+                leader
+                    .raft()
+                    .wait(Some(WAIT))
+                    .metrics(|m| m.current_leader == Some(leader.id()), "leadership")
+                    .await
+                    .unwrap();
+            }
+            other => break other.unwrap(),
+        }
+    };
+    assert!(matches!(
+        resp,
+        MetaResponse::NodeRegistered { node_id: 2, .. }
+    ));
+    for m in &members[1..] {
+        m.node.wait_applied(index, WAIT).await.unwrap();
+        assert_eq!(m.node.snapshot().nodes.len(), 2);
+    }
+    for m in &mut members[1..] {
+        m.kill().await;
+    }
+}
