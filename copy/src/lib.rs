@@ -35,6 +35,7 @@ mod interval;
 mod numeric;
 mod options;
 mod record;
+mod split;
 mod text;
 
 pub use columns::{is_json_field, is_supported_type, EXTENSION_NAME_KEY, JSON_EXTENSION_NAME};
@@ -42,6 +43,7 @@ pub use decoder::CopyDecoder;
 pub use encode::{encode_batch, encode_header};
 pub use error::{sqlstate, CopyError, DataError, DataErrorKind, ValueError};
 pub use options::{CopyFormat, CopyOptions, ForceQuote};
+pub use split::RecordSplitter;
 
 #[cfg(test)]
 mod tests;

@@ -143,8 +143,6 @@ def tname(request):
 # test passes, strict xfail turns that into a failure, and the entry must go.
 # Against PostgreSQL (--target=pg) they are ordinary tests.
 KNOWN_GAPS = {
-    "test_protocol.py::test_describe_before_fetch":
-        "varchar columns are described as text (Arrow field metadata is lost in the logical plan)",
     "test_protocol.py::test_timezone_setting_changes_timestamptz_text":
         "timestamptz::text uses DataFusion's ISO format, not PostgreSQL's",
     "test_protocol.py::test_malformed_message_closes_only_that_connection[length-below-minimum]":

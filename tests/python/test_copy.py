@@ -165,3 +165,36 @@ def test_copy_inside_transaction_rolls_back(connect, tname):
     assert b.execute(f"SELECT count(*) FROM {tname}").fetchone() == (0,)
     a.execute("ROLLBACK")
     assert b.execute(f"SELECT count(*) FROM {tname}").fetchone() == (0,)
+
+
+def test_copy_many_chunks_csv_header_quoted_newlines(conn, tname):
+    """Input of several decode chunks (Quiver decodes 4 MiB chunks in parallel): quoted
+    newlines, a header and rows in order across chunk boundaries."""
+    conn.execute(f"CREATE TABLE {tname} (id BIGINT PRIMARY KEY, s TEXT, pad TEXT)")
+    n = 120_000
+    pad = "p" * 60
+    rows = "".join(f'{i},"line one\nline ""two"" {i}",{pad}\n' for i in range(n))
+    cur = _copy_in(conn, f"COPY {tname} FROM STDIN WITH (FORMAT csv, HEADER true)", "id,s,pad\n" + rows,
+                   chunk=65536)
+    assert cur.rowcount == n
+    assert conn.execute(f"SELECT count(*), sum(id) FROM {tname}").fetchone() == (n, n * (n - 1) // 2)
+    assert conn.execute(f"SELECT s FROM {tname} WHERE id = 99999").fetchone() == ('line one\nline "two" 99999',)
+
+
+def test_copy_error_far_into_the_input_names_its_line(conn, tname):
+    conn.execute(f"CREATE TABLE {tname} (id BIGINT, s TEXT)")
+    n = 300_000  # about 10 MB: the bad line is several chunks in
+    lines = [f"{i}\t{'x' * 24}\n" for i in range(n)]
+    lines[250_000] = "oops\tbad\n"
+    with pytest.raises(errors.InvalidTextRepresentation) as e:
+        _copy_in(conn, f"COPY {tname} FROM STDIN", "".join(lines), chunk=65536)
+    assert "line 250001" in (e.value.diag.context or ""), e.value.diag.context
+    assert conn.execute(f"SELECT count(*) FROM {tname}").fetchone() == (0,)
+
+
+def test_copy_end_marker_stops_the_data(conn, tname):
+    conn.execute(f"CREATE TABLE {tname} (id BIGINT, s TEXT)")
+    before = "".join(f"{i}\t{'y' * 40}\n" for i in range(150_000))
+    cur = _copy_in(conn, f"COPY {tname} FROM STDIN", before + "\\.\n", chunk=65536)
+    assert cur.rowcount == 150_000
+    assert conn.execute(f"SELECT count(*) FROM {tname}").fetchone() == (150_000,)

@@ -12,32 +12,28 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::sqlparser::ast::Statement;
-use futures::{Sink, SinkExt};
-use pgwire::api::copy::CopyHandler;
+use futures::Sink;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::{FieldInfo, Response, Tag};
+use pgwire::api::results::{FieldInfo, Response};
 use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
-use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 use pgwire::messages::PgWireBackendMessage;
-use quiver_copy::{CopyDecoder, CopyOptions};
 use tokio::sync::Mutex;
 
-use super::results::{outcome_to_response, show_fields};
+use super::copy_in::CopyState;
+use super::results::{outcome_to_response, result_fields, show_fields};
 use crate::server::metrics::{Metrics, QueryKind};
 use crate::server::shutdown::InFlight;
-use crate::sql::{CopyIn, Outcome, Session, SqlError};
-
-/// Rows per batch decoded from COPY data.
-const COPY_BATCH_ROWS: usize = 8192;
+use crate::sql::{Outcome, Session, SqlError};
 
 /// Turns a [`SqlError`] into a PostgreSQL `ErrorResponse`.
 pub fn pg_error(e: SqlError) -> PgWireError {
     let mut info = ErrorInfo::new("ERROR".into(), e.sqlstate.into(), e.message);
     info.detail = e.detail;
+    info.where_context = e.context;
     PgWireError::UserError(Box::new(info))
 }
 
@@ -49,20 +45,16 @@ pub struct Prepared {
     pub names: Option<Vec<String>>,
     pub plan: Option<LogicalPlan>,
     pub param_types: Vec<Option<DataType>>,
-}
-
-struct CopyState {
-    copy: CopyIn,
-    decoder: CopyDecoder,
-    started: Instant,
-    rows: u64,
+    /// The result schema of a point query, which is not planned at Parse
+    /// (see [`crate::sql::point`]).
+    pub point_schema: Option<datafusion::arrow::datatypes::SchemaRef>,
 }
 
 /// Per-connection state shared by the handlers.
 pub struct Conn {
-    session: Mutex<Session>,
-    copy: Mutex<Option<CopyState>>,
-    metrics: Arc<Metrics>,
+    pub(super) session: Mutex<Session>,
+    pub(super) copy: Mutex<Option<CopyState>>,
+    pub(super) metrics: Arc<Metrics>,
     in_flight: Arc<InFlight>,
     /// Set when a result stream failed after its response started.
     stream_failed: Arc<std::sync::atomic::AtomicBool>,
@@ -87,6 +79,7 @@ impl Conn {
         plan: Option<LogicalPlan>,
         params: Option<datafusion::common::ParamValues>,
         format: &Format,
+        described: Option<&datafusion::arrow::datatypes::SchemaRef>,
     ) -> Result<Response, SqlError>
     where
         C: ClientInfo,
@@ -107,7 +100,18 @@ impl Conn {
             {
                 session.statement_failed();
             }
-            session.execute(stmt, plan, params).await
+            match described {
+                // A prepared point query whose table changed shape since
+                // Describe: the client expects the old columns.
+                Some(d) if session.point_query(stmt).is_some_and(|q| q.schema != *d) => {
+                    session.statement_failed();
+                    Err(SqlError::new(
+                        "0A000",
+                        "cached plan must not change result type",
+                    ))
+                }
+                _ => session.execute(stmt, plan, params).await,
+            }
         };
         let result = match result {
             Ok(Outcome::CopyIn(copy)) => self.start_copy(copy).map(Response::CopyIn),
@@ -119,39 +123,6 @@ impl Conn {
             self.metrics.observe_query(kind, started.elapsed(), state);
         }
         result
-    }
-
-    fn start_copy(&self, copy: CopyIn) -> Result<pgwire::api::results::CopyResponse, SqlError> {
-        let opts = CopyOptions::parse(&copy.options)
-            .map_err(|e| SqlError::new(e.sqlstate(), e.to_string()))?;
-        let decoder = CopyDecoder::new(copy.schema.clone(), opts, COPY_BATCH_ROWS)
-            .map_err(|e| SqlError::new(e.sqlstate(), e.to_string()))?
-            .with_table_name(&copy.table.name);
-        let ncols = copy.columns.len();
-        let mut slot = self.copy.try_lock().map_err(|_| {
-            SqlError::new("08P01", "COPY started while another COPY is in progress")
-        })?;
-        *slot = Some(CopyState {
-            copy,
-            decoder,
-            started: Instant::now(),
-            rows: 0,
-        });
-        Ok(pgwire::api::results::CopyResponse::new(
-            0,
-            ncols,
-            futures::stream::empty(),
-        ))
-    }
-
-    /// Fails the active COPY: its rows are dropped.
-    async fn abort_copy(&self, e: SqlError, table: &str) -> PgWireError {
-        *self.copy.lock().await = None;
-        self.session.lock().await.fail_copy();
-        self.metrics
-            .observe_query(QueryKind::Copy, std::time::Duration::ZERO, Some(e.sqlstate));
-        let _ = table;
-        pg_error(e)
     }
 }
 
@@ -172,16 +143,6 @@ fn query_kind(stmt: &Statement) -> QueryKind {
         | Statement::AlterTable(_) => QueryKind::Ddl,
         _ => QueryKind::Other,
     }
-}
-
-fn copy_error(e: quiver_copy::CopyError, table: &str) -> SqlError {
-    let mut err = SqlError::new(e.sqlstate(), e.to_string());
-    if let Some(d) = e.data() {
-        err = err.with_detail(d.context(table));
-    } else if let Some(d) = e.detail() {
-        err = err.with_detail(d.to_string());
-    }
-    err
 }
 
 /// The pgwire-facing handler (one per connection).
@@ -225,7 +186,7 @@ impl SimpleQueryHandler for Handler {
         for stmt in &stmts {
             match self
                 .conn
-                .run(client, stmt, None, None, &Format::UnifiedText)
+                .run(client, stmt, None, None, &Format::UnifiedText, None)
                 .await
             {
                 Ok(r) => {
@@ -301,11 +262,14 @@ impl QueryParser for Parser {
                 .join(" ");
             return Ok(show_fields(&crate::sql::settings::show_key(&name), format));
         }
+        let opts = Arc::new(pgwire::types::format::FormatOptions::default());
+        if let Some(schema) = &stmt.point_schema {
+            return result_fields(schema, None, format, opts).map_err(pg_error);
+        }
         match &stmt.plan {
             Some(LogicalPlan::Dml(_)) | Some(LogicalPlan::Ddl(_)) | None => Ok(vec![]),
-            Some(p) => {
-                arrow_pg::datatypes::arrow_schema_to_pg_fields(p.schema().as_arrow(), format, None)
-            }
+            Some(p) => result_fields(p.schema().as_arrow(), stmt.names.as_deref(), format, opts)
+                .map_err(pg_error),
         }
     }
 }
@@ -326,12 +290,25 @@ async fn prepare(
         )));
     }
     let stmt = stmts.remove(0);
+    let n = placeholder_count(sql).max(client_types.len());
+    if let Some(q) = session.point_query(&stmt) {
+        let mut param_types = q.param_types();
+        if param_types.len() < n {
+            param_types.resize(n, None);
+        }
+        return Ok(Some(Prepared {
+            names: None,
+            stmt,
+            plan: None,
+            param_types,
+            point_schema: Some(q.schema),
+        }));
+    }
     let plan = session.plan(&stmt).await.map_err(pg_error)?;
     let mut param_types = match &plan {
         Some(p) => ordered_param_types(p).map_err(pg_error)?,
         None => vec![],
     };
-    let n = placeholder_count(sql).max(client_types.len());
     if param_types.len() < n {
         param_types.resize(n, None);
     }
@@ -340,6 +317,7 @@ async fn prepare(
         stmt,
         plan,
         param_types,
+        point_schema: None,
     }))
 }
 
@@ -463,112 +441,9 @@ impl ExtendedQueryHandler for Handler {
                 prepared.plan.clone(),
                 params,
                 &portal.result_column_format,
+                prepared.point_schema.as_ref(),
             )
             .await
             .map_err(pg_error)
-    }
-}
-
-#[async_trait]
-impl CopyHandler for Handler {
-    async fn on_copy_data<C>(&self, _client: &mut C, copy_data: CopyData) -> PgWireResult<()>
-    where
-        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
-        C::Error: Debug,
-        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
-    {
-        let mut slot = self.conn.copy.lock().await;
-        let Some(state) = slot.as_mut() else {
-            return Ok(());
-        };
-        let table = state.copy.table.name.clone();
-        let batches = match state.decoder.push(&copy_data.data) {
-            Ok(b) => b,
-            Err(e) => {
-                drop(slot);
-                return Err(self.conn.abort_copy(copy_error(e, &table), &table).await);
-            }
-        };
-        if batches.is_empty() {
-            return Ok(());
-        }
-        state.rows += batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
-        let copy = state.copy.clone();
-        drop(slot);
-        let mut session = self.conn.session.lock().await;
-        for b in batches {
-            if let Err(e) = session.copy_rows(&copy, b) {
-                drop(session);
-                return Err(self.conn.abort_copy(e, &table).await);
-            }
-        }
-        Ok(())
-    }
-
-    async fn on_copy_done<C>(&self, client: &mut C, _done: CopyDone) -> PgWireResult<()>
-    where
-        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
-        C::Error: Debug,
-        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
-    {
-        let Some(state) = self.conn.copy.lock().await.take() else {
-            return Ok(());
-        };
-        let table = state.copy.table.name.clone();
-        let mut rows = state.rows;
-        let copy = state.copy.clone();
-        let started = state.started;
-        let last = match state.decoder.finish() {
-            Ok(b) => b,
-            Err(e) => return Err(self.conn.abort_copy(copy_error(e, &table), &table).await),
-        };
-        {
-            let mut session = self.conn.session.lock().await;
-            let r = match last {
-                Some(b) => {
-                    rows += b.num_rows() as u64;
-                    session.copy_rows(&copy, b)
-                }
-                None => Ok(()),
-            };
-            let r = match r {
-                Ok(()) => session.finish_copy(&copy).await,
-                Err(e) => {
-                    session.fail_copy();
-                    Err(e)
-                }
-            };
-            if let Err(e) = r {
-                drop(session);
-                return Err(self.conn.abort_copy(e, &table).await);
-            }
-        }
-        self.conn
-            .metrics
-            .observe_query(QueryKind::Copy, started.elapsed(), None);
-        client
-            .send(PgWireBackendMessage::CommandComplete(
-                Tag::new("COPY").with_rows(rows as usize).into(),
-            ))
-            .await?;
-        Ok(())
-    }
-
-    async fn on_copy_fail<C>(&self, _client: &mut C, fail: CopyFail) -> PgWireError
-    where
-        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
-        C::Error: Debug,
-        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
-    {
-        let table = match self.conn.copy.lock().await.as_ref() {
-            Some(s) => s.copy.table.name.clone(),
-            None => String::new(),
-        };
-        self.conn
-            .abort_copy(
-                SqlError::new("57014", format!("COPY from stdin failed: {}", fail.message)),
-                &table,
-            )
-            .await
     }
 }

@@ -6,6 +6,7 @@
 //! trust (loopback only) or SCRAM-SHA-256.
 
 pub mod auth;
+pub mod copy_in;
 pub mod handler;
 pub mod results;
 

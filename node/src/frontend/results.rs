@@ -179,6 +179,18 @@ pub async fn outcome_to_response<C: ClientInfo>(
                 .flatten();
             Ok(Response::Query(QueryResponse::new(fields, rows)))
         }
+        Outcome::Batches { schema, batches } => {
+            let opts = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+            let fields = Arc::new(result_fields(&schema, None, format, opts)?);
+            let mut rows = Vec::new();
+            for b in batches {
+                rows.extend(encode_recordbatch(fields.clone(), b));
+            }
+            Ok(Response::Query(QueryResponse::new(
+                fields,
+                futures::stream::iter(rows),
+            )))
+        }
         Outcome::Command(tag) => Ok(Response::Execution(Tag::new(&tag))),
         Outcome::Begin => Ok(Response::TransactionStart(Tag::new("BEGIN"))),
         Outcome::Commit => Ok(Response::TransactionEnd(Tag::new("COMMIT"))),

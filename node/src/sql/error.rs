@@ -17,6 +17,8 @@ pub struct SqlError {
     pub sqlstate: &'static str,
     pub message: String,
     pub detail: Option<String>,
+    /// PostgreSQL's `CONTEXT` (where the error happened, e.g. a COPY line).
+    pub context: Option<String>,
 }
 
 impl SqlError {
@@ -25,11 +27,17 @@ impl SqlError {
             sqlstate,
             message: message.into(),
             detail: None,
+            context: None,
         }
     }
 
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
         self.detail = Some(detail.into());
+        self
+    }
+
+    pub fn with_context(mut self, context: impl Into<String>) -> Self {
+        self.context = Some(context.into());
         self
     }
 
@@ -59,6 +67,7 @@ impl From<StorageError> for SqlError {
             sqlstate: e.sqlstate(),
             message: e.to_string(),
             detail,
+            context: None,
         }
     }
 }

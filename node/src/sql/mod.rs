@@ -10,6 +10,7 @@ pub mod copy;
 pub mod ddl;
 pub mod error;
 pub mod names;
+pub mod point;
 pub mod provider;
 pub mod session;
 pub mod settings;

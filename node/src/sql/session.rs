@@ -21,6 +21,7 @@ use datafusion::sql::sqlparser::ast::{
 
 use super::ddl;
 use super::error::SqlError;
+use super::point::PointQuery;
 use super::settings::Settings;
 use super::txn::TxnContext;
 use super::Database;
@@ -59,6 +60,11 @@ pub enum Outcome {
     Commit,
     Rollback,
     CopyIn(CopyIn),
+    /// Rows already computed (the point-query fast path).
+    Batches {
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+    },
     CopyOut {
         df: DataFrame,
         options: Vec<(String, Option<String>)>,
@@ -246,12 +252,65 @@ impl Session {
         Ok(())
     }
 
+    /// Recognises a point query on a unique key (see [`PointQuery`]).
+    pub fn point_query(&self, stmt: &Statement) -> Option<PointQuery> {
+        PointQuery::recognize(stmt, &self.db.engine.snapshot())
+    }
+
+    /// Answers a point query from the unique-key index, or `None` when the
+    /// general path must run it (pending writes to the table in this
+    /// transaction, a key value that does not fit the column, an index not
+    /// usable at this snapshot).
+    fn run_point_query(
+        &self,
+        stmt: &Statement,
+        params: Option<&ParamValues>,
+    ) -> Result<Option<Outcome>, SqlError> {
+        let snap = self.txn.snapshot();
+        let Some(q) = PointQuery::recognize(stmt, &snap) else {
+            return Ok(None);
+        };
+        if self.txn.has_pending(q.table.id) {
+            return Ok(None);
+        }
+        let (Some(keys), Some(t), Some(idx)) = (
+            q.key_arrays(params),
+            snap.tables.get(&q.table.id),
+            self.db.engine.indexes(q.table.id),
+        ) else {
+            return Ok(None);
+        };
+        let Some(key) = idx
+            .keys
+            .iter()
+            .find(|k| k.columns == q.key_columns() && k.usable_at(snap.lsn))
+        else {
+            return Ok(None);
+        };
+        let encoded = key.encode_arrays(&keys)?;
+        let mut batches = Vec::new();
+        for r in key.candidates(encoded.row(0).as_ref()) {
+            if let Some(b) = t.row(r) {
+                batches.extend(q.project(&b));
+            }
+        }
+        Ok(Some(Outcome::Batches {
+            schema: q.schema,
+            batches,
+        }))
+    }
+
     async fn dispatch(
         &mut self,
         stmt: &Statement,
         plan: Option<LogicalPlan>,
         params: Option<ParamValues>,
     ) -> Result<Outcome, SqlError> {
+        if matches!(stmt, Statement::Query(_)) {
+            if let Some(out) = self.run_point_query(stmt, params.as_ref())? {
+                return Ok(out);
+            }
+        }
         match stmt {
             Statement::CreateTable(ct) if ct.query.is_none() => {
                 let meta = ddl::table_meta(ct)?;
@@ -297,6 +356,12 @@ impl Session {
             } => {
                 self.copy(source, *to, target, options, legacy_options)
                     .await
+            }
+            // psycopg and connection poolers send `DEALLOCATE ALL` to reset
+            // a connection. Protocol-level statements are replaced when
+            // their name is parsed again and freed with the connection.
+            Statement::Deallocate { .. } if is_deallocate_all(stmt) => {
+                Ok(Outcome::Command("DEALLOCATE ALL".into()))
             }
             Statement::Set(set) => {
                 let tag = self.settings.apply_set(set, &self.ctx)?;
@@ -573,7 +638,13 @@ fn handled_here(stmt: &Statement) -> bool {
             | Statement::Copy { .. }
             | Statement::Set(_)
             | Statement::ShowVariable { .. }
-    )
+    ) || is_deallocate_all(stmt)
+}
+
+/// `DEALLOCATE [PREPARE] ALL`.
+fn is_deallocate_all(stmt: &Statement) -> bool {
+    matches!(stmt, Statement::Deallocate { name, .. }
+        if name.quote_style.is_none() && name.value.eq_ignore_ascii_case("all"))
 }
 
 /// Reads the `count` of a DML result.

@@ -129,6 +129,16 @@ impl TxnContext {
         self.inner.lock().pending.tables.get(&id).cloned()
     }
 
+    /// True when this transaction has written to `id` and not committed.
+    pub fn has_pending(&self, id: u64) -> bool {
+        self.inner
+            .lock()
+            .pending
+            .tables
+            .get(&id)
+            .is_some_and(|t| t.truncate || !t.deletes.is_empty() || !t.inserts.is_empty())
+    }
+
     pub fn set_pending(&self, p: Pending) {
         self.inner.lock().pending = p;
     }

@@ -1,0 +1,444 @@
+//! The point-query fast path: `SELECT cols FROM t WHERE key = v [AND ...]`
+//! on a whole unique key, answered from the hash index without DataFusion.
+//!
+//! Planning a query with DataFusion costs far more CPU than looking a row up
+//! in the index, and point queries are the bulk of many OLTP workloads. A
+//! statement qualifies only when its shape leaves nothing to interpret:
+//! one stored table, plain (optionally aliased) column references or `*`,
+//! and a conjunction of `column = literal | $n` that covers exactly the
+//! columns of one unique key whose types compare the same way in Arrow and
+//! PostgreSQL (integers and text). Anything else, and any value that does not
+//! convert to the key's type without loss, takes the general path, which
+//! gives the same answer (or the proper error) more slowly.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::{ParamValues, ScalarValue};
+use datafusion::sql::sqlparser::ast::{
+    BinaryOperator, Expr, GroupByExpr, Ident, ObjectNamePart, SelectFlavor, SelectItem, SetExpr,
+    Statement, TableFactor, Value,
+};
+
+use crate::storage::table::{SqlType, TableData, TableMeta};
+use crate::storage::DbVersion;
+
+/// Where one key column's value comes from.
+#[derive(Debug, Clone)]
+enum KeyValue {
+    Literal(ScalarValue),
+    /// `$n`, zero-based.
+    Param(usize),
+}
+
+/// A recognised point query, bound to the table version it was read from.
+#[derive(Debug, Clone)]
+pub struct PointQuery {
+    pub table: Arc<TableMeta>,
+    /// Table column positions of the unique key, in index order.
+    key: Vec<usize>,
+    /// One value per key column.
+    values: Vec<KeyValue>,
+    /// Table column positions of the result.
+    projection: Vec<usize>,
+    /// The result schema (column names as PostgreSQL reports them).
+    pub schema: SchemaRef,
+}
+
+/// Key column types whose equality means the same in Arrow and PostgreSQL
+/// (not `char(n)`, which ignores trailing blanks, nor json).
+fn key_type_ok(t: &SqlType) -> bool {
+    matches!(
+        t,
+        SqlType::Int2 | SqlType::Int4 | SqlType::Int8 | SqlType::Text | SqlType::Varchar(_)
+    )
+}
+
+/// An identifier as DataFusion normalises it (unquoted folds to lower case).
+fn ident_name(i: &Ident) -> String {
+    if i.quote_style.is_some() {
+        i.value.clone()
+    } else {
+        i.value.to_ascii_lowercase()
+    }
+}
+
+/// The column an identifier expression names, if it names one of `meta`'s
+/// columns through the table's name or alias.
+fn column_of(e: &Expr, meta: &TableMeta, qualifier: &str) -> Option<usize> {
+    let name = match e {
+        Expr::Identifier(i) => ident_name(i),
+        Expr::CompoundIdentifier(parts) if parts.len() == 2 => {
+            if ident_name(&parts[0]) != qualifier {
+                return None;
+            }
+            ident_name(&parts[1])
+        }
+        Expr::Nested(inner) => return column_of(inner, meta, qualifier),
+        _ => return None,
+    };
+    meta.column_index(&name)
+}
+
+/// A literal or parameter on the value side of `col = v`.
+fn value_of(e: &Expr) -> Option<KeyValue> {
+    match e {
+        Expr::Value(v) => match &v.value {
+            Value::Number(n, false) => n
+                .parse::<i64>()
+                .ok()
+                .map(|n| KeyValue::Literal(ScalarValue::Int64(Some(n)))),
+            Value::SingleQuotedString(s) => {
+                Some(KeyValue::Literal(ScalarValue::Utf8(Some(s.clone()))))
+            }
+            Value::Placeholder(p) => {
+                let n: usize = p.strip_prefix('$')?.parse().ok()?;
+                n.checked_sub(1).map(KeyValue::Param)
+            }
+            _ => None,
+        },
+        Expr::Nested(inner) => value_of(inner),
+        _ => None,
+    }
+}
+
+/// Splits a conjunction of `col = v` into (column, value) pairs.
+fn equalities(
+    e: &Expr,
+    meta: &TableMeta,
+    qualifier: &str,
+    out: &mut Vec<(usize, KeyValue)>,
+) -> Option<()> {
+    match e {
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::And,
+            right,
+        } => {
+            equalities(left, meta, qualifier, out)?;
+            equalities(right, meta, qualifier, out)
+        }
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::Eq,
+            right,
+        } => {
+            let (c, v) = match (column_of(left, meta, qualifier), value_of(right)) {
+                (Some(c), Some(v)) => (c, v),
+                _ => (column_of(right, meta, qualifier)?, value_of(left)?),
+            };
+            // A literal must be of a kind PostgreSQL would compare with the
+            // column without an error: numbers with integer columns, strings
+            // with either.
+            if let KeyValue::Literal(ScalarValue::Int64(_)) = v {
+                if meta.columns[c].ty.arrow_type() == DataType::Utf8 {
+                    return None;
+                }
+            }
+            out.push((c, v));
+            Some(())
+        }
+        Expr::Nested(inner) => equalities(inner, meta, qualifier, out),
+        _ => None,
+    }
+}
+
+impl PointQuery {
+    /// Recognises `stmt` as a point query on a table of `version`.
+    pub fn recognize(stmt: &Statement, version: &DbVersion) -> Option<PointQuery> {
+        let Statement::Query(q) = stmt else {
+            return None;
+        };
+        if q.with.is_some()
+            || q.order_by.is_some()
+            || q.limit_clause.is_some()
+            || q.fetch.is_some()
+            || !q.locks.is_empty()
+            || q.for_clause.is_some()
+            || q.settings.is_some()
+            || q.format_clause.is_some()
+            || !q.pipe_operators.is_empty()
+        {
+            return None;
+        }
+        let SetExpr::Select(s) = q.body.as_ref() else {
+            return None;
+        };
+        let plain_group_by =
+            matches!(&s.group_by, GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty());
+        if s.distinct.is_some()
+            || s.top.is_some()
+            || s.into.is_some()
+            || s.exclude.is_some()
+            || s.select_modifiers.is_some()
+            || !s.optimizer_hints.is_empty()
+            || !s.lateral_views.is_empty()
+            || s.prewhere.is_some()
+            || !s.connect_by.is_empty()
+            || !plain_group_by
+            || !s.cluster_by.is_empty()
+            || !s.distribute_by.is_empty()
+            || !s.sort_by.is_empty()
+            || s.having.is_some()
+            || !s.named_window.is_empty()
+            || s.qualify.is_some()
+            || s.value_table_mode.is_some()
+            || !matches!(s.flavor, SelectFlavor::Standard)
+            || s.from.len() != 1
+            || !s.from[0].joins.is_empty()
+        {
+            return None;
+        }
+        let TableFactor::Table {
+            name,
+            alias,
+            args: None,
+            with_hints,
+            version: None,
+            with_ordinality: false,
+            partitions,
+            json_path: None,
+            sample: None,
+            index_hints,
+        } = &s.from[0].relation
+        else {
+            return None;
+        };
+        if !with_hints.is_empty() || !partitions.is_empty() || !index_hints.is_empty() {
+            return None;
+        }
+        if alias.as_ref().is_some_and(|a| !a.columns.is_empty()) {
+            return None;
+        }
+        let parts: Vec<String> = name
+            .0
+            .iter()
+            .map(|p| match p {
+                ObjectNamePart::Identifier(i) => Some(ident_name(i)),
+                _ => None,
+            })
+            .collect::<Option<_>>()?;
+        let table_name = match parts.as_slice() {
+            [t] => t,
+            [s, t] if s == "public" => t,
+            [c, s, t] if c == super::CATALOG && s == "public" => t,
+            _ => return None,
+        };
+        let data: &Arc<TableData> = version.table_by_name(table_name)?;
+        let meta = data.meta.clone();
+        let qualifier = match alias {
+            Some(a) => ident_name(&a.name),
+            None => table_name.clone(),
+        };
+
+        let mut projection = Vec::new();
+        let mut fields: Vec<Field> = Vec::new();
+        for item in &s.projection {
+            match item {
+                SelectItem::Wildcard(opts) if opts_plain(opts) => {
+                    for (i, c) in meta.columns.iter().enumerate() {
+                        projection.push(i);
+                        fields.push(c.field());
+                    }
+                }
+                SelectItem::UnnamedExpr(e) => {
+                    let c = column_of(e, &meta, &qualifier)?;
+                    projection.push(c);
+                    fields.push(meta.columns[c].field());
+                }
+                SelectItem::ExprWithAlias { expr, alias } => {
+                    let c = column_of(expr, &meta, &qualifier)?;
+                    projection.push(c);
+                    fields.push(meta.columns[c].field().with_name(ident_name(alias)));
+                }
+                _ => return None,
+            }
+        }
+        if projection.is_empty() {
+            return None;
+        }
+
+        let mut eqs = Vec::new();
+        equalities(s.selection.as_ref()?, &meta, &qualifier, &mut eqs)?;
+        for key in meta.unique_keys() {
+            if key.len() != eqs.len() {
+                continue;
+            }
+            let mut values = Vec::with_capacity(key.len());
+            for &c in &key {
+                let mut it = eqs.iter().filter(|(ec, _)| *ec == c);
+                match (it.next(), it.next()) {
+                    (Some((_, v)), None) => values.push(v.clone()),
+                    _ => break,
+                }
+            }
+            if values.len() != key.len() || !key.iter().all(|&c| key_type_ok(&meta.columns[c].ty)) {
+                continue;
+            }
+            return Some(PointQuery {
+                schema: Arc::new(Schema::new(fields)),
+                table: meta,
+                key,
+                values,
+                projection,
+            });
+        }
+        None
+    }
+
+    /// The parameter types this query expects (`$1` first), for Describe.
+    pub fn param_types(&self) -> Vec<Option<DataType>> {
+        let mut out: Vec<Option<DataType>> = Vec::new();
+        for (v, &c) in self.values.iter().zip(&self.key) {
+            if let KeyValue::Param(i) = v {
+                if out.len() <= *i {
+                    out.resize(*i + 1, None);
+                }
+                out[*i] = Some(self.table.columns[c].ty.arrow_type());
+            }
+        }
+        out
+    }
+
+    /// The key values as one array per key column, or `None` when a value
+    /// does not convert to its column's type exactly (the general path then
+    /// decides what that means).
+    pub fn key_arrays(&self, params: Option<&ParamValues>) -> Option<Vec<ArrayRef>> {
+        let mut out = Vec::with_capacity(self.key.len());
+        for (v, &c) in self.values.iter().zip(&self.key) {
+            let value = match v {
+                KeyValue::Literal(s) => s.clone(),
+                KeyValue::Param(i) => match params? {
+                    ParamValues::List(l) => l.get(*i)?.value.clone(),
+                    ParamValues::Map(_) => return None,
+                },
+            };
+            let ty = self.table.columns[c].ty.arrow_type();
+            let value = if value.data_type() == ty {
+                value
+            } else {
+                let cast = value.cast_to(&ty).ok()?;
+                // Only a round trip proves the conversion lost nothing.
+                if cast.cast_to(&value.data_type()).ok()? != value {
+                    return None;
+                }
+                cast
+            };
+            if value.is_null() {
+                return None;
+            }
+            out.push(value.to_array().ok()?);
+        }
+        Some(out)
+    }
+
+    /// Positions of the key columns in the table.
+    pub fn key_columns(&self) -> &[usize] {
+        &self.key
+    }
+
+    /// Projects a stored row batch to the result schema.
+    pub fn project(&self, stored: &RecordBatch) -> Option<RecordBatch> {
+        let cols = self
+            .projection
+            .iter()
+            .map(|&i| stored.column(i).clone())
+            .collect();
+        RecordBatch::try_new(self.schema.clone(), cols).ok()
+    }
+}
+
+fn opts_plain(o: &datafusion::sql::sqlparser::ast::WildcardAdditionalOptions) -> bool {
+    o.opt_ilike.is_none()
+        && o.opt_exclude.is_none()
+        && o.opt_except.is_none()
+        && o.opt_replace.is_none()
+        && o.opt_rename.is_none()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::table::ColumnMeta;
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+
+    fn version() -> DbVersion {
+        let col = |name: &str, ty| ColumnMeta {
+            name: name.into(),
+            ty,
+            nullable: false,
+            default: None,
+        };
+        let meta = TableMeta {
+            id: 1,
+            name: "kv".into(),
+            columns: vec![
+                col("id", SqlType::Int8),
+                col("v", SqlType::Text),
+                col("n", SqlType::Int4),
+            ],
+            primary_key: Some(vec![0]),
+            uniques: vec![],
+        };
+        let mut v = DbVersion::default();
+        v.names.insert("kv".into(), 1);
+        v.tables.insert(1, Arc::new(TableData::new(Arc::new(meta))));
+        v
+    }
+
+    fn rec(sql: &str) -> Option<PointQuery> {
+        let stmt = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+            .unwrap()
+            .remove(0);
+        PointQuery::recognize(&stmt, &version())
+    }
+
+    #[test]
+    fn recognises_key_lookups() {
+        let q = rec("SELECT v, n FROM kv WHERE id = $1").unwrap();
+        assert_eq!(q.param_types(), vec![Some(DataType::Int64)]);
+        assert_eq!(q.schema.field(0).name(), "v");
+        let q = rec("select K.v AS value FROM public.kv k WHERE 5 = k.id").unwrap();
+        assert_eq!(q.schema.field(0).name(), "value");
+        let arrays = q.key_arrays(None).unwrap();
+        assert_eq!(arrays[0].len(), 1);
+        assert!(rec("SELECT * FROM kv WHERE (id = '7')").is_some());
+    }
+
+    #[test]
+    fn leaves_everything_else_to_datafusion() {
+        for sql in [
+            "SELECT v FROM kv WHERE n = 1",
+            "SELECT v FROM kv WHERE id = 1 AND n = 2",
+            "SELECT v FROM kv WHERE id = 1 OR id = 2",
+            "SELECT v FROM kv WHERE id > 1",
+            "SELECT v FROM kv WHERE id = 1 ORDER BY v",
+            "SELECT v FROM kv WHERE id = 1 LIMIT 1",
+            "SELECT count(*) FROM kv WHERE id = 1",
+            "SELECT v || 'x' FROM kv WHERE id = 1",
+            "SELECT DISTINCT v FROM kv WHERE id = 1",
+            "SELECT v FROM kv, kv AS b WHERE kv.id = 1",
+            "SELECT v FROM other WHERE id = 1",
+            "SELECT v FROM kv WHERE id = 1.5",
+            "SELECT v FROM kv WHERE id = NULL",
+            "SELECT v FROM kv x WHERE kv.id = 1",
+            "SELECT v FROM kv WHERE v = 1",
+        ] {
+            assert!(rec(sql).is_none(), "{sql}");
+        }
+    }
+
+    #[test]
+    fn values_that_do_not_fit_fall_back() {
+        let q = rec("SELECT v FROM kv WHERE id = 'abc'").unwrap();
+        assert!(q.key_arrays(None).is_none());
+        let q = rec("SELECT v FROM kv WHERE id = $1").unwrap();
+        let p = ParamValues::List(vec![ScalarValue::Utf8(Some("x".into())).into()]);
+        assert!(q.key_arrays(Some(&p)).is_none());
+        let p = ParamValues::List(vec![ScalarValue::Int32(Some(3)).into()]);
+        assert!(q.key_arrays(Some(&p)).is_some());
+        assert!(q.key_arrays(None).is_none());
+    }
+}
