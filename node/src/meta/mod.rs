@@ -18,16 +18,25 @@
 //! - `network.rs`: how members reach each other (gRPC, or in-process for
 //!   tests); `raft_service.rs`: the gRPC server half.
 //!
+//! - `health.rs`: the leader's in-memory view of worker heartbeats.
+//! - `api.rs`: the public `quiver.meta.v1.MetadataService` ([`MetaApi`]),
+//!   shared by gRPC and the SQL functions; `pb_impl.rs`: proto conversions.
+//! - `sql.rs`: `pg_dist_node` and the `quiver_*_node` SQL functions.
+//!
 //! [`MetaNode`] puts them together: one Raft member with its stores under
 //! `<data_dir>/raft/`, a `write` that proposes a command and waits for it to
 //! be applied, and a lock-free `snapshot` for readers.
 
+mod api;
 mod command;
 mod ddl;
+mod health;
 mod log_store;
 mod network;
+mod pb_impl;
 mod placement;
 mod raft_service;
+pub mod sql;
 mod state;
 mod state_machine;
 mod types;
@@ -37,14 +46,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{ChangeMembers, Config, RaftNetworkFactory, ServerState, SnapshotPolicy};
 use thiserror::Error;
 
+pub use api::{ApiError, CoordinatorMember, MetaApi, MetadataGrpc, NodeSelector, Registered};
 pub use command::{
     apply, Distribution, MetaCommand, MetaResponse, NewTable, PlacementSpec, RebalanceOutcome,
     ShardSpec,
 };
+pub use health::{Health, HealthTracker};
 pub use log_store::{LogReader, LogStore};
 pub use network::{
     GrpcConnection, GrpcRaftNetworkFactory, InProcessConnection, InProcessRaftRouter,
@@ -83,6 +94,9 @@ pub enum MetaError {
         leader_id: Option<RaftId>,
         leader_addr: Option<String>,
     },
+    /// The leader could not confirm its leadership with a quorum.
+    #[error("no quorum: {0}")]
+    NoQuorum(String),
     /// A membership change was refused.
     #[error("membership change refused: {0}")]
     Membership(String),
@@ -188,6 +202,19 @@ fn write_err(e: RaftError<RaftId, ClientWriteError<RaftId, CoordinatorNode>>) ->
         },
         RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
             MetaError::Membership(e.to_string())
+        }
+        RaftError::Fatal(e) => raft_err(e),
+    }
+}
+
+fn read_err(e: RaftError<RaftId, CheckIsLeaderError<RaftId, CoordinatorNode>>) -> MetaError {
+    match e {
+        RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => MetaError::NotLeader {
+            leader_id: f.leader_id,
+            leader_addr: f.leader_node.map(|n| n.rpc_addr),
+        },
+        RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q)) => {
+            MetaError::NoQuorum(q.to_string())
         }
         RaftError::Fatal(e) => raft_err(e),
     }
@@ -319,6 +346,46 @@ impl MetaNode {
             .await
             .map_err(write_err)?;
         Ok(resp.log_id.index)
+    }
+
+    /// Adds `id` as a learner and waits until it has caught up. Leader only.
+    /// Returns the log index of the membership change.
+    pub async fn add_learner(&self, id: RaftId, node: CoordinatorNode) -> Result<u64, MetaError> {
+        let resp = self
+            .raft
+            .add_learner(id, node, true)
+            .await
+            .map_err(write_err)?;
+        Ok(resp.log_id.index)
+    }
+
+    /// Removes the voter (or learner) `id` from the group. Leader only.
+    /// Returns the log index of the membership change.
+    pub async fn remove_member(&self, id: RaftId) -> Result<u64, MetaError> {
+        let membership = self.raft.metrics().borrow().membership_config.clone();
+        let is_voter = membership.membership().voter_ids().any(|v| v == id);
+        let change = if is_voter {
+            ChangeMembers::RemoveVoters([id].into())
+        } else {
+            ChangeMembers::RemoveNodes([id].into())
+        };
+        let resp = self
+            .raft
+            .change_membership(change, false)
+            .await
+            .map_err(write_err)?;
+        Ok(resp.log_id.index)
+    }
+
+    /// Confirms with a quorum that this member is still the leader and waits
+    /// until it has applied everything committed before now, so a read of
+    /// [`Self::snapshot`] that follows is linearizable.
+    pub async fn ensure_leader(&self) -> Result<(), MetaError> {
+        self.raft
+            .ensure_linearizable()
+            .await
+            .map(|_| ())
+            .map_err(read_err)
     }
 
     /// Stops the Raft member; its stores are closed when this returns.

@@ -7,6 +7,7 @@
 //! services, marks the node ready, and on SIGTERM drains and stops them in
 //! reverse order. Errors are [`ServerError`]s whose `Display` is one line.
 
+pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod metrics;
@@ -79,6 +80,12 @@ pub enum ServerError {
     /// The storage engine or SQL layer could not start or stop.
     #[error("storage: {0}")]
     Storage(String),
+    /// The metadata Raft member could not start or stop.
+    #[error("metadata: {0}")]
+    Meta(String),
+    /// The gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Grpc(String),
     /// A background task panicked or was cancelled.
     #[error("{task} task failed: {source}")]
     Task {
@@ -175,7 +182,22 @@ pub async fn run_with(
     } else {
         None
     };
+    // Standalone nodes open no rpc port: no Raft, no gRPC.
+    let rpc_listener = if config.role == Role::Standalone {
+        None
+    } else {
+        Some(bind_tcp(&config.rpc_addr()).await?)
+    };
+    let rpc_port = match &rpc_listener {
+        Some(l) => l.local_addr().map_or(config.rpc_port, |a| a.port()),
+        None => config.rpc_port,
+    };
     let in_flight = InFlight::new();
+
+    let meta = match config.role {
+        Role::Coordinator => Some(cluster::start_meta(&config, rpc_port).await?),
+        _ => None,
+    };
 
     let database = node::start(
         &config,
@@ -183,8 +205,17 @@ pub async fn run_with(
         metrics.clone(),
         Arc::new(in_flight.clone()),
         shutdown.clone(),
+        meta.clone(),
     )
     .await?;
+
+    let mut grpc_task = rpc_listener.map(|l| {
+        log_listening("grpc", &config.rpc_addr());
+        cluster::serve_grpc(l, meta.clone(), shutdown.clone())
+    });
+    if let Some(api) = &meta {
+        cluster::wait_for_leadership(api, &config).await;
+    }
 
     let app = http::build_router(readiness.clone(), metrics.clone(), axum::Router::new());
     let mut http_task = tokio::spawn(http::serve(http_listener, app, shutdown.clone()));
@@ -193,8 +224,19 @@ pub async fn run_with(
         log_listening("pgwire", &config.pgwire_addr());
     }
 
-    readiness.set_ready();
-    tracing::info!("node ready");
+    let worker_task = if config.role == Role::Worker {
+        let me = cluster::WorkerIdentity::new(&config, rpc_port);
+        tracing::info!(coordinator = %me.coordinator, "worker starting; registering with the coordinator");
+        Some(tokio::spawn(cluster::worker_loop(
+            me,
+            readiness.clone(),
+            shutdown.clone(),
+        )))
+    } else {
+        readiness.set_ready();
+        tracing::info!("node ready");
+        None
+    };
 
     let http_result = tokio::select! {
         reason = shutdown.wait() => {
@@ -212,7 +254,24 @@ pub async fn run_with(
         );
     }
 
+    if let Some(task) = worker_task {
+        task.abort();
+    }
     database.stop().await?;
+    if let Some(task) = grpc_task.take() {
+        shutdown.trigger();
+        match tokio::time::timeout(HTTP_STOP_TIMEOUT, task).await {
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "gRPC server stopped with an error"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "gRPC server task failed"),
+            Ok(Ok(Ok(()))) => {}
+            Err(_) => tracing::warn!("gRPC calls still open at shutdown; closing them"),
+        }
+    }
+    if let Some(api) = &meta {
+        if let Err(e) = api.node().shutdown().await {
+            tracing::warn!(error = %e, "metadata raft member did not stop cleanly");
+        }
+    }
 
     let http_result = match http_result {
         Some(res) => res,

@@ -13,6 +13,7 @@ use super::metrics::Metrics;
 use super::shutdown::{InFlight, ShutdownSignal};
 use super::ServerError;
 use crate::frontend::{self, FrontendOptions};
+use crate::meta::MetaApi;
 use crate::sql::{Database, DatabaseOptions, ExternalTable};
 use crate::storage::wal::WalObserver;
 use crate::storage::{Engine, EngineOptions};
@@ -49,6 +50,7 @@ pub async fn start(
     metrics: Arc<Metrics>,
     in_flight: Arc<InFlight>,
     shutdown: ShutdownSignal,
+    cluster: Option<Arc<MetaApi>>,
 ) -> Result<DatabaseService, ServerError> {
     let dir = config.data_dir.clone();
     let observer: Arc<dyn WalObserver> = Arc::new(WalMetrics(metrics.clone()));
@@ -83,6 +85,7 @@ pub async fn start(
         DatabaseOptions {
             target_partitions: 0,
             external_tables,
+            cluster,
         },
     )
     .await

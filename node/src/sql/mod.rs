@@ -51,6 +51,9 @@ pub struct DatabaseOptions {
     /// DataFusion partitions per query; 0 = number of cores.
     pub target_partitions: usize,
     pub external_tables: Vec<ExternalTable>,
+    /// The metadata API of a coordinator: adds `pg_dist_node` and makes the
+    /// `quiver_*_node` functions work. `None` on a standalone node.
+    pub cluster: Option<Arc<crate::meta::MetaApi>>,
 }
 
 /// What every session of a node shares.
@@ -80,6 +83,7 @@ impl Database {
             .register_schema("public", schema.clone())
             .map_err(SqlError::from)?;
         base.register_catalog(CATALOG, catalog);
+        crate::meta::sql::install(&base, &schema, opts.cluster.clone())?;
         setup_pg_catalog(&base, CATALOG, EmptyContextProvider)
             .map_err(|e| SqlError::new("XX000", format!("pg_catalog setup: {e}")))?;
         for t in &opts.external_tables {
