@@ -10,6 +10,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use quiver_proto::meta::v1 as pb;
+use quiver_proto::meta::v1::metadata_service_client::MetadataServiceClient;
 use tokio_postgres::{Client, NoTls};
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -239,7 +241,32 @@ async fn coordinator_and_three_workers() {
     .await;
     assert_eq!(rows, expected);
 
-    // quiver_add_node / quiver_remove_node go through the metadata API.
+    // The same view over gRPC, from the metadata API on the rpc port.
+    let mut meta = MetadataServiceClient::connect(format!("http://127.0.0.1:{}", coord.rpc))
+        .await
+        .unwrap();
+    let state = meta
+        .get_cluster_state(pb::GetClusterStateRequest { allow_stale: false })
+        .await
+        .unwrap()
+        .into_inner()
+        .state
+        .unwrap();
+    assert_eq!(state.nodes.len(), 3);
+    assert!(state
+        .nodes
+        .iter()
+        .all(|n| n.health == pb::NodeHealth::Healthy as i32));
+    assert_eq!(state.leader_address, format!("127.0.0.1:{}", coord.rpc));
+    assert_eq!(state.coordinators.len(), 1);
+    drop(meta);
+    // Workers listen on their rpc port.
+    for p in &ports {
+        TcpStream::connect((Ipv4Addr::LOCALHOST, *p)).unwrap();
+    }
+
+    // quiver_add_node / quiver_remove_node go through the metadata API,
+    // from the extended and the simple query protocol.
     let id: i64 = client
         .query_one("SELECT quiver_add_node('10.255.0.1', 65000)", &[])
         .await
@@ -264,6 +291,16 @@ async fn coordinator_and_three_workers() {
         .unwrap()
         .get(0);
     assert!(removed);
+    assert_eq!(dist_nodes(&client).await.len(), 3);
+    client
+        .simple_query("SELECT quiver_add_node('10.255.0.2', 65001)")
+        .await
+        .unwrap();
+    assert_eq!(dist_nodes(&client).await.len(), 4);
+    client
+        .simple_query("SELECT quiver_remove_node('10.255.0.2', 65001)")
+        .await
+        .unwrap();
     assert_eq!(dist_nodes(&client).await.len(), 3);
     let err = client
         .query_one("SELECT quiver_remove_node('10.255.0.1', 65000)", &[])
