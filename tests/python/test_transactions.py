@@ -145,3 +145,50 @@ def test_statement_sees_consistent_totals_during_concurrent_transfers(connect, t
     assert not errors_seen, errors_seen
     assert set(sums) == {50 * 1000}
     assert a.execute(f"SELECT sum(v) FROM {tname}").fetchone() == (50000,)
+
+
+def test_savepoints(connect, tname):
+    a, b = connect(autocommit=True), connect(autocommit=True)
+    a.execute(f"CREATE TABLE {tname} (id INT PRIMARY KEY, v TEXT)")
+    a.execute("BEGIN")
+    a.execute(f"INSERT INTO {tname} VALUES (1, 'kept')")
+    a.execute("SAVEPOINT s1")
+    a.execute(f"INSERT INTO {tname} VALUES (2, 'undone')")
+    a.execute(f"UPDATE {tname} SET v = 'undone too' WHERE id = 1")
+    a.execute("SAVEPOINT s2")
+    a.execute(f"INSERT INTO {tname} VALUES (3, 'undone with s1')")
+    a.execute("ROLLBACK TO SAVEPOINT s1")
+    assert a.execute(f"SELECT id, v FROM {tname} ORDER BY id").fetchall() == [(1, "kept")]
+    # s2 went with the rollback; s1 stays and can be used again
+    with pytest.raises(errors.InvalidSavepointSpecification):
+        a.execute("RELEASE SAVEPOINT s2")
+    a.execute("ROLLBACK TO s1")  # also leaves the aborted state
+    a.execute(f"INSERT INTO {tname} VALUES (4, 'after')")
+    # a failed statement is undone by rolling back to a savepoint
+    a.execute("SAVEPOINT s3")
+    with pytest.raises(errors.UniqueViolation):
+        a.execute(f"INSERT INTO {tname} VALUES (1, 'dup')")
+    with pytest.raises(errors.InFailedSqlTransaction):
+        a.execute("SELECT 1")
+    a.execute("ROLLBACK TO SAVEPOINT s3")
+    a.execute("RELEASE s3")
+    assert _count(b, tname) == 0
+    a.execute("COMMIT")
+    assert b.execute(f"SELECT id, v FROM {tname} ORDER BY id").fetchall() == [(1, "kept"), (4, "after")]
+
+
+def test_savepoint_outside_a_block_and_psycopg_nested_transactions(connect, tname):
+    conn = connect(autocommit=True)
+    with pytest.raises(errors.NoActiveSqlTransaction):
+        conn.execute("SAVEPOINT nope")
+    conn.execute(f"CREATE TABLE {tname} (id INT PRIMARY KEY)")
+    with conn.transaction():
+        conn.execute(f"INSERT INTO {tname} VALUES (1)")
+        try:
+            with conn.transaction():  # psycopg uses SAVEPOINT for the inner block
+                conn.execute(f"INSERT INTO {tname} VALUES (2)")
+                conn.execute(f"INSERT INTO {tname} VALUES (1)")
+        except errors.UniqueViolation:
+            pass
+        conn.execute(f"INSERT INTO {tname} VALUES (3)")
+    assert conn.execute(f"SELECT id FROM {tname} ORDER BY id").fetchall() == [(1,), (3,)]

@@ -4,7 +4,9 @@
 //! block a statement's writes commit when it succeeds and vanish when it
 //! fails. Inside `BEGIN ... COMMIT` writes stay pending until COMMIT; a
 //! failed statement aborts the block (SQLSTATE 25P02 until ROLLBACK), as in
-//! PostgreSQL. DDL commits on its own, also inside a block.
+//! PostgreSQL. SAVEPOINT, ROLLBACK TO and RELEASE keep copies of the pending
+//! writes (cheap: batches are shared). DDL commits on its own, also inside a
+//! block.
 
 use std::sync::Arc;
 
@@ -23,7 +25,7 @@ use super::ddl;
 use super::error::SqlError;
 use super::point::PointQuery;
 use super::settings::Settings;
-use super::txn::TxnContext;
+use super::txn::{Pending, TxnContext};
 use super::Database;
 use crate::storage::table::{ColumnMeta, TableMeta};
 
@@ -83,6 +85,8 @@ pub struct Session {
     pub(super) txn: Arc<TxnContext>,
     pub(super) block: BlockState,
     pub settings: Settings,
+    /// Open savepoints, oldest first, with the pending writes at each.
+    savepoints: Vec<(String, Pending)>,
 }
 
 impl Session {
@@ -95,6 +99,7 @@ impl Session {
             txn,
             block: BlockState::Idle,
             settings,
+            savepoints: Vec::new(),
         }
     }
 
@@ -108,6 +113,19 @@ impl Session {
 
     pub fn block_state(&self) -> BlockState {
         self.block
+    }
+
+    /// `3B001` for an unknown savepoint; the block is aborted, as in
+    /// PostgreSQL (or `25P01` outside a block).
+    fn savepoint_error(&mut self, name: &str) -> SqlError {
+        if self.block == BlockState::Idle {
+            return SqlError::new(
+                "25P01",
+                "ROLLBACK TO SAVEPOINT can only be used in transaction blocks",
+            );
+        }
+        self.block = BlockState::Failed;
+        SqlError::new("3B001", format!("savepoint \"{name}\" does not exist"))
     }
 
     /// Parses SQL text into statements.
@@ -189,6 +207,7 @@ impl Session {
             Statement::Commit { .. } => {
                 let failed = self.block == BlockState::Failed;
                 self.block = BlockState::Idle;
+                self.savepoints.clear();
                 self.txn.fix_snapshot(false);
                 if failed {
                     self.txn.take_pending();
@@ -197,14 +216,51 @@ impl Session {
                 self.commit_pending().await?;
                 return Ok(Outcome::Commit);
             }
-            Statement::Rollback { savepoint, .. } => {
-                if savepoint.is_some() {
-                    return Err(SqlError::unsupported("savepoints are not supported yet"));
-                }
+            Statement::Rollback {
+                savepoint: Some(name),
+                ..
+            } => {
+                let name = savepoint_name(name);
+                let Some(pos) = self.savepoints.iter().rposition(|(n, _)| *n == name) else {
+                    return Err(self.savepoint_error(&name));
+                };
+                // Later savepoints go; this one stays, as in PostgreSQL.
+                self.savepoints.truncate(pos + 1);
+                self.txn.set_pending(self.savepoints[pos].1.clone());
+                self.block = BlockState::InBlock;
+                return Ok(Outcome::Command("ROLLBACK".into()));
+            }
+            Statement::Rollback { .. } => {
                 self.block = BlockState::Idle;
+                self.savepoints.clear();
                 self.txn.fix_snapshot(false);
                 self.txn.take_pending();
                 return Ok(Outcome::Rollback);
+            }
+            Statement::Savepoint { name } if self.block != BlockState::Failed => {
+                if self.block == BlockState::Idle {
+                    return Err(SqlError::new(
+                        "25P01",
+                        "SAVEPOINT can only be used in transaction blocks",
+                    ));
+                }
+                self.savepoints
+                    .push((savepoint_name(name), self.txn.pending()));
+                return Ok(Outcome::Command("SAVEPOINT".into()));
+            }
+            Statement::ReleaseSavepoint { name } if self.block != BlockState::Failed => {
+                let name = savepoint_name(name);
+                if self.block == BlockState::Idle {
+                    return Err(SqlError::new(
+                        "25P01",
+                        "RELEASE SAVEPOINT can only be used in transaction blocks",
+                    ));
+                }
+                let Some(pos) = self.savepoints.iter().rposition(|(n, _)| *n == name) else {
+                    return Err(self.savepoint_error(&name));
+                };
+                self.savepoints.truncate(pos);
+                return Ok(Outcome::Command("RELEASE".into()));
             }
             _ => {}
         }
@@ -629,6 +685,8 @@ fn handled_here(stmt: &Statement) -> bool {
         Statement::StartTransaction { .. }
             | Statement::Commit { .. }
             | Statement::Rollback { .. }
+            | Statement::Savepoint { .. }
+            | Statement::ReleaseSavepoint { .. }
             | Statement::CreateTable(_)
             | Statement::Drop {
                 object_type: ObjectType::Table,
@@ -639,6 +697,15 @@ fn handled_here(stmt: &Statement) -> bool {
             | Statement::Set(_)
             | Statement::ShowVariable { .. }
     ) || is_deallocate_all(stmt)
+}
+
+/// A savepoint name as PostgreSQL folds it.
+fn savepoint_name(i: &datafusion::sql::sqlparser::ast::Ident) -> String {
+    if i.quote_style.is_some() {
+        i.value.clone()
+    } else {
+        i.value.to_ascii_lowercase()
+    }
 }
 
 /// `DEALLOCATE [PREPARE] ALL`.
