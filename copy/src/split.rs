@@ -67,8 +67,10 @@ impl RecordSplitter {
 
     /// The input left at the end (possibly a last record without a line
     /// ending).
-    pub fn finish(self) -> Vec<u8> {
-        self.buf
+    pub fn finish(&mut self) -> Vec<u8> {
+        self.scanned = 0;
+        self.boundary = 0;
+        std::mem::take(&mut self.buf)
     }
 
     fn scan(&mut self) {

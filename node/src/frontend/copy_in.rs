@@ -225,11 +225,7 @@ impl CopyHandler for Handler {
         drop(slot);
         let mut r = Ok(());
         if !state.ended {
-            let rest = std::mem::replace(
-                &mut state.splitter,
-                RecordSplitter::new(&state.opts, CHUNK_BYTES),
-            )
-            .finish();
+            let rest = state.splitter.finish();
             if !rest.is_empty() || state.chunks == 0 {
                 state.spawn(rest);
             }
