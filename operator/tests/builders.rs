@@ -181,7 +181,7 @@ fn pods_run_quiver_with_role_and_config() {
     assert_eq!(ports(worker), [6432, 9090], "workers expose no pgwire");
     assert_eq!(
         env(worker, "QUIVER_ADVERTISE_ADDRESS").and_then(|e| e.value.as_deref()),
-        Some("$(POD_NAME).demo-worker-a:9090")
+        Some("$(POD_NAME).demo-worker-a")
     );
     let node_id = env(coordinator, "QUIVER_NODE_ID")
         .and_then(|e| e.value_from.as_ref())

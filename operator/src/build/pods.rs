@@ -307,10 +307,12 @@ fn build_env(db: &ValidDatabase, pod: &PodParts) -> Vec<EnvVar> {
     let mut env = vec![
         field_env("POD_NAME", "metadata.name"),
         field_env("POD_NAMESPACE", "metadata.namespace"),
-        // `$(POD_NAME)` is expanded by the kubelet: NAME-worker-a-0.NAME-worker-a:9090.
+        // `$(POD_NAME)` is expanded by the kubelet: NAME-worker-a-0.NAME-worker-a.
+        // A host name only: the node adds its rpc_port, and the controller
+        // looks workers up by this host (see `unregistered_workers`).
         value_env(
             "QUIVER_ADVERTISE_ADDRESS",
-            format!("$(POD_NAME).{}:{RPC_PORT}", pod.service),
+            format!("$(POD_NAME).{}", pod.service),
         ),
     ];
     if pod.role == Role::Coordinator {
