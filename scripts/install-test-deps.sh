@@ -10,9 +10,9 @@ set -euo pipefail
 log() { printf 'install-test-deps: %s\n' "$*"; }
 
 VENV="${QUIVER_VENV:-$HOME/.cache/quiver-venv}"
-PY_PKGS=("psycopg[binary]" pytest duckdb datafusion pyarrow jsonschema kubernetes-validate)
+PY_PKGS=("psycopg[binary]" pytest duckdb datafusion pyarrow jsonschema kubernetes-validate pyyaml tpchgen-cli)
 # import names to check the venv is complete
-PY_IMPORTS="psycopg pytest duckdb datafusion pyarrow jsonschema kubernetes_validate"
+PY_IMPORTS="psycopg pytest duckdb datafusion pyarrow jsonschema kubernetes_validate yaml"
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
@@ -64,6 +64,7 @@ for m in sys.argv[1:]:
     importlib.import_module(m)
 PYEOF
 then
+  [ -x "$VENV/bin/tpchgen-cli" ] || "$VENV/bin/python" -m pip install -q --disable-pip-version-check tpchgen-cli
   log "python packages already installed in $VENV"
 else
   log "pip install ${PY_PKGS[*]} into $VENV"

@@ -29,4 +29,27 @@ if [ -f scripts/k8s-tools.sh ]; then
   bash scripts/k8s-tools.sh
 fi
 
+step "container image and end-to-end test (pods as containers on a private Docker network)"
+skip_containers=""
+if [ "${QUIVER_SKIP_CONTAINERS:-0}" = "1" ]; then
+  skip_containers="QUIVER_SKIP_CONTAINERS=1"
+elif ! docker info > /dev/null 2>&1; then
+  skip_containers="no Docker engine answers \`docker info\`"
+fi
+if [ -z "$skip_containers" ]; then
+  # Static debug binaries in their own target dir (RUSTFLAGS differ: a
+  # first build compiles every dependency again), then the Dockerfile's
+  # `prebuilt` target: no base image is pulled.
+  PROFILE=debug bash scripts/build-image.sh quiver:dev
+  QUIVER_IMAGE=quiver:dev bash e2e/containers.sh
+  QUIVER_IMAGE=quiver:dev E2E_MANIFEST=manifests/ha.yaml E2E_EXTRA_OBJECTS=e2e/ha-secret.yaml \
+    bash e2e/containers.sh
+else
+  printf '\n'
+  printf '!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n'
+  printf '!!! SKIPPED: image build and e2e/containers.sh (%s).\n' "$skip_containers"
+  printf '!!! The container end-to-end tests did NOT run.\n'
+  printf '!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n'
+fi
+
 step "all tests passed"
