@@ -128,7 +128,7 @@ def pg_version() -> str:
 # --- TPC-H data --------------------------------------------------------------
 
 def tpchgen_bin() -> str:
-    for cand in [shutil.which("tpchgen-cli"), str(Path(os.environ.get("CARGO_HOME", Path.home() / ".cargo")) / "bin" / "tpchgen-cli")]:
+    for cand in [str(Path(sys.executable).parent / "tpchgen-cli"), shutil.which("tpchgen-cli"), str(Path(os.environ.get("CARGO_HOME", Path.home() / ".cargo")) / "bin" / "tpchgen-cli")]:
         if cand and Path(cand).exists():
             return cand
     raise SystemExit("tpchgen-cli not found: run scripts/install-test-deps.sh (cargo install --locked tpchgen-cli)")

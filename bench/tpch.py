@@ -201,7 +201,23 @@ def timed_runs(engine, stmts, ai, runs):
 
 # --- loading -----------------------------------------------------------------
 
-def load_target(dsn: str, csv_dir: Path, parquet_dir: Path) -> tuple[list[list], float, int]:
+# How a cluster spreads the TPC-H tables: lineitem and orders co-located on the order key,
+# the other big tables on their keys, nation and region copied to every worker.
+DISTRIBUTION = [
+    "SELECT create_distributed_table('orders', 'o_orderkey')",
+    "SELECT create_distributed_table('lineitem', 'l_orderkey', colocate_with => 'orders')",
+    "SELECT create_distributed_table('customer', 'c_custkey')",
+    "SELECT create_distributed_table('part', 'p_partkey')",
+    "SELECT create_distributed_table('partsupp', 'ps_partkey')",
+    "SELECT create_distributed_table('supplier', 's_suppkey')",
+    "SELECT create_reference_table('nation')",
+    "SELECT create_reference_table('region')",
+]
+
+
+def load_target(dsn: str, csv_dir: Path, parquet_dir: Path,
+                setup: list[str] | tuple = ()) -> tuple[list[list], float, int]:
+    """Create the tables, run `setup` (e.g. DISTRIBUTION), COPY the CSV files in, check counts."""
     import psycopg
     import pyarrow.parquet as pq
     rows_out, total_s, total_rows = [], 0.0, 0
@@ -209,6 +225,8 @@ def load_target(dsn: str, csv_dir: Path, parquet_dir: Path) -> tuple[list[list],
         for t in TPCH_TABLES:
             c.execute(f"DROP TABLE IF EXISTS {t}")
             c.execute(TPCH_DDL[t])
+        for stmt in setup:
+            c.execute(stmt)
         for t in TPCH_TABLES:
             path = csv_dir / f"{t}.csv"
             t0 = time.perf_counter()

@@ -12,6 +12,7 @@
 //! - [`meta`]: the cluster metadata (nodes, tables, shards, placements, 2PC
 //!   decisions) as an openraft state machine with its durable log.
 
+pub mod dist;
 pub mod frontend;
 pub mod meta;
 pub mod server;

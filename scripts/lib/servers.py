@@ -322,3 +322,80 @@ def machine_info() -> dict:
     except Exception:
         info["commit"] = "unknown"
     return info
+
+
+class QuiverCluster:
+    """One coordinator and `workers` workers of the real quiver binary on loopback.
+
+    The coordinator is a QuiverServer (pgwire, /readyz); workers have no pgwire port, so
+    they are awaited through their own /readyz, which turns 200 once they are registered.
+    """
+
+    def __init__(self, workers: int = 3, binary: Path | str | None = None) -> None:
+        self.rpc_port = free_port()
+        self.coordinator = QuiverServer(binary=binary, extra_args=[
+            "--role", "coordinator", "--node-id", "0", "--rpc-port", str(self.rpc_port)])
+        self.workers = [QuiverWorker(self.rpc_port, binary=binary) for _ in range(workers)]
+
+    @property
+    def dsn(self) -> str:
+        return self.coordinator.dsn
+
+    def start(self, timeout: float = 120) -> None:
+        self.coordinator.start(timeout)
+        for w in self.workers:
+            w.start(timeout)
+
+    def wait_workers(self, n: int | None = None, timeout: float = 60) -> None:
+        """Until pg_dist_node lists `n` (default: all) healthy workers."""
+        want = len(self.workers) if n is None else n
+        deadline = time.monotonic() + timeout
+        import psycopg
+        while True:
+            with psycopg.connect(self.dsn, autocommit=True) as c:
+                got = c.execute("SELECT count(*) FROM pg_dist_node WHERE noderole = 'worker' "
+                                "AND health = 'healthy'").fetchone()[0]
+            if got >= want:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{got} of {want} workers healthy after {timeout}s")
+            time.sleep(0.1)  # poll interval
+
+    def close(self) -> None:
+        for w in self.workers:
+            w.close()
+        self.coordinator.close()
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class QuiverWorker(QuiverServer):
+    """A worker: registers with the coordinator at 127.0.0.1:`coordinator_rpc`."""
+
+    def __init__(self, coordinator_rpc: int, binary: Path | str | None = None) -> None:
+        self.rpc_port = free_port()
+        super().__init__(binary=binary, extra_args=[
+            "--role", "worker", "--rpc-port", str(self.rpc_port),
+            "--coordinator-address", f"127.0.0.1:{coordinator_rpc}"])
+
+    def argv(self) -> list[str]:
+        return [str(self.binary), "--data-dir", str(self.data_dir), "--http-port", str(self.http_port),
+                "--bind-address", "127.0.0.1", *self.extra_args]
+
+    def start(self, timeout: float = 120) -> None:
+        env = dict(os.environ)
+        env.setdefault("RUST_LOG", "info")
+        self._spawn(self.argv(), env)
+        deadline = time.monotonic() + timeout
+        while not self.ready():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited with {self.proc.returncode}:\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                self.kill()
+                raise TimeoutError(f"worker not ready after {timeout}s:\n{self.log_tail()}")
+            time.sleep(0.05)  # poll interval, not a readiness stand-in

@@ -171,7 +171,7 @@ impl Conn {
             let mut session = self.session.lock().await;
             for b in decoded.batches {
                 state.rows += b.num_rows() as u64;
-                session.copy_rows(&state.copy, b)?;
+                session.copy_rows(&state.copy, b).await?;
             }
             drop(session);
             if decoded.ended {

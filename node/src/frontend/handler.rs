@@ -304,6 +304,15 @@ async fn prepare(
             point_schema: Some(q.schema),
         }));
     }
+    if let Some(call) = crate::dist::ddl::utility_call(&stmt) {
+        return Ok(Some(Prepared {
+            names: None,
+            stmt,
+            plan: None,
+            param_types: vec![None; n],
+            point_schema: Some(crate::dist::ddl::utility_schema(&call)),
+        }));
+    }
     let plan = session.plan(&stmt).await.map_err(pg_error)?;
     let mut param_types = match &plan {
         Some(p) => ordered_param_types(p).map_err(pg_error)?,

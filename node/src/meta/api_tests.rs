@@ -34,7 +34,7 @@ async fn member(id: u64, bootstrap: crate::meta::Bootstrap, shutdown: &ShutdownS
         .await
         .unwrap();
     let api = MetaApi::new(Arc::new(node), HealthTracker::default());
-    serve_grpc(listener, Some(api.clone()), shutdown.clone());
+    serve_grpc(listener, Some(api.clone()), None, shutdown.clone());
     Member {
         api,
         addr,

@@ -28,16 +28,16 @@
 //! be applied, and a lock-free `snapshot` for readers.
 
 mod api;
-mod command;
+pub mod command;
 mod ddl;
 mod health;
 mod log_store;
 mod network;
 mod pb_impl;
-mod placement;
+pub mod placement;
 mod raft_service;
 pub mod sql;
-mod state;
+pub mod state;
 mod state_machine;
 mod types;
 

@@ -101,17 +101,22 @@ pub async fn wait_for_leadership(api: &MetaApi, config: &NodeConfig) {
 pub fn serve_grpc(
     listener: TcpListener,
     api: Option<Arc<MetaApi>>,
+    flight: Option<crate::dist::worker::WorkerFlight>,
     shutdown: ShutdownSignal,
 ) -> JoinHandle<Result<(), ServerError>> {
     let incoming = TcpIncoming::from(listener);
     tokio::spawn(async move {
         let mut builder = Server::builder();
-        let router = match &api {
-            Some(api) => builder
+        let mut routes = tonic::service::Routes::default();
+        if let Some(api) = &api {
+            routes = routes
                 .add_service(api.grpc())
-                .add_service(RaftGrpcService::server(api.node().raft().clone())),
-            None => builder.add_routes(tonic::service::Routes::default()),
-        };
+                .add_service(RaftGrpcService::server(api.node().raft().clone()));
+        }
+        if let Some(flight) = flight {
+            routes = routes.add_service(flight.server());
+        }
+        let router = builder.add_routes(routes);
         router
             .serve_with_incoming_shutdown(incoming, shutdown.wait_owned())
             .await

@@ -209,12 +209,28 @@ pub async fn run_with(
     )
     .await?;
 
+    // Workers serve their shards over Arrow Flight on the rpc port.
+    let flight = if config.role == Role::Worker {
+        let txns = crate::dist::worker_txn::WorkerTxns::open(database.db.clone(), &config.data_dir)
+            .await
+            .map_err(|e| ServerError::Storage(e.to_string()))?;
+        Some(crate::dist::worker::WorkerFlight::new(
+            database.db.clone(),
+            txns,
+        ))
+    } else {
+        None
+    };
     let mut grpc_task = rpc_listener.map(|l| {
         log_listening("grpc", &config.rpc_addr());
-        cluster::serve_grpc(l, meta.clone(), shutdown.clone())
+        cluster::serve_grpc(l, meta.clone(), flight, shutdown.clone())
     });
     if let Some(api) = &meta {
         cluster::wait_for_leadership(api, &config).await;
+    }
+    // Coordinators resolve distributed transactions left by a crash.
+    if let Some(c) = database.db.cluster.clone() {
+        tokio::spawn(c.recovery_loop(Duration::from_secs(5), shutdown.clone()));
     }
 
     let app = http::build_router(readiness.clone(), metrics.clone(), axum::Router::new());

@@ -25,6 +25,8 @@ pub struct QuiverSchema {
     expr_state: SessionState,
     cache: Mutex<HashMap<u64, Arc<QuiverTable>>>,
     external: RwLock<HashMap<String, Arc<dyn TableProvider>>>,
+    /// On a coordinator: tables in the Raft catalogue are distributed.
+    cluster: std::sync::OnceLock<Arc<crate::dist::Cluster>>,
 }
 
 impl std::fmt::Debug for QuiverSchema {
@@ -40,6 +42,7 @@ impl QuiverSchema {
             expr_state,
             cache: Mutex::new(HashMap::new()),
             external: RwLock::new(HashMap::new()),
+            cluster: std::sync::OnceLock::new(),
         }
     }
 
@@ -57,6 +60,24 @@ impl QuiverSchema {
     }
 
     /// Plans a column's DEFAULT expression.
+    /// Makes this a coordinator's schema: tables in `cluster`'s catalogue
+    /// are read and written on the workers.
+    pub fn set_cluster(&self, cluster: Arc<crate::dist::Cluster>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    fn defaults_of(&self, meta: &TableMeta) -> Result<Vec<Option<Expr>>> {
+        meta.columns
+            .iter()
+            .map(|c| {
+                c.default
+                    .as_deref()
+                    .map(|d| self.plan_default(meta, d))
+                    .transpose()
+            })
+            .collect()
+    }
+
     pub fn plan_default(&self, meta: &TableMeta, sql: &str) -> Result<Expr> {
         let schema = DFSchema::try_from(meta.schema().as_ref().clone())?;
         self.expr_state.create_logical_expr(sql, &schema)
@@ -69,16 +90,7 @@ impl QuiverSchema {
                 return Ok(t.clone());
             }
         }
-        let defaults = meta
-            .columns
-            .iter()
-            .map(|c| {
-                c.default
-                    .as_deref()
-                    .map(|d| self.plan_default(meta, d))
-                    .transpose()
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let defaults = self.defaults_of(meta)?;
         let t = Arc::new(QuiverTable::new(
             self.engine.clone(),
             meta.clone(),
@@ -104,10 +116,19 @@ impl SchemaProvider for QuiverSchema {
             return Ok(Some(t.clone()));
         }
         let snap = self.engine.snapshot();
-        match snap.table_by_name(name) {
-            Some(t) => Ok(Some(self.provider(&t.meta)? as Arc<dyn TableProvider>)),
-            None => Ok(None),
+        let Some(t) = snap.table_by_name(name) else {
+            return Ok(None);
+        };
+        if let Some(cluster) = self.cluster.get() {
+            if cluster.snapshot().table_by_name(name).is_some() {
+                return Ok(Some(Arc::new(crate::dist::table::DistributedTable::new(
+                    cluster.clone(),
+                    t.meta.clone(),
+                    self.defaults_of(&t.meta)?,
+                ))));
+            }
         }
+        Ok(Some(self.provider(&t.meta)? as Arc<dyn TableProvider>))
     }
 
     /// Views and external tables (kept in memory, not persisted).

@@ -97,7 +97,7 @@ impl Session {
 
     /// Adds decoded COPY rows (columns as in `copy.schema`) to the
     /// transaction, filling missing columns with their defaults.
-    pub fn copy_rows(&mut self, copy: &CopyIn, batch: RecordBatch) -> Result<(), SqlError> {
+    pub async fn copy_rows(&mut self, copy: &CopyIn, batch: RecordBatch) -> Result<(), SqlError> {
         let snap = self.txn.snapshot();
         let t = snap.tables.get(&copy.table.id).cloned().ok_or_else(|| {
             SqlError::new(
@@ -115,6 +115,14 @@ impl Session {
             }
         }
         let b = super::provider::from_columns(&t.meta, &full, cols)?;
+        if let Some(cluster) = self.db.cluster.clone() {
+            if let Some(layout) = cluster.layout(&t.meta.name) {
+                // A distributed table: the rows go to their shards now.
+                let column = layout.column().and_then(|c| t.meta.column_index(c));
+                cluster.write_rows(&self.txn, &layout, column, &[b]).await?;
+                return Ok(());
+            }
+        }
         self.txn.add_inserts(&t, vec![b])?;
         Ok(())
     }
@@ -162,6 +170,9 @@ impl Session {
             self.block = BlockState::Failed;
         } else {
             self.txn.take_pending();
+            if let (Some(d), Some(c)) = (self.txn.take_dist(), self.db.cluster.clone()) {
+                tokio::spawn(async move { c.abort(d).await });
+            }
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod point;
 pub mod provider;
 pub mod session;
 pub mod settings;
+pub mod shard;
 pub mod txn;
 
 use std::path::PathBuf;
@@ -59,6 +60,8 @@ pub struct DatabaseOptions {
 /// What every session of a node shares.
 pub struct Database {
     pub engine: Arc<Engine>,
+    /// On a coordinator: the data path to the workers.
+    pub cluster: Option<Arc<crate::dist::Cluster>>,
     base: SessionContext,
     schema: Arc<QuiverSchema>,
     parser: PostgresCompatibilityParser,
@@ -84,6 +87,13 @@ impl Database {
             .map_err(SqlError::from)?;
         base.register_catalog(CATALOG, catalog);
         crate::meta::sql::install(&base, &schema, opts.cluster.clone())?;
+        let cluster = opts.cluster.clone().map(|api| {
+            crate::dist::Cluster::new(api, crate::dist::client::PoolSettings::default())
+        });
+        if let Some(c) = &cluster {
+            schema.set_cluster(c.clone());
+            crate::dist::catalog::install(&schema, c);
+        }
         setup_pg_catalog(&base, CATALOG, EmptyContextProvider)
             .map_err(|e| SqlError::new("XX000", format!("pg_catalog setup: {e}")))?;
         for t in &opts.external_tables {
@@ -104,6 +114,7 @@ impl Database {
         }
         Ok(Arc::new(Database {
             engine,
+            cluster,
             base,
             schema,
             parser: PostgresCompatibilityParser::new(),

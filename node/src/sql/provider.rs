@@ -211,7 +211,7 @@ fn key_values(f: &Expr, name: &str) -> Option<Vec<ScalarValue>> {
 }
 
 /// A one-row `count` result, as DML plans return.
-fn count_exec(n: u64) -> Result<Arc<dyn ExecutionPlan>> {
+pub(crate) fn count_exec(n: u64) -> Result<Arc<dyn ExecutionPlan>> {
     let schema = Arc::new(Schema::new(vec![Field::new(
         "count",
         DataType::UInt64,
@@ -229,7 +229,11 @@ fn count_exec(n: u64) -> Result<Arc<dyn ExecutionPlan>> {
 }
 
 /// Casts a batch's columns to the table's types, by position.
-fn conform(meta: &TableMeta, schema: &SchemaRef, b: &RecordBatch) -> Result<RecordBatch> {
+pub(crate) fn conform(
+    meta: &TableMeta,
+    schema: &SchemaRef,
+    b: &RecordBatch,
+) -> Result<RecordBatch> {
     if b.num_columns() != meta.columns.len() {
         return Err(DataFusionError::Plan(format!(
             "INSERT has {} expressions but table \"{}\" has {} columns",

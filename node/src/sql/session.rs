@@ -86,7 +86,7 @@ pub struct Session {
     pub(super) block: BlockState,
     pub settings: Settings,
     /// Open savepoints, oldest first, with the pending writes at each.
-    savepoints: Vec<(String, Pending)>,
+    savepoints: Vec<(String, Pending, u64)>,
 }
 
 impl Session {
@@ -211,6 +211,7 @@ impl Session {
                 self.txn.fix_snapshot(false);
                 if failed {
                     self.txn.take_pending();
+                    self.abort_dist().await;
                     return Ok(Outcome::Rollback);
                 }
                 self.commit_pending().await?;
@@ -221,9 +222,15 @@ impl Session {
                 ..
             } => {
                 let name = savepoint_name(name);
-                let Some(pos) = self.savepoints.iter().rposition(|(n, _)| *n == name) else {
+                let Some(pos) = self.savepoints.iter().rposition(|(n, _, _)| *n == name) else {
                     return Err(self.savepoint_error(&name));
                 };
+                if self.txn.dist_writes() != self.savepoints[pos].2 {
+                    self.block = BlockState::Failed;
+                    return Err(SqlError::unsupported(
+                        "ROLLBACK TO SAVEPOINT after writes to distributed tables is not supported yet",
+                    ));
+                }
                 // Later savepoints go; this one stays, as in PostgreSQL.
                 self.savepoints.truncate(pos + 1);
                 self.txn.set_pending(self.savepoints[pos].1.clone());
@@ -235,6 +242,7 @@ impl Session {
                 self.savepoints.clear();
                 self.txn.fix_snapshot(false);
                 self.txn.take_pending();
+                self.abort_dist().await;
                 return Ok(Outcome::Rollback);
             }
             Statement::Savepoint { name } if self.block != BlockState::Failed => {
@@ -244,8 +252,11 @@ impl Session {
                         "SAVEPOINT can only be used in transaction blocks",
                     ));
                 }
-                self.savepoints
-                    .push((savepoint_name(name), self.txn.pending()));
+                self.savepoints.push((
+                    savepoint_name(name),
+                    self.txn.pending(),
+                    self.txn.dist_writes(),
+                ));
                 return Ok(Outcome::Command("SAVEPOINT".into()));
             }
             Statement::ReleaseSavepoint { name } if self.block != BlockState::Failed => {
@@ -256,7 +267,7 @@ impl Session {
                         "RELEASE SAVEPOINT can only be used in transaction blocks",
                     ));
                 }
-                let Some(pos) = self.savepoints.iter().rposition(|(n, _)| *n == name) else {
+                let Some(pos) = self.savepoints.iter().rposition(|(n, _, _)| *n == name) else {
                     return Err(self.savepoint_error(&name));
                 };
                 self.savepoints.truncate(pos);
@@ -277,6 +288,7 @@ impl Session {
                     self.block = BlockState::Failed;
                 } else {
                     self.txn.take_pending();
+                    self.abort_dist().await;
                 }
                 Err(e)
             }
@@ -293,6 +305,14 @@ impl Session {
     }
 
     pub(super) async fn commit_pending(&mut self) -> Result<(), SqlError> {
+        if let Some(d) = self.txn.take_dist() {
+            if let Some(c) = &self.db.cluster {
+                if let Err(e) = c.commit(d).await {
+                    self.txn.take_pending();
+                    return Err(e);
+                }
+            }
+        }
         let pending = self.txn.take_pending();
         if pending.is_empty() {
             return Ok(());
@@ -311,6 +331,15 @@ impl Session {
     /// Recognises a point query on a unique key (see [`PointQuery`]).
     pub fn point_query(&self, stmt: &Statement) -> Option<PointQuery> {
         PointQuery::recognize(stmt, &self.db.engine.snapshot())
+            .filter(|q| !self.is_distributed(&q.table.name))
+    }
+
+    /// The table's rows live on the workers (the local table is a shell).
+    fn is_distributed(&self, name: &str) -> bool {
+        self.db
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.snapshot().table_by_name(name).is_some())
     }
 
     /// Answers a point query from the unique-key index, or `None` when the
@@ -326,6 +355,9 @@ impl Session {
         let Some(q) = PointQuery::recognize(stmt, &snap) else {
             return Ok(None);
         };
+        if self.is_distributed(&q.table.name) {
+            return Ok(None);
+        }
         if self.txn.has_pending(q.table.id) {
             return Ok(None);
         }
@@ -366,6 +398,9 @@ impl Session {
             if let Some(out) = self.run_point_query(stmt, params.as_ref())? {
                 return Ok(out);
             }
+            if let Some(call) = crate::dist::ddl::utility_call(stmt) {
+                return self.run_utility(&call).await;
+            }
         }
         match stmt {
             Statement::CreateTable(ct) if ct.query.is_none() => {
@@ -397,6 +432,7 @@ impl Session {
                         self.db.schema.remove_external(&name);
                         continue;
                     }
+                    self.drop_distributed(&name).await?;
                     self.db.engine.drop_table(&name, *if_exists).await?;
                 }
                 Ok(Outcome::Command("DROP TABLE".into()))
@@ -664,15 +700,22 @@ fn json_casts_to_text(stmt: &mut Statement) {
 /// Gives every unnamed item of the top-level select list a unique alias.
 fn alias_select_items(stmt: &mut Statement) {
     use datafusion::sql::sqlparser::ast::{Ident, SelectItem, SetExpr};
-    if let Statement::Query(q) = stmt {
-        if let SetExpr::Select(sel) = q.body.as_mut() {
-            for (i, item) in sel.projection.iter_mut().enumerate() {
-                if let SelectItem::UnnamedExpr(e) = item {
-                    *item = SelectItem::ExprWithAlias {
-                        expr: e.clone(),
-                        alias: Ident::new(format!("?column?{}", i + 1)),
-                    };
-                }
+    let query = match stmt {
+        Statement::Query(q) => q,
+        // INSERT ... SELECT a, a: the names do not matter there.
+        Statement::Insert(ins) => match ins.source.as_mut() {
+            Some(q) => q,
+            None => return,
+        },
+        _ => return,
+    };
+    if let SetExpr::Select(sel) = query.body.as_mut() {
+        for (i, item) in sel.projection.iter_mut().enumerate() {
+            if let SelectItem::UnnamedExpr(e) = item {
+                *item = SelectItem::ExprWithAlias {
+                    expr: e.clone(),
+                    alias: Ident::new(format!("?column?{}", i + 1)),
+                };
             }
         }
     }
@@ -697,6 +740,7 @@ fn handled_here(stmt: &Statement) -> bool {
             | Statement::Set(_)
             | Statement::ShowVariable { .. }
     ) || is_deallocate_all(stmt)
+        || crate::dist::ddl::utility_call(stmt).is_some()
 }
 
 /// A savepoint name as PostgreSQL folds it.

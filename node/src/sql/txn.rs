@@ -81,6 +81,8 @@ struct TxnInner {
     /// Repeatable read: keep the first statement's snapshot until the end.
     fixed: bool,
     pending: Pending,
+    /// Writes to distributed tables (see [`crate::dist::coord`]).
+    dist: Option<crate::dist::coord::DistTxn>,
 }
 
 impl std::fmt::Debug for TxnContext {
@@ -95,6 +97,36 @@ impl TxnContext {
             engine,
             inner: Mutex::new(TxnInner::default()),
         }
+    }
+
+    /// Runs `f` on the distributed transaction, opening an empty one first.
+    pub fn with_dist<R>(&self, f: impl FnOnce(&mut crate::dist::coord::DistTxn) -> R) -> R {
+        let mut inner = self.inner.lock();
+        f(inner.dist.get_or_insert_with(Default::default))
+    }
+
+    /// The global id of the distributed transaction, if it has one.
+    pub fn dist_gid(&self) -> Option<String> {
+        self.inner
+            .lock()
+            .dist
+            .as_ref()
+            .map(|d| d.gid.clone())
+            .filter(|g| !g.is_empty())
+    }
+
+    /// How many distributed writes the transaction has made.
+    pub fn dist_writes(&self) -> u64 {
+        self.inner.lock().dist.as_ref().map_or(0, |d| d.writes)
+    }
+
+    /// Ends the distributed transaction, handing it to commit or abort.
+    pub fn take_dist(&self) -> Option<crate::dist::coord::DistTxn> {
+        self.inner
+            .lock()
+            .dist
+            .take()
+            .filter(|d| !d.nodes.is_empty())
     }
 
     /// Takes a fresh snapshot for the next statement.

@@ -1,0 +1,209 @@
+//! The coordinator's Flight connections to workers.
+//!
+//! Step in the flow: scans, writes and the two-phase commit call workers
+//! through one shared [`WorkerClients`]. It keeps up to
+//! `quiver.max_cached_conns_per_worker` HTTP/2 connections per worker
+//! (opened lazily, reused round-robin; each carries many concurrent calls)
+//! and bounds the calls in flight to one worker with
+//! `quiver.max_shared_pool_size` (0: no bound). A worker that cannot be
+//! reached fails the call within the connect timeout with an error naming
+//! it, instead of hanging.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_client::FlightServiceClient;
+use arrow_flight::{FlightClient, FlightDescriptor, Ticket};
+use bytes::Bytes;
+use datafusion::arrow::array::RecordBatch;
+use futures::TryStreamExt;
+use parking_lot::Mutex;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tonic::transport::{Channel, Endpoint};
+
+use super::wire::{sql_of, Action, ActionReply, PutCommand, QueryTicket};
+use super::worker::MAX_MESSAGE_BYTES;
+use crate::sql::SqlError;
+
+/// How long connecting to a worker may take before the call fails.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Pool limits (the `quiver.*` settings of the same names).
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSettings {
+    pub max_cached_conns_per_worker: usize,
+    /// 0: unbounded.
+    pub max_shared_pool_size: usize,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings {
+            max_cached_conns_per_worker: 1,
+            max_shared_pool_size: 0,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Pool {
+    channels: Vec<Channel>,
+    next: usize,
+    limit: Arc<Semaphore>,
+}
+
+/// Connections to every worker, by `host:port`.
+#[derive(Debug)]
+pub struct WorkerClients {
+    settings: PoolSettings,
+    pools: Mutex<HashMap<String, Pool>>,
+}
+
+/// An error from `addr` while doing `what`: the worker's own SQL error with
+/// its SQLSTATE, or 08006 naming the node when it cannot be reached.
+pub fn remote_error(addr: &str, what: &str, e: FlightError) -> SqlError {
+    let status = match e {
+        FlightError::Tonic(s) => *s,
+        other => {
+            return SqlError::new("08006", format!("worker {addr} ({what}): {other}"));
+        }
+    };
+    if let Some(sql) = sql_of(&status) {
+        return sql;
+    }
+    let reason = match status.code() {
+        tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::DeadlineExceeded => {
+            "is unreachable"
+        }
+        _ => "failed",
+    };
+    SqlError::new(
+        "08006",
+        format!("worker {addr} {reason} while {what}: {}", status.message()),
+    )
+}
+
+impl WorkerClients {
+    pub fn new(settings: PoolSettings) -> Arc<Self> {
+        Arc::new(WorkerClients {
+            settings,
+            pools: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn client(&self, addr: &str) -> Result<(FlightClient, Arc<Semaphore>), SqlError> {
+        let mut pools = self.pools.lock();
+        let pool = match pools.get_mut(addr) {
+            Some(p) => p,
+            None => {
+                let limit = match self.settings.max_shared_pool_size {
+                    0 => Semaphore::MAX_PERMITS,
+                    n => n,
+                };
+                pools.entry(addr.to_owned()).or_insert(Pool {
+                    channels: Vec::new(),
+                    next: 0,
+                    limit: Arc::new(Semaphore::new(limit)),
+                })
+            }
+        };
+        if pool.channels.len() < self.settings.max_cached_conns_per_worker.max(1) {
+            let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+                .map_err(|e| SqlError::new("08006", format!("worker address {addr}: {e}")))?
+                .connect_timeout(CONNECT_TIMEOUT)
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(10))
+                .keep_alive_timeout(Duration::from_secs(10));
+            pool.channels.push(endpoint.connect_lazy());
+        }
+        let channel = pool.channels[pool.next % pool.channels.len()].clone();
+        pool.next = pool.next.wrapping_add(1);
+        let inner = FlightServiceClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        Ok((FlightClient::new_from_inner(inner), pool.limit.clone()))
+    }
+
+    async fn permit(limit: Arc<Semaphore>) -> Result<OwnedSemaphorePermit, SqlError> {
+        limit
+            .acquire_owned()
+            .await
+            .map_err(|_| SqlError::new("57P01", "worker pool closed"))
+    }
+
+    /// Runs a query fragment on `addr`; the rows stream as they come. The
+    /// returned permit must live as long as the stream.
+    pub async fn query(
+        &self,
+        addr: &str,
+        ticket: &QueryTicket,
+    ) -> Result<(FlightRecordBatchStream, OwnedSemaphorePermit), SqlError> {
+        let (mut client, limit) = self.client(addr)?;
+        let permit = Self::permit(limit).await?;
+        let body = serde_json::to_vec(ticket).map_err(|e| SqlError::new("XX000", e.to_string()))?;
+        let stream = client
+            .do_get(Ticket {
+                ticket: Bytes::from(body),
+            })
+            .await
+            .map_err(|e| remote_error(addr, "running a query fragment", e))?;
+        Ok((stream, permit))
+    }
+
+    /// Stages `batches` on `addr` for shard table `cmd.table`.
+    pub async fn put(
+        &self,
+        addr: &str,
+        cmd: &PutCommand,
+        batches: Vec<RecordBatch>,
+    ) -> Result<u64, SqlError> {
+        let (mut client, limit) = self.client(addr)?;
+        let _permit = Self::permit(limit).await?;
+        let body = serde_json::to_vec(cmd).map_err(|e| SqlError::new("XX000", e.to_string()))?;
+        let data = FlightDataEncoderBuilder::new()
+            .with_flight_descriptor(Some(FlightDescriptor::new_cmd(body)))
+            .build(futures::stream::iter(batches.into_iter().map(Ok)));
+        let what = format!("writing to {}", cmd.table);
+        let replies: Vec<_> = client
+            .do_put(data)
+            .await
+            .map_err(|e| remote_error(addr, &what, e))?
+            .try_collect()
+            .await
+            .map_err(|e| remote_error(addr, &what, e))?;
+        let mut rows = 0;
+        for r in replies {
+            let reply: ActionReply = serde_json::from_slice(&r.app_metadata)
+                .map_err(|e| SqlError::new("XX000", format!("worker {addr}: bad reply: {e}")))?;
+            rows += reply.rows;
+        }
+        Ok(rows)
+    }
+
+    /// Runs `action` on `addr`.
+    pub async fn action(&self, addr: &str, action: &Action) -> Result<ActionReply, SqlError> {
+        let (mut client, limit) = self.client(addr)?;
+        let _permit = Self::permit(limit).await?;
+        let body = serde_json::to_vec(action).map_err(|e| SqlError::new("XX000", e.to_string()))?;
+        let what = action.kind();
+        let replies: Vec<Bytes> = client
+            .do_action(arrow_flight::Action {
+                r#type: what.into(),
+                body: Bytes::from(body),
+            })
+            .await
+            .map_err(|e| remote_error(addr, what, e))?
+            .try_collect()
+            .await
+            .map_err(|e| remote_error(addr, what, e))?;
+        match replies.first() {
+            Some(b) => serde_json::from_slice(b)
+                .map_err(|e| SqlError::new("XX000", format!("worker {addr}: bad reply: {e}"))),
+            None => Ok(ActionReply::default()),
+        }
+    }
+}

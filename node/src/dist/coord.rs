@@ -1,0 +1,397 @@
+//! The coordinator's side of distributed tables: DDL fan-out and
+//! distributed transactions.
+//!
+//! Step in the flow: one [`Cluster`] per coordinator, shared by sessions.
+//! - A session's first write to a distributed table opens a [`DistTxn`]
+//!   (a global id, `gid`) in its [`crate::sql::txn::TxnContext`]; rows and
+//!   statements go to the workers at once, staged there under the gid.
+//! - At commit, one worker: a one-phase commit. Several: prepare on all
+//!   (durable on each), record `Commit` in Raft (`DecideTxn`), then commit
+//!   on all and forget the decision. A failed prepare aborts everywhere.
+//! - [`Cluster::recover`] runs in the background: transactions left by an
+//!   earlier coordinator process are committed if Raft holds a `Commit`
+//!   decision for them, aborted otherwise; recorded decisions whose commits
+//!   did not all get through are retried.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+
+use super::client::{PoolSettings, WorkerClients};
+use super::route::TableLayout;
+use super::shard_table_name;
+use super::wire::{Action, PutCommand};
+use crate::meta::command::{MetaCommand, MetaResponse};
+use crate::meta::state::{Decision, MetaState, NodeId, NodeRole};
+use crate::meta::{MetaApi, MetaSnapshot};
+use crate::sql::txn::TxnContext;
+use crate::sql::SqlError;
+
+/// A distributed transaction of one session.
+#[derive(Debug, Clone, Default)]
+pub struct DistTxn {
+    pub gid: String,
+    /// Workers holding writes of this transaction, with their address.
+    pub nodes: BTreeMap<NodeId, String>,
+    /// Writes sent so far (savepoints compare it).
+    pub writes: u64,
+}
+
+/// The coordinator's handle on the cluster's data path.
+pub struct Cluster {
+    api: Arc<MetaApi>,
+    pub clients: Arc<WorkerClients>,
+    /// Prefix of this process's gids; gids with another prefix belong to
+    /// an earlier coordinator process.
+    incarnation: String,
+    next_gid: AtomicU64,
+}
+
+pub(crate) fn meta_err(e: impl std::fmt::Display) -> SqlError {
+    SqlError::new("XX000", format!("cluster metadata: {e}"))
+}
+
+impl Cluster {
+    pub fn new(api: Arc<MetaApi>, pool: PoolSettings) -> Arc<Self> {
+        let incarnation = format!("q{:016x}", rand::random::<u64>());
+        Arc::new(Cluster {
+            api,
+            clients: WorkerClients::new(pool),
+            incarnation,
+            next_gid: AtomicU64::new(1),
+        })
+    }
+
+    pub fn api(&self) -> &Arc<MetaApi> {
+        &self.api
+    }
+
+    pub fn snapshot(&self) -> MetaSnapshot {
+        self.api.node().snapshot()
+    }
+
+    /// The layout of table `name` if it is distributed.
+    pub fn layout(&self, name: &str) -> Option<TableLayout> {
+        TableLayout::of(&self.snapshot(), name)
+    }
+
+    /// Proposes `cmd` and returns the applied answer; a rejection becomes
+    /// an error with `sqlstate`.
+    pub async fn propose(
+        &self,
+        cmd: MetaCommand,
+        sqlstate: &'static str,
+    ) -> Result<MetaResponse, SqlError> {
+        match self.api.node().write(cmd).await.map_err(meta_err)?.1 {
+            MetaResponse::Rejected(reason) => Err(SqlError::new(sqlstate, reason)),
+            other => Ok(other),
+        }
+    }
+
+    fn new_gid(&self) -> String {
+        let n = self.next_gid.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{n}", self.incarnation)
+    }
+
+    /// The session's open distributed transaction (opened if needed), with
+    /// `node` recorded as a participant.
+    fn join(&self, txn: &TxnContext, node: NodeId, addr: &str) -> String {
+        txn.with_dist(|d| {
+            if d.gid.is_empty() {
+                d.gid = self.new_gid();
+            }
+            d.nodes.entry(node).or_insert_with(|| addr.to_owned());
+            d.writes += 1;
+            d.gid.clone()
+        })
+    }
+
+    /// Sends rows of table `layout` to their shards (every placement) in
+    /// the session's transaction. `column` is the distribution column's
+    /// position in the batches. Returns the rows written.
+    pub async fn write_rows(
+        &self,
+        txn: &TxnContext,
+        layout: &TableLayout,
+        column: Option<usize>,
+        batches: &[RecordBatch],
+    ) -> Result<u64, SqlError> {
+        let mut per_target: BTreeMap<(NodeId, usize), (String, Vec<RecordBatch>)> = BTreeMap::new();
+        let mut rows = 0u64;
+        for b in batches {
+            rows += b.num_rows() as u64;
+            for (pos, part) in layout.route(b, column)? {
+                let shard = &layout.shards[pos];
+                if shard.placements.is_empty() {
+                    return Err(layout
+                        .read_placement(shard)
+                        .err()
+                        .unwrap_or_else(|| SqlError::new("XX000", "shard without placement")));
+                }
+                for (node, addr) in &shard.placements {
+                    per_target
+                        .entry((*node, pos))
+                        .or_insert_with(|| (addr.clone(), Vec::new()))
+                        .1
+                        .push(part.clone());
+                }
+            }
+        }
+        let mut calls = Vec::new();
+        for ((node, pos), (addr, parts)) in per_target {
+            let gid = self.join(txn, node, &addr);
+            let cmd = PutCommand {
+                gid,
+                table: shard_table_name(&layout.info.name, layout.shards[pos].shard_id),
+            };
+            let clients = self.clients.clone();
+            calls.push(async move { clients.put(&addr, &cmd, parts).await });
+        }
+        for r in futures::future::join_all(calls).await {
+            r?;
+        }
+        Ok(rows)
+    }
+
+    /// Runs one statement per `(node, addr, sql)` in the session's
+    /// transaction; returns the affected rows of each.
+    pub async fn exec_in_txn(
+        &self,
+        txn: &TxnContext,
+        targets: Vec<(NodeId, String, String)>,
+    ) -> Result<Vec<u64>, SqlError> {
+        let mut calls = Vec::new();
+        for (node, addr, sql) in targets {
+            let gid = self.join(txn, node, &addr);
+            let clients = self.clients.clone();
+            calls.push(async move {
+                clients
+                    .action(&addr, &Action::Exec { gid, sql })
+                    .await
+                    .map(|r| r.rows)
+            });
+        }
+        futures::future::join_all(calls).await.into_iter().collect()
+    }
+
+    /// The session's gid, if it has written to a distributed table.
+    pub fn read_gid(txn: &TxnContext) -> Option<String> {
+        txn.dist_gid()
+    }
+
+    /// Commits a session's distributed transaction.
+    pub async fn commit(&self, t: DistTxn) -> Result<(), SqlError> {
+        if t.nodes.is_empty() {
+            return Ok(());
+        }
+        let gid = t.gid.clone();
+        if t.nodes.len() == 1 {
+            let (_, addr) = t
+                .nodes
+                .iter()
+                .next()
+                .map(|(n, a)| (*n, a.clone()))
+                .unwrap_or_default();
+            return self
+                .clients
+                .action(&addr, &Action::Commit { gid })
+                .await
+                .map(|_| ());
+        }
+        let prepares = t.nodes.values().map(|addr| {
+            let clients = self.clients.clone();
+            let gid = gid.clone();
+            async move { clients.action(addr, &Action::Prepare { gid }).await }
+        });
+        let results = futures::future::join_all(prepares).await;
+        if let Some(e) = results.into_iter().find_map(Result::err) {
+            self.abort(t).await;
+            return Err(e);
+        }
+        let participants: Vec<NodeId> = t.nodes.keys().copied().collect();
+        let decided = self
+            .propose(
+                MetaCommand::DecideTxn {
+                    gid: gid.clone(),
+                    decision: Decision::Commit,
+                    participants,
+                },
+                "XX000",
+            )
+            .await;
+        match decided {
+            Ok(MetaResponse::TxnDecided {
+                decision: Decision::Commit,
+                ..
+            }) => {}
+            Ok(_) => {
+                self.abort(t).await;
+                return Err(SqlError::new(
+                    "40001",
+                    format!("transaction {gid} was aborted"),
+                ));
+            }
+            Err(e) => {
+                // The decision may or may not be in the log: recovery resolves it.
+                return Err(SqlError::new(
+                    "08007",
+                    format!(
+                        "transaction {gid}: outcome unknown, recovery will resolve it: {}",
+                        e.message
+                    ),
+                ));
+            }
+        }
+        self.finish(&gid, &t.nodes).await;
+        Ok(())
+    }
+
+    /// Sends the commit of a decided transaction to every participant, and
+    /// forgets the decision once all have it. Failures are left to recovery.
+    async fn finish(&self, gid: &str, nodes: &BTreeMap<NodeId, String>) -> bool {
+        let commits = nodes.values().map(|addr| {
+            let clients = self.clients.clone();
+            let gid = gid.to_owned();
+            async move { clients.action(addr, &Action::Commit { gid }).await }
+        });
+        let mut all = true;
+        for r in futures::future::join_all(commits).await {
+            if let Err(e) = r {
+                tracing::warn!(%gid, error = %e.message, "commit not delivered; recovery will retry");
+                all = false;
+            }
+        }
+        if all {
+            let _ = self
+                .propose(
+                    MetaCommand::ForgetTxns {
+                        gids: vec![gid.to_owned()],
+                    },
+                    "XX000",
+                )
+                .await;
+        }
+        all
+    }
+
+    /// Aborts a session's distributed transaction everywhere (best effort:
+    /// recovery aborts what this cannot reach).
+    pub async fn abort(&self, t: DistTxn) {
+        let calls = t.nodes.values().map(|addr| {
+            let clients = self.clients.clone();
+            let gid = t.gid.clone();
+            async move { clients.action(addr, &Action::Abort { gid }).await }
+        });
+        for r in futures::future::join_all(calls).await {
+            if let Err(e) = r {
+                tracing::warn!(gid = %t.gid, error = %e.message, "abort not delivered");
+            }
+        }
+    }
+
+    fn workers(state: &MetaState) -> Vec<(NodeId, String)> {
+        state
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.role == NodeRole::Worker && n.failed.is_none())
+            .map(|(id, n)| (*id, format!("{}:{}", n.host, n.port)))
+            .collect()
+    }
+
+    /// One recovery pass (see the module docs). Only the Raft leader acts.
+    pub async fn recover(&self) {
+        if !self.api.node().is_leader() {
+            return;
+        }
+        let state = self.snapshot();
+        let workers = Self::workers(&state);
+        // Recorded decisions: make sure every participant has the commit.
+        for (gid, d) in &state.txns {
+            let nodes: BTreeMap<NodeId, String> = workers
+                .iter()
+                .filter(|(id, _)| d.participants.contains(id))
+                .cloned()
+                .collect();
+            match d.decision {
+                Decision::Commit => {
+                    self.finish(gid, &nodes).await;
+                }
+                Decision::Abort => {
+                    self.abort(DistTxn {
+                        gid: gid.clone(),
+                        nodes: nodes.clone(),
+                        writes: 0,
+                    })
+                    .await;
+                    let _ = self
+                        .propose(
+                            MetaCommand::ForgetTxns {
+                                gids: vec![gid.clone()],
+                            },
+                            "XX000",
+                        )
+                        .await;
+                }
+            }
+        }
+        // Leftovers of earlier coordinator processes on the workers.
+        let mut seen = BTreeSet::new();
+        for (node, addr) in &workers {
+            let Ok(reply) = self.clients.action(addr, &Action::ListTxns).await else {
+                continue;
+            };
+            for t in reply.txns {
+                if t.gid.starts_with(&self.incarnation) || !seen.insert((t.gid.clone(), *node)) {
+                    continue;
+                }
+                let decision = match state.txns.get(&t.gid) {
+                    Some(d) => Some(d.decision),
+                    None if t.prepared => {
+                        // Presumed abort: record it so a late commit cannot win.
+                        match self
+                            .propose(
+                                MetaCommand::DecideTxn {
+                                    gid: t.gid.clone(),
+                                    decision: Decision::Abort,
+                                    participants: vec![*node],
+                                },
+                                "XX000",
+                            )
+                            .await
+                        {
+                            Ok(MetaResponse::TxnDecided { decision, .. }) => Some(decision),
+                            _ => None,
+                        }
+                    }
+                    None => Some(Decision::Abort),
+                };
+                let action = match decision {
+                    Some(Decision::Commit) => Action::Commit { gid: t.gid.clone() },
+                    Some(Decision::Abort) => Action::Abort { gid: t.gid.clone() },
+                    None => continue,
+                };
+                tracing::info!(gid = %t.gid, node, action = action.kind(), "resolving a transaction left by an earlier coordinator");
+                if let Err(e) = self.clients.action(addr, &action).await {
+                    tracing::warn!(gid = %t.gid, error = %e.message, "could not resolve");
+                }
+            }
+        }
+    }
+
+    /// Runs [`Cluster::recover`] every `every` until `shutdown`.
+    pub async fn recovery_loop(
+        self: Arc<Self>,
+        every: std::time::Duration,
+        shutdown: crate::server::shutdown::ShutdownSignal,
+    ) {
+        loop {
+            self.recover().await;
+            tokio::select! {
+                _ = shutdown.wait() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,458 @@
+//! `create_distributed_table`, `create_reference_table` and dropping a
+//! distributed table.
+//!
+//! Step in the flow: the session recognises `SELECT create_...(...)` as a
+//! [`UtilityCall`] and runs it here, on a coordinator:
+//! 1. the local table (plain `CREATE TABLE` before) gives the schema and
+//!    stays as the "shell" that `pg_catalog` and `\d` read;
+//! 2. the shards and placements are planned ([`crate::meta::placement`])
+//!    and recorded in Raft in one `CreateDistributedTable` /
+//!    `CreateReferenceTable` entry;
+//! 3. every placement's shard table is created on its worker (on failure
+//!    the metadata is dropped again and the error reported);
+//! 4. rows already in the local table move into the shards in one
+//!    distributed transaction, then the local copy is emptied.
+
+use std::sync::Arc;
+
+use datafusion::sql::sqlparser::ast::{
+    Expr as SqlExpr, FunctionArg, FunctionArgExpr, FunctionArguments, SelectItem, SetExpr,
+    Statement, Value,
+};
+
+use super::coord::{meta_err, Cluster};
+use super::shard_table_name;
+use super::wire::Action;
+use crate::meta::command::{Distribution, MetaCommand, MetaResponse, NewTable};
+use crate::meta::placement::{
+    colocated_placements, placeable_workers, plan_hash_shards, plan_placements,
+};
+use crate::meta::state::{ColumnDef, TableKind};
+use crate::sql::txn::TxnContext;
+use crate::sql::{Database, SqlError};
+use crate::storage::table::TableMeta;
+use crate::storage::{TableWrites, WriteSet};
+
+/// A `SELECT f(args)` of one of Quiver's cluster functions.
+#[derive(Debug, Clone)]
+pub struct UtilityCall {
+    pub name: String,
+    /// Positional arguments, as text.
+    pub args: Vec<String>,
+    /// `name => value` arguments, as text.
+    pub named: Vec<(String, String)>,
+}
+
+const UTILITIES: &[&str] = &["create_distributed_table", "create_reference_table"];
+
+fn arg_text(e: &SqlExpr) -> Option<String> {
+    match e {
+        SqlExpr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => Some(s.clone()),
+            Value::Number(n, _) => Some(n.clone()),
+            Value::Boolean(b) => Some(b.to_string()),
+            _ => None,
+        },
+        SqlExpr::Cast { expr, .. } => arg_text(expr),
+        SqlExpr::Identifier(i) => Some(i.value.clone()),
+        _ => None,
+    }
+}
+
+/// Recognises `SELECT create_distributed_table(...)` and friends.
+pub fn utility_call(stmt: &Statement) -> Option<UtilityCall> {
+    let Statement::Query(q) = stmt else {
+        return None;
+    };
+    let SetExpr::Select(sel) = q.body.as_ref() else {
+        return None;
+    };
+    if !sel.from.is_empty() || sel.projection.len() != 1 || sel.selection.is_some() {
+        return None;
+    }
+    let (SelectItem::UnnamedExpr(SqlExpr::Function(f))
+    | SelectItem::ExprWithAlias {
+        expr: SqlExpr::Function(f),
+        ..
+    }) = &sel.projection[0]
+    else {
+        return None;
+    };
+    let name = f.name.to_string().to_ascii_lowercase();
+    if !UTILITIES.contains(&name.as_str()) {
+        return None;
+    }
+    let FunctionArguments::List(list) = &f.args else {
+        return Some(UtilityCall {
+            name,
+            args: vec![],
+            named: vec![],
+        });
+    };
+    let mut call = UtilityCall {
+        name,
+        args: vec![],
+        named: vec![],
+    };
+    for a in &list.args {
+        match a {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => call.args.push(arg_text(e)?),
+            FunctionArg::Named {
+                name,
+                arg: FunctionArgExpr::Expr(e),
+                ..
+            } => call
+                .named
+                .push((name.value.to_ascii_lowercase(), arg_text(e)?)),
+            FunctionArg::ExprNamed {
+                name: SqlExpr::Identifier(name),
+                arg: FunctionArgExpr::Expr(e),
+                ..
+            } => call
+                .named
+                .push((name.value.to_ascii_lowercase(), arg_text(e)?)),
+            _ => return None,
+        }
+    }
+    Some(call)
+}
+
+/// The result of a utility call: one text column named after the function
+/// (PostgreSQL shows `void` results as an empty value).
+pub fn utility_schema(call: &UtilityCall) -> datafusion::arrow::datatypes::SchemaRef {
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    Arc::new(Schema::new(vec![Field::new(
+        &call.name,
+        DataType::Utf8,
+        true,
+    )]))
+}
+
+fn arg<'a>(call: &'a UtilityCall, pos: usize, name: &str) -> Option<&'a str> {
+    call.args.get(pos).map(String::as_str).or_else(|| {
+        call.named
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    })
+}
+
+fn relation_name(raw: &str) -> String {
+    crate::sql::ddl::table_name(raw)
+}
+
+fn column_defs(meta: &TableMeta) -> Vec<ColumnDef> {
+    meta.columns
+        .iter()
+        .map(|c| ColumnDef {
+            name: c.name.clone(),
+            data_type: c.ty.arrow_type().to_string(),
+            nullable: c.nullable,
+            default: c.default.clone(),
+        })
+        .collect()
+}
+
+/// Runs a [`UtilityCall`] on a coordinator.
+pub async fn run_utility(
+    call: &UtilityCall,
+    cluster: &Arc<Cluster>,
+    db: &Arc<Database>,
+    default_shard_count: u32,
+) -> Result<(), SqlError> {
+    let name = arg(call, 0, "table_name")
+        .map(relation_name)
+        .ok_or_else(|| SqlError::new("42883", format!("{}() needs a table name", call.name)))?;
+    for (n, _) in &call.named {
+        let known = [
+            "table_name",
+            "distribution_column",
+            "shard_count",
+            "colocate_with",
+        ];
+        if !known.contains(&n.as_str()) {
+            return Err(SqlError::new(
+                "42883",
+                format!("{}() has no parameter named \"{n}\"", call.name),
+            ));
+        }
+    }
+    let shell = db
+        .engine
+        .snapshot()
+        .table_by_name(&name)
+        .map(|t| t.meta.clone())
+        .ok_or_else(|| SqlError::new("42P01", format!("relation \"{name}\" does not exist")))?;
+    let state = cluster.snapshot();
+    if state.table_by_name(&name).is_some() {
+        return Err(SqlError::new(
+            "42P07",
+            format!("table \"{name}\" is already distributed"),
+        ));
+    }
+    let new_table = NewTable {
+        name: name.clone(),
+        columns: column_defs(&shell),
+    };
+    let cmd = if call.name == "create_reference_table" {
+        let nodes = placeable_workers(&state);
+        if nodes.is_empty() {
+            return Err(SqlError::new(
+                "55000",
+                "no active worker to place the reference table on",
+            ));
+        }
+        MetaCommand::CreateReferenceTable {
+            table: new_table,
+            nodes,
+        }
+    } else {
+        let column = arg(call, 1, "distribution_column")
+            .map(|c| c.to_ascii_lowercase())
+            .ok_or_else(|| {
+                SqlError::new(
+                    "42883",
+                    "create_distributed_table() needs a distribution column",
+                )
+            })?;
+        let col_idx = shell.column_index(&column).ok_or_else(|| {
+            SqlError::new(
+                "42703",
+                format!("column \"{column}\" of relation \"{name}\" does not exist"),
+            )
+        })?;
+        if shell.unique_keys().iter().any(|k| !k.contains(&col_idx)) {
+            return Err(SqlError::new(
+                "0A000",
+                format!(
+                    "cannot distribute relation \"{name}\": a PRIMARY KEY or UNIQUE constraint \
+                     must include the distribution column \"{column}\""
+                ),
+            ));
+        }
+        let column_type = shell.columns[col_idx].ty.arrow_type().to_string();
+        let shard_count = match arg(call, 2, "shard_count") {
+            Some(n) => n.parse::<u32>().map_err(|_| {
+                SqlError::new(
+                    "22023",
+                    format!("shard_count must be a positive integer, not {n}"),
+                )
+            })?,
+            None => default_shard_count,
+        };
+        let colocate_with = arg(call, 3, "colocate_with").map(str::to_owned);
+        // Co-location: with a named table, its group (which must match);
+        // by default, any group with the same shard count and column type.
+        let group = match colocate_with.as_deref() {
+            Some(c) if c.eq_ignore_ascii_case("none") => None,
+            Some(c) if c.eq_ignore_ascii_case("default") => {
+                find_group(&state, shard_count, &column_type)
+            }
+            Some(other) => {
+                let other = relation_name(other);
+                let id = state.table_by_name(&other).ok_or_else(|| {
+                    SqlError::new(
+                        "42P01",
+                        format!("relation \"{other}\" is not a distributed table"),
+                    )
+                })?;
+                let TableKind::Hash { colocation_id, .. } = state.tables[&id].kind else {
+                    return Err(SqlError::new(
+                        "0A000",
+                        format!("cannot colocate with \"{other}\": it is not hash-distributed"),
+                    ));
+                };
+                let g = &state.colocations[&colocation_id];
+                if g.column_type != column_type {
+                    return Err(SqlError::new(
+                        "0A000",
+                        format!(
+                            "cannot colocate tables {name} and {other}: distribution column \
+                             types do not match ({} and {})",
+                            column_type, g.column_type
+                        ),
+                    ));
+                }
+                Some(colocation_id)
+            }
+            None => find_group(&state, shard_count, &column_type),
+        };
+        let (shards, placements, replication_factor) = match group {
+            Some(g) => {
+                let info = &state.colocations[&g];
+                (
+                    plan_hash_shards(info.shard_count)
+                        .map_err(|e| SqlError::new("22023", e.to_string()))?,
+                    colocated_placements(&state, g)
+                        .map_err(|e| SqlError::new("55000", e.to_string()))?,
+                    info.replication_factor,
+                )
+            }
+            None => (
+                plan_hash_shards(shard_count).map_err(|e| SqlError::new("22023", e.to_string()))?,
+                plan_placements(&state, 0, shard_count, 1)
+                    .map_err(|e| SqlError::new("55000", e.to_string()))?,
+                1,
+            ),
+        };
+        MetaCommand::CreateDistributedTable {
+            table: new_table,
+            distribution: Distribution::Hash {
+                column,
+                colocate_with: group,
+                replication_factor,
+            },
+            shards,
+            placements,
+        }
+    };
+    let MetaResponse::TableCreated { table_id, .. } = cluster.propose(cmd, "55000").await? else {
+        return Err(meta_err("unexpected answer to a table creation"));
+    };
+    let layout = cluster
+        .layout(&name)
+        .ok_or_else(|| meta_err("the new table is missing from the catalogue"))?;
+    if let Err(e) = create_shards(cluster, &shell, &layout).await {
+        let _ = cluster
+            .propose(MetaCommand::DropTable { table_id }, "XX000")
+            .await;
+        drop_shards(cluster, &layout).await;
+        return Err(e);
+    }
+    move_rows(cluster, db, &shell, &layout).await
+}
+
+fn find_group(
+    state: &crate::meta::state::MetaState,
+    shard_count: u32,
+    column_type: &str,
+) -> Option<u64> {
+    state
+        .colocations
+        .iter()
+        .find(|(id, g)| {
+            g.shard_count == shard_count
+                && g.column_type == column_type
+                && g.replication_factor == 1
+                && state.first_table_in_colocation(**id).is_some()
+        })
+        .map(|(id, _)| *id)
+}
+
+async fn create_shards(
+    cluster: &Cluster,
+    shell: &TableMeta,
+    layout: &super::route::TableLayout,
+) -> Result<(), SqlError> {
+    let mut calls = Vec::new();
+    for shard in &layout.shards {
+        for (_, addr) in &shard.placements {
+            let mut meta = shell.clone();
+            meta.id = 0;
+            meta.name = shard_table_name(&layout.info.name, shard.shard_id);
+            let clients = cluster.clients.clone();
+            let addr = addr.clone();
+            calls.push(async move { clients.action(&addr, &Action::CreateShard { meta }).await });
+        }
+    }
+    for r in futures::future::join_all(calls).await {
+        r?;
+    }
+    Ok(())
+}
+
+/// Drops every shard table of `layout` on its workers (best effort).
+pub async fn drop_shards(cluster: &Cluster, layout: &super::route::TableLayout) {
+    let mut per_node: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for shard in &layout.shards {
+        for (_, addr) in &shard.placements {
+            per_node
+                .entry(addr.clone())
+                .or_default()
+                .push(shard_table_name(&layout.info.name, shard.shard_id));
+        }
+    }
+    for (addr, names) in per_node {
+        if let Err(e) = cluster
+            .clients
+            .action(&addr, &Action::DropShards { names })
+            .await
+        {
+            tracing::warn!(worker = %addr, error = %e.message, "could not drop shards");
+        }
+    }
+}
+
+/// Moves the local table's rows into the shards, then empties it.
+async fn move_rows(
+    cluster: &Arc<Cluster>,
+    db: &Arc<Database>,
+    shell: &TableMeta,
+    layout: &super::route::TableLayout,
+) -> Result<(), SqlError> {
+    let snap = db.engine.snapshot();
+    let Some(t) = snap.tables.get(&shell.id) else {
+        return Ok(());
+    };
+    if t.live_rows() == 0 {
+        return Ok(());
+    }
+    let stored = t.live_batches()?;
+    let n = shell.columns.len();
+    let batches = stored
+        .iter()
+        .map(|b| b.project(&(0..n).collect::<Vec<_>>()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| SqlError::new("XX000", e.to_string()))?;
+    let column = layout.column().and_then(|c| shell.column_index(c));
+    // A transaction of its own, even inside the caller's block.
+    let own = TxnContext::new(db.engine.clone());
+    let moved = cluster.write_rows(&own, layout, column, &batches).await;
+    let dist = own.take_dist();
+    if let Err(e) = moved {
+        if let Some(d) = dist {
+            cluster.abort(d).await;
+        }
+        return Err(e);
+    }
+    if let Some(d) = dist {
+        cluster.commit(d).await?;
+    }
+    let mut ws = WriteSet::default();
+    ws.tables.insert(
+        shell.id,
+        TableWrites {
+            truncate: true,
+            ..Default::default()
+        },
+    );
+    db.engine.commit(ws).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(sql: &str) -> Statement {
+        let db = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
+        datafusion::sql::sqlparser::parser::Parser::parse_sql(&db, sql)
+            .unwrap()
+            .remove(0)
+    }
+
+    #[test]
+    fn utility_calls_are_recognised() {
+        let c = utility_call(&parse(
+            "SELECT create_distributed_table('events', 'tenant', shard_count => 8, colocate_with => 'x')",
+        ))
+        .unwrap();
+        assert_eq!(c.name, "create_distributed_table");
+        assert_eq!(c.args, vec!["events", "tenant"]);
+        assert_eq!(arg(&c, 2, "shard_count"), Some("8"));
+        assert_eq!(arg(&c, 3, "colocate_with"), Some("x"));
+        assert!(utility_call(&parse("SELECT create_reference_table('r')")).is_some());
+        assert!(utility_call(&parse("SELECT lower('r')")).is_none());
+        assert!(utility_call(&parse("SELECT create_reference_table('r') FROM t")).is_none());
+    }
+}

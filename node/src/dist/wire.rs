@@ -1,0 +1,163 @@
+//! What travels between coordinator and workers over Arrow Flight.
+//!
+//! Step in the flow: the coordinator's [`super::client`] encodes, the
+//! worker's [`super::worker`] decodes. Everything is JSON except row data,
+//! which is Arrow IPC in Flight messages:
+//! - `do_get` ticket: [`QueryTicket`] (a SQL fragment over shard tables);
+//! - `do_put` descriptor command: [`PutCommand`] (rows for one shard table);
+//! - `do_action` type + body: [`Action`], answered by [`ActionReply`].
+//!
+//! Errors cross as a `tonic::Status` whose message is a [`WireError`] in
+//! JSON, so a unique violation on a shard still reaches the client as 23505.
+
+use std::collections::HashSet;
+use std::sync::{Mutex, OnceLock};
+
+use serde::{Deserialize, Serialize};
+
+use crate::sql::SqlError;
+use crate::storage::table::TableMeta;
+
+/// A SQL fragment to run on a worker, inside transaction `gid` if given
+/// (so it sees that transaction's own writes).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QueryTicket {
+    pub sql: String,
+    pub gid: Option<String>,
+}
+
+/// Rows for shard table `table`, staged in transaction `gid`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PutCommand {
+    pub gid: String,
+    pub table: String,
+}
+
+/// A `do_action` request; the Flight action type is [`Action::kind`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Action {
+    /// Create a shard table (`meta.name` is the shard table's name).
+    CreateShard { meta: TableMeta },
+    /// Drop shard tables (missing ones are fine).
+    DropShards { names: Vec<String> },
+    /// Run DML or DDL statements inside transaction `gid`.
+    Exec { gid: String, sql: String },
+    /// Make `gid`'s writes durable and promise to commit them on request.
+    Prepare { gid: String },
+    /// Commit `gid` (prepared, or still open: one-phase commit).
+    Commit { gid: String },
+    /// Forget `gid` and its writes.
+    Abort { gid: String },
+    /// The transactions the worker knows.
+    ListTxns,
+}
+
+impl Action {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Action::CreateShard { .. } => "create_shard",
+            Action::DropShards { .. } => "drop_shards",
+            Action::Exec { .. } => "exec",
+            Action::Prepare { .. } => "prepare",
+            Action::Commit { .. } => "commit",
+            Action::Abort { .. } => "abort",
+            Action::ListTxns => "list_txns",
+        }
+    }
+}
+
+/// A transaction as a worker reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnEntry {
+    pub gid: String,
+    pub prepared: bool,
+}
+
+/// The answer to an [`Action`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ActionReply {
+    /// Rows affected (`Exec`), rows staged (`do_put`).
+    pub rows: u64,
+    /// `ListTxns`.
+    pub txns: Vec<TxnEntry>,
+}
+
+/// A [`SqlError`] on the wire.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WireError {
+    pub sqlstate: String,
+    pub message: String,
+    pub detail: Option<String>,
+}
+
+impl From<&SqlError> for WireError {
+    fn from(e: &SqlError) -> Self {
+        WireError {
+            sqlstate: e.sqlstate.to_string(),
+            message: e.message.clone(),
+            detail: e.detail.clone(),
+        }
+    }
+}
+
+/// SQLSTATEs as `&'static str`: a 5-character code is interned once.
+fn intern_sqlstate(code: &str) -> &'static str {
+    static CODES: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+    if code.len() != 5 || !code.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return "XX000";
+    }
+    let set = CODES.get_or_init(|| Mutex::new(HashSet::new()));
+    let Ok(mut set) = set.lock() else {
+        return "XX000";
+    };
+    if let Some(c) = set.get(code) {
+        return c;
+    }
+    let leaked: &'static str = Box::leak(code.to_owned().into_boxed_str());
+    set.insert(leaked);
+    leaked
+}
+
+impl WireError {
+    pub fn into_sql(self) -> SqlError {
+        let mut e = SqlError::new(intern_sqlstate(&self.sqlstate), self.message);
+        e.detail = self.detail;
+        e
+    }
+}
+
+/// A `Status` carrying `e` (the worker side).
+pub fn status_of(e: &SqlError) -> tonic::Status {
+    let body = serde_json::to_string(&WireError::from(e)).unwrap_or_else(|_| e.message.clone());
+    tonic::Status::aborted(body)
+}
+
+/// The [`SqlError`] in a `Status` from a worker, or `None` when the status
+/// is a transport or protocol failure rather than a SQL error.
+pub fn sql_of(status: &tonic::Status) -> Option<SqlError> {
+    if status.code() != tonic::Code::Aborted {
+        return None;
+    }
+    serde_json::from_str::<WireError>(status.message())
+        .ok()
+        .map(WireError::into_sql)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sql_errors_cross_with_their_sqlstate() {
+        let e = SqlError::new("23505", "duplicate key").with_detail("Key (id)=(1)");
+        let back = sql_of(&status_of(&e)).unwrap();
+        assert_eq!(back.sqlstate, "23505");
+        assert_eq!(back.message, "duplicate key");
+        assert_eq!(back.detail.as_deref(), Some("Key (id)=(1)"));
+        assert!(sql_of(&tonic::Status::unavailable("down")).is_none());
+        assert_eq!(intern_sqlstate("bad"), "XX000");
+        let a = serde_json::to_string(&Action::Prepare { gid: "g".into() }).unwrap();
+        assert!(a.contains("\"kind\":\"prepare\""), "{a}");
+    }
+}

@@ -1,0 +1,283 @@
+//! The worker's Arrow Flight service on the gRPC port.
+//!
+//! Step in the flow: the coordinator's [`super::client`] calls
+//! - `do_get` with a [`QueryTicket`]: the SQL fragment runs in the worker's
+//!   own DataFusion session over its shard tables and the result streams
+//!   back batch by batch (inside transaction `gid` when it has one open
+//!   here, so a statement sees its own writes);
+//! - `do_put` with a [`PutCommand`] descriptor: the rows are staged in
+//!   open transaction `gid` ([`super::worker_txn`]);
+//! - `do_action` with an [`Action`]: shard DDL, statements in a
+//!   transaction, prepare / commit / abort, and the list of transactions.
+//!
+//! Errors go back as [`super::wire::status_of`], keeping their SQLSTATE.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::{
+    Action as FlightAction, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
+    HandshakeRequest, HandshakeResponse, PollInfo, PutResult, Result as FlightResult, SchemaResult,
+    Ticket,
+};
+use bytes::Bytes;
+use futures::{Stream, StreamExt, TryStreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::wire::{status_of, Action, ActionReply, PutCommand, QueryTicket};
+use super::worker_txn::WorkerTxns;
+use crate::sql::{Database, Outcome, SqlError};
+
+type BoxedStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// Largest Flight message a worker accepts or sends (row batches).
+pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
+
+/// The Flight service of a worker.
+pub struct WorkerFlight {
+    db: Arc<Database>,
+    txns: Arc<WorkerTxns>,
+}
+
+fn bad_request(m: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(m.to_string())
+}
+
+fn flight_status(e: FlightError) -> Status {
+    match e {
+        FlightError::Tonic(s) => *s,
+        other => Status::internal(other.to_string()),
+    }
+}
+
+impl WorkerFlight {
+    pub fn new(db: Arc<Database>, txns: Arc<WorkerTxns>) -> Self {
+        WorkerFlight { db, txns }
+    }
+
+    /// The tonic service, with message limits fit for row batches.
+    pub fn server(self) -> FlightServiceServer<Self> {
+        FlightServiceServer::new(self)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    async fn query(&self, ticket: QueryTicket) -> Result<BoxedStream<FlightData>, SqlError> {
+        if let Some(gid) = &ticket.gid {
+            if let Some(rows) = self.txns.query(gid, &ticket.sql).await {
+                return Ok(encode(futures::stream::iter(rows?.into_iter().map(Ok))));
+            }
+        }
+        let mut session = self.db.session();
+        let stmts = session.parse(&ticket.sql)?;
+        let [stmt] = stmts.as_slice() else {
+            return Err(SqlError::syntax("a fragment must be exactly one query"));
+        };
+        match session.execute(stmt, None, None).await? {
+            Outcome::Rows { df, .. } => {
+                let schema = Arc::new(df.schema().as_arrow().clone());
+                let stream = df.execute_stream().await?;
+                let batches =
+                    stream.map_err(|e| FlightError::Tonic(Box::new(status_of(&SqlError::from(e)))));
+                Ok(Box::pin(
+                    FlightDataEncoderBuilder::new()
+                        .with_schema(schema)
+                        .build(batches)
+                        .map_err(flight_status),
+                ))
+            }
+            Outcome::Batches { schema, batches } => Ok(Box::pin(
+                FlightDataEncoderBuilder::new()
+                    .with_schema(schema)
+                    .build(futures::stream::iter(batches.into_iter().map(Ok)))
+                    .map_err(flight_status),
+            )),
+            _ => Err(SqlError::syntax("a fragment must be a query")),
+        }
+    }
+
+    async fn action(&self, action: Action) -> Result<ActionReply, SqlError> {
+        let mut reply = ActionReply::default();
+        match action {
+            Action::CreateShard { meta } => {
+                self.db.engine.create_table(meta, true).await?;
+            }
+            Action::DropShards { names } => {
+                for n in names {
+                    self.db.engine.drop_table(&n, true).await?;
+                }
+            }
+            Action::Exec { gid, sql } => reply.rows = self.txns.exec(&gid, &sql).await?,
+            Action::Prepare { gid } => self.txns.prepare(&gid).await?,
+            Action::Commit { gid } => self.txns.commit(&gid).await?,
+            Action::Abort { gid } => self.txns.abort(&gid).await?,
+            Action::ListTxns => reply.txns = self.txns.list().await,
+        }
+        Ok(reply)
+    }
+}
+
+fn encode(
+    batches: impl Stream<Item = Result<datafusion::arrow::array::RecordBatch, FlightError>>
+        + Send
+        + 'static,
+) -> BoxedStream<FlightData> {
+    Box::pin(
+        FlightDataEncoderBuilder::new()
+            .build(batches)
+            .map_err(flight_status),
+    )
+}
+
+fn reply_bytes(reply: &ActionReply) -> Result<Bytes, Status> {
+    serde_json::to_vec(reply)
+        .map(Bytes::from)
+        .map_err(|e| Status::internal(e.to_string()))
+}
+
+#[tonic::async_trait]
+impl FlightService for WorkerFlight {
+    type HandshakeStream = BoxedStream<HandshakeResponse>;
+    type ListFlightsStream = BoxedStream<FlightInfo>;
+    type DoGetStream = BoxedStream<FlightData>;
+    type DoPutStream = BoxedStream<PutResult>;
+    type DoExchangeStream = BoxedStream<FlightData>;
+    type DoActionStream = BoxedStream<FlightResult>;
+    type ListActionsStream = BoxedStream<ActionType>;
+
+    async fn handshake(
+        &self,
+        _request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
+        Err(Status::unimplemented(
+            "handshake: no authentication on the cluster network yet",
+        ))
+    }
+
+    async fn list_flights(
+        &self,
+        _request: Request<Criteria>,
+    ) -> Result<Response<Self::ListFlightsStream>, Status> {
+        Err(Status::unimplemented("list_flights"))
+    }
+
+    async fn get_flight_info(
+        &self,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        Err(Status::unimplemented("get_flight_info"))
+    }
+
+    async fn poll_flight_info(
+        &self,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<PollInfo>, Status> {
+        Err(Status::unimplemented("poll_flight_info"))
+    }
+
+    async fn get_schema(
+        &self,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<SchemaResult>, Status> {
+        Err(Status::unimplemented("get_schema"))
+    }
+
+    async fn do_get(
+        &self,
+        request: Request<Ticket>,
+    ) -> Result<Response<Self::DoGetStream>, Status> {
+        let ticket: QueryTicket =
+            serde_json::from_slice(&request.get_ref().ticket).map_err(bad_request)?;
+        tracing::debug!(sql = %ticket.sql, "fragment");
+        let stream = self.query(ticket).await.map_err(|e| status_of(&e))?;
+        Ok(Response::new(stream))
+    }
+
+    async fn do_put(
+        &self,
+        request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoPutStream>, Status> {
+        let mut input = request.into_inner();
+        let first = input
+            .message()
+            .await?
+            .ok_or_else(|| bad_request("do_put without messages"))?;
+        let cmd: PutCommand = first
+            .flight_descriptor
+            .as_ref()
+            .map(|d| serde_json::from_slice(&d.cmd))
+            .transpose()
+            .map_err(bad_request)?
+            .ok_or_else(|| bad_request("do_put needs a descriptor with a put command"))?;
+        let all = futures::stream::once(async move { Ok(first) })
+            .chain(input)
+            .map_err(|s| FlightError::Tonic(Box::new(s)));
+        let batches: Vec<_> = FlightRecordBatchStream::new_from_flight_data(all)
+            .try_collect()
+            .await
+            .map_err(flight_status)?;
+        let rows = self
+            .txns
+            .put(&cmd.gid, &cmd.table, &batches)
+            .await
+            .map_err(|e| status_of(&e))?;
+        let body = reply_bytes(&ActionReply {
+            rows,
+            ..Default::default()
+        })?;
+        let out = futures::stream::once(async move { Ok(PutResult { app_metadata: body }) });
+        Ok(Response::new(Box::pin(out)))
+    }
+
+    async fn do_exchange(
+        &self,
+        _request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        Err(Status::unimplemented("do_exchange"))
+    }
+
+    async fn do_action(
+        &self,
+        request: Request<FlightAction>,
+    ) -> Result<Response<Self::DoActionStream>, Status> {
+        let action: Action =
+            serde_json::from_slice(&request.get_ref().body).map_err(bad_request)?;
+        if action.kind() != request.get_ref().r#type {
+            return Err(bad_request(format!(
+                "action type {} does not match its body ({})",
+                request.get_ref().r#type,
+                action.kind()
+            )));
+        }
+        let reply = self.action(action).await.map_err(|e| status_of(&e))?;
+        let body = reply_bytes(&reply)?;
+        let out = futures::stream::once(async move { Ok(FlightResult { body }) });
+        Ok(Response::new(Box::pin(out)))
+    }
+
+    async fn list_actions(
+        &self,
+        _request: Request<Empty>,
+    ) -> Result<Response<Self::ListActionsStream>, Status> {
+        let kinds = [
+            "create_shard",
+            "drop_shards",
+            "exec",
+            "prepare",
+            "commit",
+            "abort",
+            "list_txns",
+        ];
+        let out = futures::stream::iter(kinds.map(|k| {
+            Ok(ActionType {
+                r#type: k.into(),
+                description: String::new(),
+            })
+        }));
+        Ok(Response::new(Box::pin(out)))
+    }
+}

@@ -1,0 +1,456 @@
+//! A worker's share of distributed transactions, keyed by global id (gid).
+//!
+//! Step in the flow: every write the coordinator sends a worker (Flight
+//! `do_put` rows, `exec` statements) lands in an **open** transaction: a
+//! [`Session`] in a block, invisible to everyone else. Then either
+//! - `commit` of an open transaction commits it at once (one-phase: the
+//!   statement touched only this worker), or
+//! - `prepare` takes its writes out, checks them against the newest
+//!   version, and writes them to `prepared/<gid>.prep` (checksummed,
+//!   fsynced, renamed into place) before answering: from then on the
+//!   worker can commit them even after a crash. `commit` or `abort`
+//!   follows, as the coordinator's Raft-recorded decision says.
+//!
+//! Committing a prepared transaction also inserts its gid into the hidden
+//! table [`COMMITTED_TABLE`] in the same storage commit, so a crash between
+//! that commit and the removal of the file cannot apply it twice: at start
+//! the files whose gid is in the table are deleted, then the table is
+//! emptied.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use parking_lot::Mutex;
+use thiserror::Error;
+
+use super::wire::TxnEntry;
+use crate::sql::{Database, Session, SqlError};
+use crate::storage::codec::{self, Op};
+use crate::storage::table::{ColumnMeta, SqlType, TableMeta};
+use crate::storage::{StorageError, TableWrites, WriteSet};
+
+/// Hidden table of committed prepared gids (see the module docs).
+pub const COMMITTED_TABLE: &str = "__quiver_committed_gids";
+const MAGIC: &[u8; 8] = b"QPREP01\n";
+
+/// Why the prepared-transaction files cannot be used.
+#[derive(Debug, Error)]
+pub enum WorkerTxnError {
+    #[error("prepared transactions in {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("prepared transaction file {path} is damaged: {reason}")]
+    Damaged { path: PathBuf, reason: String },
+    #[error("{0}")]
+    Storage(#[from] StorageError),
+    #[error("{0}")]
+    Sql(#[from] SqlError),
+}
+
+enum Slot {
+    Open(Box<Session>),
+    Prepared(WriteSet),
+}
+
+/// The worker's transactions.
+pub struct WorkerTxns {
+    db: Arc<Database>,
+    dir: PathBuf,
+    slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Slot>>>>>,
+}
+
+fn no_txn(gid: &str) -> SqlError {
+    SqlError::new(
+        "42704",
+        format!("transaction {gid} does not exist on this worker (it may have restarted)"),
+    )
+}
+
+/// A gid names a file, so only a safe alphabet is accepted.
+pub fn check_gid(gid: &str) -> Result<(), SqlError> {
+    let ok = !gid.is_empty()
+        && gid.len() <= 128
+        && gid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(SqlError::new(
+            "22023",
+            format!("invalid transaction id {gid:?}"),
+        ))
+    }
+}
+
+impl WorkerTxns {
+    /// Opens the registry over `data_dir/prepared`, recovering prepared
+    /// transactions left by an earlier run.
+    pub async fn open(db: Arc<Database>, data_dir: &Path) -> Result<Arc<Self>, WorkerTxnError> {
+        let dir = data_dir.join("prepared");
+        let io = |source| WorkerTxnError::Io {
+            path: dir.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&dir).map_err(io)?;
+        let committed_meta = TableMeta {
+            id: 0,
+            name: COMMITTED_TABLE.into(),
+            columns: vec![ColumnMeta {
+                name: "gid".into(),
+                ty: SqlType::Text,
+                nullable: false,
+                default: None,
+            }],
+            primary_key: None,
+            uniques: vec![],
+        };
+        db.engine.create_table(committed_meta, true).await?;
+        let snap = db.engine.snapshot();
+        let done: std::collections::HashSet<String> = match snap.table_by_name(COMMITTED_TABLE) {
+            Some(t) => {
+                let mut s = std::collections::HashSet::new();
+                for b in t.live_batches()? {
+                    if let Some(a) = b.column(0).as_any().downcast_ref::<StringArray>() {
+                        s.extend(a.iter().flatten().map(str::to_owned));
+                    }
+                }
+                s
+            }
+            None => Default::default(),
+        };
+        let mut slots = HashMap::new();
+        for entry in std::fs::read_dir(&dir).map_err(io)? {
+            let path = entry.map_err(io)?.path();
+            let Some(gid) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".prep"))
+                .map(str::to_owned)
+            else {
+                // A `.tmp` left by a crash during prepare: never acknowledged.
+                let _ = std::fs::remove_file(&path);
+                continue;
+            };
+            if done.contains(&gid) {
+                std::fs::remove_file(&path).map_err(io)?;
+                continue;
+            }
+            let ws = read_prepared(&path)?;
+            tracing::info!(%gid, "recovered a prepared transaction; waiting for the coordinator's decision");
+            slots.insert(
+                gid,
+                Arc::new(tokio::sync::Mutex::new(Some(Slot::Prepared(ws)))),
+            );
+        }
+        if let Some(t) = snap.table_by_name(COMMITTED_TABLE) {
+            if t.live_rows() > 0 {
+                let mut ws = WriteSet::default();
+                ws.tables.insert(
+                    t.meta.id,
+                    TableWrites {
+                        truncate: true,
+                        ..Default::default()
+                    },
+                );
+                db.engine.commit(ws).await?;
+            }
+        }
+        Ok(Arc::new(WorkerTxns {
+            db,
+            dir,
+            slots: Mutex::new(slots),
+        }))
+    }
+
+    fn slot(&self, gid: &str, create: bool) -> Option<Arc<tokio::sync::Mutex<Option<Slot>>>> {
+        let mut slots = self.slots.lock();
+        if let Some(s) = slots.get(gid) {
+            return Some(s.clone());
+        }
+        if !create {
+            return None;
+        }
+        let mut session = self.db.session();
+        session.begin_block();
+        let s = Arc::new(tokio::sync::Mutex::new(Some(Slot::Open(Box::new(session)))));
+        slots.insert(gid.to_owned(), s.clone());
+        Some(s)
+    }
+
+    fn forget(&self, gid: &str) {
+        self.slots.lock().remove(gid);
+    }
+
+    /// Runs statements inside open transaction `gid` (created if new).
+    pub async fn exec(&self, gid: &str, sql: &str) -> Result<u64, SqlError> {
+        check_gid(gid)?;
+        let slot = self.slot(gid, true).ok_or_else(|| no_txn(gid))?;
+        let mut guard = slot.lock().await;
+        match guard.as_mut() {
+            Some(Slot::Open(session)) => session.exec_in_block(sql, None).await,
+            Some(Slot::Prepared(_)) => Err(prepared_already(gid)),
+            None => Err(no_txn(gid)),
+        }
+    }
+
+    /// Stages rows for shard table `table` in open transaction `gid`.
+    pub async fn put(
+        &self,
+        gid: &str,
+        table: &str,
+        batches: &[RecordBatch],
+    ) -> Result<u64, SqlError> {
+        check_gid(gid)?;
+        let slot = self.slot(gid, true).ok_or_else(|| no_txn(gid))?;
+        let mut guard = slot.lock().await;
+        match guard.as_mut() {
+            Some(Slot::Open(session)) => session.stage_rows(table, batches),
+            Some(Slot::Prepared(_)) => Err(prepared_already(gid)),
+            None => Err(no_txn(gid)),
+        }
+    }
+
+    /// Runs a query inside open transaction `gid`, if there is one: `None`
+    /// when `gid` is unknown (the query then runs on its own).
+    pub async fn query(&self, gid: &str, sql: &str) -> Option<Result<Vec<RecordBatch>, SqlError>> {
+        let slot = self.slot(gid, false)?;
+        let mut guard = slot.lock().await;
+        let Some(Slot::Open(session)) = guard.as_mut() else {
+            return None;
+        };
+        Some(run_query(session, sql).await)
+    }
+
+    /// Prepares `gid`: its writes are checked and made durable.
+    pub async fn prepare(&self, gid: &str) -> Result<(), SqlError> {
+        check_gid(gid)?;
+        let slot = self.slot(gid, false).ok_or_else(|| no_txn(gid))?;
+        let mut guard = slot.lock().await;
+        let ws = match guard.take() {
+            Some(Slot::Open(mut session)) => match session.take_writes() {
+                Ok(ws) => ws,
+                Err(e) => {
+                    drop(guard);
+                    self.forget(gid);
+                    return Err(e);
+                }
+            },
+            Some(Slot::Prepared(ws)) => {
+                *guard = Some(Slot::Prepared(ws));
+                return Ok(());
+            }
+            None => return Err(no_txn(gid)),
+        };
+        let head = self.db.engine.snapshot();
+        for (id, w) in &ws.tables {
+            if let Err(e) = self.db.engine.precheck(&head, *id, w) {
+                drop(guard);
+                self.forget(gid);
+                return Err(e.into());
+            }
+        }
+        let path = self.dir.join(format!("{gid}.prep"));
+        let written = {
+            let ws = ws.clone();
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || write_prepared(&path, &ws))
+                .await
+                .map_err(|e| SqlError::new("XX000", e.to_string()))?
+        };
+        if let Err(e) = written {
+            drop(guard);
+            self.forget(gid);
+            return Err(SqlError::new("58030", e.to_string()));
+        }
+        *guard = Some(Slot::Prepared(ws));
+        Ok(())
+    }
+
+    /// Commits `gid`: a prepared transaction, or an open one in one phase.
+    /// An unknown gid was committed (or never wrote) already: nothing to do.
+    pub async fn commit(&self, gid: &str) -> Result<(), SqlError> {
+        check_gid(gid)?;
+        let Some(slot) = self.slot(gid, false) else {
+            return Ok(());
+        };
+        let mut guard = slot.lock().await;
+        match guard.take() {
+            Some(Slot::Open(mut session)) => {
+                let ws = session.take_writes()?;
+                let r = self.db.engine.commit(ws).await;
+                drop(guard);
+                self.forget(gid);
+                r?;
+            }
+            Some(Slot::Prepared(ws)) => {
+                let mut with_gid = ws.clone();
+                self.record_gid(&mut with_gid, gid)?;
+                if let Err(e) = self.db.engine.commit(with_gid).await {
+                    // Keep it prepared: the coordinator will ask again.
+                    *guard = Some(Slot::Prepared(ws));
+                    return Err(e.into());
+                }
+                let path = self.dir.join(format!("{gid}.prep"));
+                if let Err(e) = std::fs::remove_file(&path) {
+                    tracing::warn!(%gid, error = %e, "cannot remove a committed prepared file");
+                }
+                drop(guard);
+                self.forget(gid);
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    fn record_gid(&self, ws: &mut WriteSet, gid: &str) -> Result<(), SqlError> {
+        let snap = self.db.engine.snapshot();
+        let t = snap
+            .table_by_name(COMMITTED_TABLE)
+            .ok_or_else(|| SqlError::new("XX000", "the committed-gid table is missing"))?;
+        let schema = Arc::new(Schema::new(vec![Field::new("gid", DataType::Utf8, false)]));
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(vec![gid]))])
+            .map_err(|e| SqlError::new("XX000", e.to_string()))?;
+        ws.tables.entry(t.meta.id).or_default().inserts.push(batch);
+        Ok(())
+    }
+
+    /// Forgets `gid` and its writes (also a prepared one).
+    pub async fn abort(&self, gid: &str) -> Result<(), SqlError> {
+        check_gid(gid)?;
+        if let Some(slot) = self.slot(gid, false) {
+            let mut guard = slot.lock().await;
+            if matches!(guard.take(), Some(Slot::Prepared(_))) {
+                let path = self.dir.join(format!("{gid}.prep"));
+                std::fs::remove_file(&path).map_err(|e| SqlError::new("58030", e.to_string()))?;
+            }
+        }
+        self.forget(gid);
+        Ok(())
+    }
+
+    /// Every transaction this worker holds.
+    pub async fn list(&self) -> Vec<TxnEntry> {
+        let slots: Vec<_> = self
+            .slots
+            .lock()
+            .iter()
+            .map(|(g, s)| (g.clone(), s.clone()))
+            .collect();
+        let mut out = Vec::new();
+        for (gid, slot) in slots {
+            let prepared = match slot.try_lock() {
+                Ok(g) => matches!(g.as_ref(), Some(Slot::Prepared(_))),
+                // Busy: a statement is running in it, so it is open.
+                Err(_) => false,
+            };
+            out.push(TxnEntry { gid, prepared });
+        }
+        out.sort_by(|a, b| a.gid.cmp(&b.gid));
+        out
+    }
+}
+
+fn prepared_already(gid: &str) -> SqlError {
+    SqlError::new(
+        "25000",
+        format!("transaction {gid} is prepared and takes no more writes"),
+    )
+}
+
+/// Runs one query in `session` and collects its rows.
+pub async fn run_query(session: &mut Session, sql: &str) -> Result<Vec<RecordBatch>, SqlError> {
+    let stmts = session.parse(sql)?;
+    let [stmt] = stmts.as_slice() else {
+        return Err(SqlError::syntax("a fragment must be exactly one query"));
+    };
+    match session.execute(stmt, None, None).await? {
+        crate::sql::Outcome::Rows { df, .. } => Ok(df.collect().await?),
+        crate::sql::Outcome::Batches { batches, .. } => Ok(batches),
+        _ => Err(SqlError::syntax("a fragment must be a query")),
+    }
+}
+
+fn write_prepared(path: &Path, ws: &WriteSet) -> Result<(), WorkerTxnError> {
+    let io = |source| WorkerTxnError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut ops = Vec::new();
+    for (id, w) in &ws.tables {
+        if w.truncate {
+            ops.push(Op::Truncate { table: *id });
+        }
+        if !w.deletes.is_empty() {
+            ops.push(Op::Delete {
+                table: *id,
+                rowids: w.deletes.iter().copied().collect(),
+            });
+        }
+        if !w.inserts.is_empty() {
+            ops.push(Op::Insert {
+                table: *id,
+                batches: w.inserts.clone(),
+            });
+        }
+    }
+    let payload = codec::encode(&ops)?;
+    let mut bytes = Vec::with_capacity(payload.len() + 20);
+    bytes.extend_from_slice(MAGIC);
+    bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(&payload);
+    let tmp = path.with_extension("tmp");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp).map_err(io)?;
+        f.write_all(&bytes).map_err(io)?;
+        f.sync_all().map_err(io)?;
+    }
+    std::fs::rename(&tmp, path).map_err(io)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)?;
+    }
+    Ok(())
+}
+
+fn read_prepared(path: &Path) -> Result<WriteSet, WorkerTxnError> {
+    let damaged = |reason: &str| WorkerTxnError::Damaged {
+        path: path.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let bytes = std::fs::read(path).map_err(|source| WorkerTxnError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    if bytes.len() < 20 || &bytes[..8] != MAGIC {
+        return Err(damaged("bad header"));
+    }
+    let crc = u32::from_le_bytes(bytes[8..12].try_into().map_err(|_| damaged("header"))?);
+    let len = u64::from_le_bytes(bytes[12..20].try_into().map_err(|_| damaged("header"))?);
+    let payload = &bytes[20..];
+    if payload.len() as u64 != len || crc32fast::hash(payload) != crc {
+        return Err(damaged("checksum mismatch"));
+    }
+    let mut ws = WriteSet::default();
+    for op in codec::decode(payload)? {
+        match op {
+            Op::Truncate { table } => ws.tables.entry(table).or_default().truncate = true,
+            Op::Delete { table, rowids } => {
+                ws.tables.entry(table).or_default().deletes.extend(rowids)
+            }
+            Op::Insert { table, batches } => {
+                ws.tables.entry(table).or_default().inserts.extend(batches)
+            }
+            _ => return Err(damaged("unexpected operation")),
+        }
+    }
+    Ok(ws)
+}

@@ -1,0 +1,246 @@
+"""Distributed tables on a real cluster: one coordinator and three workers of the quiver binary.
+
+Everything goes through the coordinator's pgwire port with psycopg, as a user would: distribute
+tables, write with INSERT/COPY/UPDATE/DELETE, read with SQL, and compare TPC-H answers with DuckDB.
+Crashes are real SIGKILLs of the processes.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts" / "lib"))
+sys.path.insert(0, str(ROOT / "bench"))
+from servers import QuiverCluster  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("quiver_only")
+
+
+@pytest.fixture
+def quiver_only(target):
+    if target != "quiver":
+        pytest.skip("a Quiver cluster has no PostgreSQL counterpart")
+
+
+@pytest.fixture
+def cluster():
+    c = QuiverCluster(workers=3)
+    try:
+        c.start()
+        c.wait_workers()
+        yield c
+    finally:
+        c.close()
+
+
+def connect(c: QuiverCluster, autocommit: bool = True) -> psycopg.Connection:
+    return psycopg.connect(c.dsn, autocommit=autocommit)
+
+
+def explain(conn, sql: str) -> str:
+    return "\n".join(r[-1] for r in conn.execute(f"EXPLAIN {sql}").fetchall())
+
+
+def test_distributed_table_lifecycle(cluster):
+    with connect(cluster) as c:
+        c.execute("CREATE TABLE events (tenant int NOT NULL, id bigint NOT NULL, payload text, "
+                  "PRIMARY KEY (tenant, id))")
+        c.execute("INSERT INTO events SELECT v % 10, v, 'p' || v FROM generate_series(1, 500) AS t(v)")
+        c.execute("SELECT create_distributed_table('events', 'tenant', shard_count => 8)")
+        # existing rows moved into the shards; the shell is empty but the table reads the same
+        assert c.execute("SELECT count(*), sum(id) FROM events").fetchone() == (500, 125250)
+        assert c.execute("SELECT count(*) FROM pg_dist_shard WHERE logicalrelid = 'events'").fetchone()[0] == 8
+        nodes = c.execute(
+            "SELECT count(DISTINCT p.nodeid) FROM pg_dist_placement p JOIN pg_dist_shard s "
+            "ON p.shardid = s.shardid WHERE s.logicalrelid = 'events'").fetchone()[0]
+        assert nodes == 3
+        assert c.execute("SELECT partmethod, partkey FROM pg_dist_partition "
+                         "WHERE logicalrelid = 'events'").fetchone() == ("h", "tenant")
+
+        # writes are routed; reads by the distribution column touch one shard
+        c.execute("INSERT INTO events VALUES (3, 1000, 'x'), (4, 1001, 'y'), (5, 1002, 'z')")
+        assert c.execute("SELECT payload FROM events WHERE tenant = 4 AND id = 1001").fetchone() == ("y",)
+        plan = explain(c, "SELECT * FROM events WHERE tenant = 4")
+        assert "ShardScanExec" in plan and "shards=1 " in plan, plan
+        plan_all = explain(c, "SELECT * FROM events")
+        assert "shards=8 " in plan_all, plan_all
+
+        # a duplicate key on a shard is 23505 and the session goes on
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            c.execute("INSERT INTO events VALUES (4, 1001, 'dup')")
+        assert c.execute("SELECT count(*) FROM events").fetchone()[0] == 503
+
+        # UPDATE and DELETE reach the shards they can touch
+        assert c.execute("UPDATE events SET payload = 'u' WHERE tenant = 3").rowcount == 51
+        assert c.execute("SELECT count(*) FROM events WHERE payload = 'u'").fetchone()[0] == 51
+        assert c.execute("DELETE FROM events WHERE id > 1000").rowcount == 2
+        with pytest.raises(psycopg.errors.FeatureNotSupported):
+            c.execute("UPDATE events SET tenant = 99 WHERE id = 1")
+
+        # aggregates, joins with a local table, ordering
+        c.execute("CREATE TABLE tenants (tenant int, name text)")
+        c.execute("INSERT INTO tenants SELECT v, 't' || v FROM generate_series(0, 9) AS t(v)")
+        rows = c.execute("SELECT t.name, count(*) FROM events e JOIN tenants t ON e.tenant = t.tenant "
+                         "GROUP BY t.name ORDER BY t.name").fetchall()
+        assert len(rows) == 10 and sum(n for _, n in rows) == 501
+
+        # COPY routes rows too
+        with c.cursor().copy("COPY events (tenant, id, payload) FROM STDIN") as cp:
+            for i in range(2000, 2300):
+                cp.write(f"{i % 7}\t{i}\tcopied\n")
+        assert c.execute("SELECT count(*) FROM events WHERE payload = 'copied'").fetchone()[0] == 300
+
+        c.execute("TRUNCATE events")
+        assert c.execute("SELECT count(*) FROM events").fetchone()[0] == 0
+        c.execute("DROP TABLE events")
+        assert c.execute("SELECT count(*) FROM pg_dist_shard").fetchone()[0] == 0
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            c.execute("SELECT * FROM events")
+
+
+def test_transactions_span_shards(cluster):
+    with connect(cluster) as c:
+        c.execute("CREATE TABLE acct (id int PRIMARY KEY, balance int NOT NULL)")
+        c.execute("SELECT create_distributed_table('acct', 'id', shard_count => 6)")
+        c.execute("INSERT INTO acct SELECT v, 100 FROM generate_series(1, 60) AS t(v)")
+    with connect(cluster, autocommit=False) as a, connect(cluster) as b:
+        a.execute("INSERT INTO acct SELECT v, 1 FROM generate_series(61, 120) AS t(v)")
+        a.execute("UPDATE acct SET balance = balance - 10 WHERE id <= 30")
+        # the writer sees its own writes, others do not, until COMMIT
+        assert a.execute("SELECT count(*), sum(balance) FROM acct").fetchone() == (120, 5760)
+        assert b.execute("SELECT count(*), sum(balance) FROM acct").fetchone() == (60, 6000)
+        a.commit()
+        assert b.execute("SELECT count(*), sum(balance) FROM acct").fetchone() == (120, 5760)
+        a.execute("DELETE FROM acct WHERE id > 60")
+        a.rollback()
+        assert b.execute("SELECT count(*) FROM acct").fetchone()[0] == 120
+        # a failing statement in a multi-shard transaction takes all of it back
+        a.execute("INSERT INTO acct VALUES (500, 1), (501, 1), (502, 1)")
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            a.execute("INSERT INTO acct VALUES (503, 1), (1, 1)")
+        a.rollback()
+        assert b.execute("SELECT count(*) FROM acct WHERE id >= 500").fetchone()[0] == 0
+
+
+def test_reference_table_on_every_worker(cluster):
+    with connect(cluster) as c:
+        c.execute("CREATE TABLE region (r_id int PRIMARY KEY, r_name text)")
+        c.execute("INSERT INTO region VALUES (1, 'north'), (2, 'south')")
+        c.execute("SELECT create_reference_table('region')")
+        placements = c.execute(
+            "SELECT count(*) FROM pg_dist_placement p JOIN pg_dist_shard s ON p.shardid = s.shardid "
+            "WHERE s.logicalrelid = 'region'").fetchone()[0]
+        assert placements == 3
+        c.execute("INSERT INTO region VALUES (3, 'east')")
+        c.execute("CREATE TABLE sales (r_id int, amount int)")
+        c.execute("SELECT create_distributed_table('sales', 'r_id')")
+        c.execute("INSERT INTO sales VALUES (1, 10), (2, 20), (3, 30), (3, 5)")
+        rows = c.execute("SELECT r_name, sum(amount) FROM sales JOIN region USING (r_id) "
+                         "GROUP BY r_name ORDER BY r_name").fetchall()
+        assert rows == [("east", 35), ("north", 10), ("south", 20)]
+    # every worker got every write: the copies agree when read one by one
+    with connect(cluster) as c:
+        assert c.execute("SELECT count(*) FROM region").fetchone()[0] == 3
+
+
+def test_worker_down_is_a_clean_error(cluster):
+    with connect(cluster) as c:
+        c.execute("CREATE TABLE t (k int, v int)")
+        c.execute("SELECT create_distributed_table('t', 'k', shard_count => 6)")
+        c.execute("INSERT INTO t SELECT v, v FROM generate_series(1, 100) AS s(v)")
+        cluster.workers[1].kill()
+        t0 = time.monotonic()
+        with pytest.raises(psycopg.errors.ConnectionFailure) as err:
+            c.execute("SELECT sum(v) FROM t").fetchone()
+        assert time.monotonic() - t0 < 30
+        msg = str(err.value)
+        assert "worker 127.0.0.1:" in msg and "shard" in msg, msg
+        # the session goes on
+        assert c.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_coordinator_sigkill_leaves_all_or_nothing(cluster):
+    batch = 120
+    with connect(cluster) as c:
+        c.execute("CREATE TABLE ledger (id bigint, batch int)")
+        c.execute("SELECT create_distributed_table('ledger', 'id', shard_count => 6)")
+    acked: list[int] = []
+    stop = threading.Event()
+
+    def writer():
+        try:
+            with connect(cluster) as w:
+                for b in range(1, 100000):
+                    if stop.is_set():
+                        return
+                    w.execute(f"INSERT INTO ledger SELECT {b} * 1000 + v, {b} "
+                              f"FROM generate_series(1, {batch}) AS t(v)")
+                    acked.append(b)
+        except psycopg.Error:
+            return
+
+    t = threading.Thread(target=writer)
+    t.start()
+    deadline = time.monotonic() + 60
+    while len(acked) < 5:
+        assert time.monotonic() < deadline and t.is_alive(), "writer made no progress"
+        time.sleep(0.01)
+    cluster.coordinator.kill()
+    stop.set()
+    t.join(30)
+    cluster.coordinator.start()
+    with connect(cluster) as c:
+        # recovery resolves transactions the crash left prepared on the workers
+        deadline = time.monotonic() + 60
+        while True:
+            counts = dict(c.execute("SELECT batch, count(*) FROM ledger GROUP BY batch").fetchall())
+            partial = {b: n for b, n in counts.items() if n != batch}
+            if not partial:
+                break
+            assert time.monotonic() < deadline, f"batches left partial: {partial}"
+            time.sleep(0.2)
+        missing = [b for b in acked if counts.get(b) != batch]
+        assert not missing, f"acknowledged batches lost: {missing}"
+
+
+def test_tpch_matches_duckdb(cluster, tmp_path):
+    import common
+    import tpch
+    sf = 0.01
+    parquet = common.tpch_data(sf, "parquet")
+    csv = common.tpch_data(sf, "csv")
+    # the benchmark's distribution, with fewer shards to keep the test quick
+    setup = [s.replace("')", "', shard_count => 8)") if "distributed" in s and "colocate" not in s else s
+             for s in tpch.DISTRIBUTION]
+    tpch.load_target(cluster.dsn, csv, parquet, setup=setup)
+    with connect(cluster) as c:
+        kinds = dict(c.execute("SELECT logicalrelid, partmethod FROM pg_dist_partition").fetchall())
+        assert kinds == {"orders": "h", "lineitem": "h", "customer": "h", "part": "h",
+                         "partsupp": "h", "supplier": "h", "nation": "n", "region": "n"}
+        co = c.execute("SELECT count(DISTINCT colocationid) FROM pg_dist_partition "
+                       "WHERE logicalrelid IN ('orders', 'lineitem')").fetchone()[0]
+        assert co == 1
+    duck = tpch.DuckDB(parquet, 2)
+    target = tpch.PgWire(cluster.dsn, 300)
+    failures = []
+    for n in range(1, 23):
+        stmts = tpch.load_query(n)
+        ai = tpch.answer_index(stmts)
+        want = duck.run(stmts, ai)
+        try:
+            got = target.run(stmts, ai)
+        except Exception as e:  # report every query, not just the first failure
+            failures.append(f"q{n}: {type(e).__name__}: {e}")
+            target.cleanup_after_error(stmts)
+            continue
+        diff = tpch.compare(got, want, tpch.has_order_by(stmts[ai]))
+        if diff:
+            failures.append(f"q{n}: {diff}")
+    assert not failures, "\n".join(failures)
