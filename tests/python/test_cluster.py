@@ -244,3 +244,37 @@ def test_tpch_matches_duckdb(cluster, tmp_path):
         if diff:
             failures.append(f"q{n}: {diff}")
     assert not failures, "\n".join(failures)
+
+
+def test_colocated_work_runs_on_the_workers(cluster):
+    """Joins of co-located tables, joins with reference tables and aggregates grouped by the
+    distribution column run inside the shard fragments; answers equal the same query over
+    identical local tables on the coordinator."""
+    with connect(cluster) as c:
+        for suffix in ("", "_local"):
+            c.execute(f"CREATE TABLE o{suffix} (ok int, cust int, d date)")
+            c.execute(f"CREATE TABLE l{suffix} (ok int, qty int, price numeric(12,2))")
+            c.execute(f"CREATE TABLE n{suffix} (nk int, name text)")
+            c.execute(f"INSERT INTO o{suffix} SELECT v, v % 5, DATE '2020-01-01' + v "
+                      "FROM generate_series(1, 400) AS t(v)")
+            c.execute(f"INSERT INTO l{suffix} SELECT v % 400 + 1, v, v * 1.5 FROM generate_series(1, 1200) AS t(v)")
+            c.execute(f"INSERT INTO n{suffix} SELECT v, 'n' || v FROM generate_series(0, 4) AS t(v)")
+        c.execute("SELECT create_distributed_table('o', 'ok', shard_count => 4)")
+        c.execute("SELECT create_distributed_table('l', 'ok', colocate_with => 'o')")
+        c.execute("SELECT create_reference_table('n')")
+        queries = [
+            "SELECT o.ok, sum(l.qty), max(l.price) FROM o JOIN l ON o.ok = l.ok "
+            "WHERE o.d > DATE '2020-02-01' GROUP BY o.ok ORDER BY 2 DESC, 1 LIMIT 7",
+            "SELECT n.name, count(*), sum(l.price) FROM o JOIN n ON o.cust = n.nk JOIN l ON l.ok = o.ok "
+            "GROUP BY n.name ORDER BY 1",
+            "SELECT o.cust, count(DISTINCT l.qty % 7) FROM o LEFT JOIN l ON o.ok = l.ok GROUP BY o.cust ORDER BY 1",
+            "SELECT count(*) FROM o WHERE NOT EXISTS (SELECT 1 FROM l WHERE l.ok = o.ok AND l.qty > 1000)",
+        ]
+        for q in queries:
+            local = q.replace(" o ", " o_local o ").replace(" l ", " l_local l ").replace(" n ", " n_local n ")
+            assert c.execute(q).fetchall() == c.execute(local).fetchall(), q
+        plan = explain(c, queries[0])
+        frag = next(line for line in plan.splitlines() if "ShardScanExec" in line)
+        assert "table=fragment_" in frag and "JOIN" in frag and "GROUP BY" in frag, plan
+        plan = explain(c, queries[1])
+        assert "INNER JOIN n" in plan, plan

@@ -53,6 +53,12 @@ pub(crate) fn meta_err(e: impl std::fmt::Display) -> SqlError {
     SqlError::new("XX000", format!("cluster metadata: {e}"))
 }
 
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Cluster({})", self.incarnation)
+    }
+}
+
 impl Cluster {
     pub fn new(api: Arc<MetaApi>, pool: PoolSettings) -> Arc<Self> {
         let incarnation = format!("q{:016x}", rand::random::<u64>());

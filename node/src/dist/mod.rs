@@ -25,6 +25,7 @@ pub mod client;
 pub mod coord;
 pub mod ddl;
 pub mod hash;
+pub mod pushdown;
 pub mod route;
 pub mod scan;
 pub mod table;

@@ -39,6 +39,8 @@ pub struct Fragment {
     pub node: NodeId,
     pub addr: String,
     pub sql: String,
+    /// Table names the worker maps to shard tables (pushed-down fragments).
+    pub tables: Vec<(String, String)>,
 }
 
 /// Reads shards of one distributed table from the workers.
@@ -51,6 +53,8 @@ pub struct ShardScanExec {
     /// The fragments return one `count(*)` each (no column is needed).
     count_only: bool,
     clients: Arc<WorkerClients>,
+    /// Columns of the fragment's result to keep.
+    projection: Option<Vec<usize>>,
     props: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
 }
@@ -77,9 +81,16 @@ impl ShardScanExec {
             gid,
             count_only,
             clients,
+            projection: None,
             props,
             metrics: ExecutionPlanMetricsSet::new(),
         }
+    }
+
+    /// Keeps only these columns of each fragment's result.
+    pub fn with_projection(mut self, projection: Option<Vec<usize>>) -> Self {
+        self.projection = projection;
+        self
     }
 
     pub fn fragments(&self) -> &[Fragment] {
@@ -195,7 +206,9 @@ impl ExecutionPlan for ShardScanExec {
         let ticket = QueryTicket {
             sql: fr.sql.clone(),
             gid: self.gid.clone(),
+            tables: fr.tables.clone(),
         };
+        let projection = self.projection.clone();
         let schema = self.schema.clone();
         let table = self.table.clone();
         let count_only = self.count_only;
@@ -210,7 +223,13 @@ impl ExecutionPlan for ShardScanExec {
                 let _held = &permit;
                 let timer = baseline.elapsed_compute().timer();
                 let out = match r {
-                    Ok(b) => relabel(&schema, b, count_only),
+                    Ok(b) => match &projection {
+                        Some(p) => b
+                            .project(p)
+                            .map_err(DataFusionError::from)
+                            .and_then(|b| relabel(&schema, b, count_only)),
+                        None => relabel(&schema, b, count_only),
+                    },
                     Err(e) => Err(in_shard(
                         super::client::remote_error(&addr, "streaming a query fragment", e),
                         &fr,

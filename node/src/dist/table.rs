@@ -84,6 +84,11 @@ impl DistributedTable {
         }
     }
 
+    /// The table's name.
+    pub fn name(&self) -> &str {
+        &self.shell.name
+    }
+
     fn layout(&self) -> Result<TableLayout> {
         self.cluster.layout(&self.shell.name).ok_or_else(|| {
             ext(SqlError::new(
@@ -236,6 +241,7 @@ impl TableProvider for DistributedTable {
                 node,
                 addr,
                 sql,
+                tables: vec![],
             });
         }
         let gid = state

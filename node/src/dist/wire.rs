@@ -24,6 +24,53 @@ use crate::storage::table::TableMeta;
 pub struct QueryTicket {
     pub sql: String,
     pub gid: Option<String>,
+    /// Table names in `sql` to read as shard tables: `(table, shard table)`.
+    #[serde(default)]
+    pub tables: Vec<(String, String)>,
+}
+
+/// Points every reference to a table of `tables` at its shard table, keeping
+/// the table's name as the alias (so qualified column names still resolve).
+pub fn map_tables(
+    stmt: &mut datafusion::sql::sqlparser::ast::Statement,
+    tables: &[(String, String)],
+) {
+    use datafusion::sql::sqlparser::ast::{
+        Ident, ObjectName, TableAlias, TableFactor, VisitMut, VisitorMut,
+    };
+    struct Mapper<'a>(&'a [(String, String)]);
+    impl VisitorMut for Mapper<'_> {
+        type Break = ();
+        fn pre_visit_table_factor(
+            &mut self,
+            tf: &mut TableFactor,
+        ) -> std::ops::ControlFlow<Self::Break> {
+            if let TableFactor::Table { name, alias, .. } = tf {
+                let bare = name
+                    .0
+                    .last()
+                    .and_then(|p| p.as_ident())
+                    .map(|i| i.value.clone());
+                if let Some((orig, shard)) = bare.and_then(|b| self.0.iter().find(|(t, _)| *t == b))
+                {
+                    *name = ObjectName::from(vec![Ident::new(shard.clone())]);
+                    if alias.is_none() {
+                        *alias = Some(TableAlias {
+                            explicit: true,
+                            name: Ident::new(orig.clone()),
+                            columns: vec![],
+                            at: None,
+                        });
+                    }
+                }
+            }
+            std::ops::ControlFlow::Continue(())
+        }
+    }
+    if tables.is_empty() {
+        return;
+    }
+    let _ = stmt.visit(&mut Mapper(tables));
 }
 
 /// Rows for shard table `table`, staged in transaction `gid`.

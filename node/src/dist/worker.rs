@@ -67,16 +67,17 @@ impl WorkerFlight {
     }
 
     async fn query(&self, ticket: QueryTicket) -> Result<BoxedStream<FlightData>, SqlError> {
+        let mut session = self.db.session();
+        let mut stmts = session.parse(&ticket.sql)?;
+        let [stmt] = stmts.as_mut_slice() else {
+            return Err(SqlError::syntax("a fragment must be exactly one query"));
+        };
+        super::wire::map_tables(stmt, &ticket.tables);
         if let Some(gid) = &ticket.gid {
-            if let Some(rows) = self.txns.query(gid, &ticket.sql).await {
+            if let Some(rows) = self.txns.query(gid, stmt).await {
                 return Ok(encode(futures::stream::iter(rows?.into_iter().map(Ok))));
             }
         }
-        let mut session = self.db.session();
-        let stmts = session.parse(&ticket.sql)?;
-        let [stmt] = stmts.as_slice() else {
-            return Err(SqlError::syntax("a fragment must be exactly one query"));
-        };
         match session.execute(stmt, None, None).await? {
             Outcome::Rows { df, .. } => {
                 let schema = Arc::new(df.schema().as_arrow().clone());

@@ -218,13 +218,17 @@ impl WorkerTxns {
 
     /// Runs a query inside open transaction `gid`, if there is one: `None`
     /// when `gid` is unknown (the query then runs on its own).
-    pub async fn query(&self, gid: &str, sql: &str) -> Option<Result<Vec<RecordBatch>, SqlError>> {
+    pub async fn query(
+        &self,
+        gid: &str,
+        stmt: &datafusion::sql::sqlparser::ast::Statement,
+    ) -> Option<Result<Vec<RecordBatch>, SqlError>> {
         let slot = self.slot(gid, false)?;
         let mut guard = slot.lock().await;
         let Some(Slot::Open(session)) = guard.as_mut() else {
             return None;
         };
-        Some(run_query(session, sql).await)
+        Some(run_query(session, stmt).await)
     }
 
     /// Prepares `gid`: its writes are checked and made durable.
@@ -364,11 +368,10 @@ fn prepared_already(gid: &str) -> SqlError {
 }
 
 /// Runs one query in `session` and collects its rows.
-pub async fn run_query(session: &mut Session, sql: &str) -> Result<Vec<RecordBatch>, SqlError> {
-    let stmts = session.parse(sql)?;
-    let [stmt] = stmts.as_slice() else {
-        return Err(SqlError::syntax("a fragment must be exactly one query"));
-    };
+pub async fn run_query(
+    session: &mut Session,
+    stmt: &datafusion::sql::sqlparser::ast::Statement,
+) -> Result<Vec<RecordBatch>, SqlError> {
     match session.execute(stmt, None, None).await? {
         crate::sql::Outcome::Rows { df, .. } => Ok(df.collect().await?),
         crate::sql::Outcome::Batches { batches, .. } => Ok(batches),

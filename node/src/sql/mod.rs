@@ -91,6 +91,9 @@ impl Database {
             crate::dist::Cluster::new(api, crate::dist::client::PoolSettings::default())
         });
         if let Some(c) = &cluster {
+            base.add_optimizer_rule(std::sync::Arc::new(
+                crate::dist::pushdown::FragmentPushdown::new(c.clone()),
+            ));
             schema.set_cluster(c.clone());
             crate::dist::catalog::install(&schema, c);
         }

@@ -1,0 +1,412 @@
+//! Pushing co-located work into the shard fragments.
+//!
+//! Step in the flow: [`FragmentPushdown`] is a DataFusion optimizer rule on
+//! a coordinator, run after DataFusion's own rules. It looks for maximal
+//! subtrees of the logical plan that every shard can answer alone:
+//! - scans of distributed tables of one co-location group, and of
+//!   reference tables (a copy on every worker);
+//! - filters and projections over them (no subqueries);
+//! - joins of co-located tables on their distribution columns (any join
+//!   type), and joins with a reference table that never emit the reference
+//!   side's unmatched rows;
+//! - aggregates grouped by a distribution column.
+//!
+//! Such a subtree that holds a join or an aggregate is replaced by a scan
+//! of a [`FragmentTable`]: its SQL (DataFusion's unparser) runs once per
+//! shard index on the worker holding that index of every table in it, each
+//! table name mapped to that shard's table by the worker. A projection on
+//! top gives the fragment's columns back their original names, so the rest
+//! of the plan (merging on the coordinator) is untouched.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{Column, DataFusionError, Result, TableReference};
+use datafusion::datasource::{provider_as_source, source_as_provider, TableType};
+use datafusion::logical_expr::{
+    Expr, JoinType, LogicalPlan, LogicalPlanBuilder, Projection, TableScan,
+};
+use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
+use datafusion::physical_plan::ExecutionPlan;
+
+use super::coord::Cluster;
+use super::route::TableLayout;
+use super::scan::{Fragment, ShardScanExec};
+use super::shard_table_name;
+use super::table::DistributedTable;
+use crate::meta::state::TableKind;
+use crate::sql::txn::TxnContext;
+
+/// Where a subtree can run.
+#[derive(Debug, Clone)]
+struct Local {
+    /// Co-location group of the sharded tables; `None`: reference tables only.
+    group: Option<u64>,
+    /// Columns (qualifier, name) holding the distribution column value.
+    dist_cols: BTreeSet<(Option<String>, String)>,
+    /// Tables scanned (distributed and reference).
+    tables: BTreeSet<String>,
+    /// Holds a join or an aggregate (worth pushing down).
+    heavy: bool,
+}
+
+/// The optimizer rule (see the module docs).
+#[derive(Debug)]
+pub struct FragmentPushdown {
+    cluster: Arc<Cluster>,
+}
+
+impl FragmentPushdown {
+    pub fn new(cluster: Arc<Cluster>) -> Self {
+        FragmentPushdown { cluster }
+    }
+
+    fn scan_locality(&self, scan: &TableScan) -> Option<Local> {
+        if scan.fetch.is_some() {
+            return None;
+        }
+        let provider = source_as_provider(&scan.source).ok()?;
+        let table = provider.downcast_ref::<DistributedTable>()?;
+        let layout = self.cluster.layout(table.name())?;
+        let qualifier = Some(scan.table_name.to_string());
+        let (group, dist_cols) = match &layout.info.kind {
+            TableKind::Hash {
+                column,
+                colocation_id,
+            } => (
+                Some(*colocation_id),
+                [(qualifier, column.clone())].into_iter().collect(),
+            ),
+            TableKind::Reference => (None, BTreeSet::new()),
+            TableKind::Range { .. } => return None,
+        };
+        Some(Local {
+            group,
+            dist_cols,
+            tables: [layout.info.name.clone()].into_iter().collect(),
+            heavy: false,
+        })
+    }
+
+    fn locality(&self, plan: &LogicalPlan) -> Option<Local> {
+        match plan {
+            LogicalPlan::TableScan(scan) => self.scan_locality(scan),
+            LogicalPlan::Filter(f) if !has_subquery(&f.predicate) => self.locality(&f.input),
+            LogicalPlan::Projection(p) if !p.expr.iter().any(has_subquery) => {
+                let mut l = self.locality(&p.input)?;
+                // Distribution columns passed through (possibly renamed).
+                let mut kept = BTreeSet::new();
+                for (e, (q, f)) in p.expr.iter().zip(p.schema.iter()) {
+                    if let Some(c) = column_of(e) {
+                        if is_dist(&l, &c) {
+                            kept.insert((q.map(|q| q.to_string()), f.name().clone()));
+                        }
+                    }
+                }
+                l.dist_cols = kept;
+                Some(l)
+            }
+            LogicalPlan::SubqueryAlias(a) => {
+                let mut l = self.locality(&a.input)?;
+                let alias = a.alias.to_string();
+                l.dist_cols = l
+                    .dist_cols
+                    .into_iter()
+                    .map(|(_, n)| (Some(alias.clone()), n))
+                    .collect();
+                Some(l)
+            }
+            LogicalPlan::Join(j) => {
+                if j.filter.as_ref().is_some_and(has_subquery) {
+                    return None;
+                }
+                let l = self.locality(&j.left)?;
+                let r = self.locality(&j.right)?;
+                let group = match (l.group, r.group) {
+                    (Some(a), Some(b)) => {
+                        let paired = a == b
+                            && j.on.iter().any(|(le, re)| {
+                                column_of(le).is_some_and(|c| is_dist(&l, &c))
+                                    && column_of(re).is_some_and(|c| is_dist(&r, &c))
+                            });
+                        if !paired {
+                            return None;
+                        }
+                        Some(a)
+                    }
+                    // The reference side must never emit unmatched rows.
+                    (Some(a), None) => {
+                        let ok = matches!(
+                            j.join_type,
+                            JoinType::Inner
+                                | JoinType::Left
+                                | JoinType::LeftSemi
+                                | JoinType::LeftAnti
+                        );
+                        if !ok {
+                            return None;
+                        }
+                        Some(a)
+                    }
+                    (None, Some(b)) => {
+                        let ok = matches!(
+                            j.join_type,
+                            JoinType::Inner
+                                | JoinType::Right
+                                | JoinType::RightSemi
+                                | JoinType::RightAnti
+                        );
+                        if !ok {
+                            return None;
+                        }
+                        Some(b)
+                    }
+                    (None, None) => None,
+                };
+                let mut dist_cols = l.dist_cols;
+                dist_cols.extend(r.dist_cols);
+                let mut tables = l.tables;
+                tables.extend(r.tables);
+                Some(Local {
+                    group,
+                    dist_cols,
+                    tables,
+                    heavy: true,
+                })
+            }
+            LogicalPlan::Aggregate(a) => {
+                let l = self.locality(&a.input)?;
+                if a.aggr_expr.iter().any(has_subquery) {
+                    return None;
+                }
+                let grouped_by_dist = a
+                    .group_expr
+                    .iter()
+                    .any(|g| column_of(g).is_some_and(|c| is_dist(&l, &c)));
+                if l.group.is_none() || !grouped_by_dist {
+                    return None;
+                }
+                let mut kept = BTreeSet::new();
+                for (e, (q, f)) in a.group_expr.iter().zip(a.schema.iter()) {
+                    if column_of(e).is_some_and(|c| is_dist(&l, &c)) {
+                        kept.insert((q.map(|q| q.to_string()), f.name().clone()));
+                    }
+                }
+                Some(Local {
+                    dist_cols: kept,
+                    heavy: true,
+                    ..l
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// Replaces `plan` (a local subtree) by a fragment scan, or `None` when
+    /// its SQL cannot be written.
+    fn fragment(&self, plan: &LogicalPlan, local: &Local) -> Option<LogicalPlan> {
+        // Name every output column c0, c1, ... in order: the worker's result
+        // is then read by position.
+        let named: Vec<Expr> = plan
+            .schema()
+            .iter()
+            .enumerate()
+            .map(|(i, (q, f))| {
+                Expr::Column(Column::new(q.cloned(), f.name())).alias(format!("c{i}"))
+            })
+            .collect();
+        let wrapped = Projection::try_new(named, Arc::new(plan.clone())).ok()?;
+        let sql = datafusion::sql::unparser::plan_to_sql(&LogicalPlan::Projection(wrapped))
+            .ok()?
+            .to_string();
+        let state = self.cluster.snapshot();
+        let layouts: Vec<TableLayout> = local
+            .tables
+            .iter()
+            .map(|t| TableLayout::of(&state, t))
+            .collect::<Option<_>>()?;
+        let count = layouts
+            .iter()
+            .filter(|l| !l.is_reference())
+            .map(|l| l.shards.len())
+            .max()?;
+        // Shard index i of every sharded table lives on the same node (co-location);
+        // reference tables have a copy there too.
+        let mut fragments = Vec::with_capacity(count);
+        for i in 0..count {
+            let anchor = layouts.iter().find(|l| !l.is_reference())?;
+            let (node, addr) = anchor.read_placement(&anchor.shards[i]).ok()?;
+            let mut tables = Vec::new();
+            for l in &layouts {
+                let shard = if l.is_reference() {
+                    l.shards.first()?
+                } else {
+                    l.shards.get(i)?
+                };
+                if !shard.placements.iter().any(|(n, _)| *n == node) {
+                    return None;
+                }
+                tables.push((
+                    l.info.name.clone(),
+                    shard_table_name(&l.info.name, shard.shard_id),
+                ));
+            }
+            fragments.push(Fragment {
+                shard_id: anchor.shards[i].shard_id,
+                node,
+                addr,
+                sql: sql.clone(),
+                tables,
+            });
+        }
+        let df_schema = plan.schema();
+        let fields: Vec<Field> = df_schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| f.as_ref().clone().with_name(format!("c{i}")))
+            .collect();
+        let name = format!(
+            "fragment_{}",
+            local.tables.iter().cloned().collect::<Vec<_>>().join("_")
+        );
+        let table = Arc::new(FragmentTable {
+            cluster: self.cluster.clone(),
+            name: name.clone(),
+            schema: Arc::new(Schema::new(fields)),
+            fragments,
+        });
+        let scan = LogicalPlanBuilder::scan(name.clone(), provider_as_source(table), None)
+            .ok()?
+            .build()
+            .ok()?;
+        let exprs: Vec<Expr> = df_schema
+            .iter()
+            .enumerate()
+            .map(|(i, (q, f))| {
+                let c = Expr::Column(Column::new(
+                    Some(TableReference::bare(name.clone())),
+                    format!("c{i}"),
+                ));
+                c.alias_qualified(q.cloned(), f.name())
+            })
+            .collect();
+        Projection::try_new(exprs, Arc::new(scan))
+            .ok()
+            .map(LogicalPlan::Projection)
+    }
+
+    fn rewrite_down(&self, plan: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
+        if let Some(local) = self.locality(&plan) {
+            if local.heavy && local.group.is_some() {
+                if let Some(p) = self.fragment(&plan, &local) {
+                    return Ok(Transformed::yes(p));
+                }
+            }
+        }
+        plan.map_children(|c| self.rewrite_down(c))
+    }
+}
+
+fn has_subquery(e: &Expr) -> bool {
+    e.exists(|x| {
+        Ok(matches!(
+            x,
+            Expr::ScalarSubquery(_)
+                | Expr::Exists(_)
+                | Expr::InSubquery(_)
+                | Expr::OuterReferenceColumn(..)
+        ))
+    })
+    .unwrap_or(true)
+}
+
+fn column_of(e: &Expr) -> Option<Column> {
+    match e {
+        Expr::Column(c) => Some(c.clone()),
+        Expr::Alias(a) => column_of(&a.expr),
+        Expr::Cast(c) => column_of(&c.expr),
+        _ => None,
+    }
+}
+
+fn is_dist(l: &Local, c: &Column) -> bool {
+    let q = c.relation.as_ref().map(|r| r.to_string());
+    l.dist_cols.contains(&(q.clone(), c.name.clone()))
+        || (q.is_none() && l.dist_cols.iter().any(|(_, n)| *n == c.name))
+}
+
+impl OptimizerRule for FragmentPushdown {
+    fn name(&self) -> &str {
+        "quiver_fragment_pushdown"
+    }
+
+    fn supports_rewrite(&self) -> bool {
+        true
+    }
+
+    fn rewrite(
+        &self,
+        plan: LogicalPlan,
+        _config: &dyn OptimizerConfig,
+    ) -> Result<Transformed<LogicalPlan>> {
+        self.rewrite_down(plan)
+    }
+}
+
+/// The result of one pushed-down subtree, as a table of positional columns.
+#[derive(Debug)]
+pub struct FragmentTable {
+    cluster: Arc<Cluster>,
+    name: String,
+    schema: SchemaRef,
+    fragments: Vec<Fragment>,
+}
+
+#[async_trait]
+impl TableProvider for FragmentTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Temporary
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let gid = state
+            .config()
+            .get_extension::<TxnContext>()
+            .and_then(|t| t.dist_gid());
+        let schema = match projection {
+            Some(p) => Arc::new(self.schema.project(p)?),
+            None => self.schema.clone(),
+        };
+        if self.fragments.is_empty() {
+            return Err(DataFusionError::Internal(
+                "a fragment table without shards".into(),
+            ));
+        }
+        Ok(Arc::new(
+            ShardScanExec::new(
+                self.name.clone(),
+                schema,
+                self.fragments.clone(),
+                gid,
+                false,
+                self.cluster.clients.clone(),
+            )
+            .with_projection(projection.cloned()),
+        ))
+    }
+}
