@@ -269,6 +269,11 @@ def test_colocated_work_runs_on_the_workers(cluster):
             "GROUP BY n.name ORDER BY 1",
             "SELECT o.cust, count(DISTINCT l.qty % 7) FROM o LEFT JOIN l ON o.ok = l.ok GROUP BY o.cust ORDER BY 1",
             "SELECT count(*) FROM o WHERE NOT EXISTS (SELECT 1 FROM l WHERE l.ok = o.ok AND l.qty > 1000)",
+            # partial aggregates on the shards, final ones on the coordinator
+            "SELECT l.qty % 3 AS k, count(*), sum(l.price), avg(l.price), min(l.qty), max(l.qty) "
+            "FROM l GROUP BY l.qty % 3 ORDER BY 1",
+            "SELECT count(*), avg(l.qty), sum(l.price) FROM l WHERE l.qty > 10",
+            "SELECT o.cust, count(*), avg(l.qty) FROM o JOIN l ON o.ok = l.ok GROUP BY o.cust ORDER BY 1",
         ]
         for q in queries:
             local = q.replace(" o ", " o_local o ").replace(" l ", " l_local l ").replace(" n ", " n_local n ")
@@ -278,3 +283,6 @@ def test_colocated_work_runs_on_the_workers(cluster):
         assert "table=fragment_" in frag and "JOIN" in frag and "GROUP BY" in frag, plan
         plan = explain(c, queries[1])
         assert "INNER JOIN n" in plan, plan
+        plan = explain(c, queries[4])
+        frag = next(line for line in plan.splitlines() if "ShardScanExec" in line)
+        assert "count(" in frag and "GROUP BY" in frag, plan

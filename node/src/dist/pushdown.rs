@@ -27,8 +27,10 @@ use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Column, DataFusionError, Result, TableReference};
 use datafusion::datasource::{provider_as_source, source_as_provider, TableType};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::functions_aggregate::expr_fn as agg;
 use datafusion::logical_expr::{
-    Expr, JoinType, LogicalPlan, LogicalPlanBuilder, Projection, TableScan,
+    Aggregate, Cast, Expr, JoinType, LogicalPlan, LogicalPlanBuilder, Projection, TableScan,
 };
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 use datafusion::physical_plan::ExecutionPlan;
@@ -308,7 +310,115 @@ impl FragmentPushdown {
                 }
             }
         }
+        if let LogicalPlan::Aggregate(a) = &plan {
+            if let Some(p) = self.split_aggregate(a) {
+                return Ok(Transformed::yes(p));
+            }
+        }
         plan.map_children(|c| self.rewrite_down(c))
+    }
+
+    /// An aggregate over a shard-local input, not grouped by the
+    /// distribution column: partial aggregates run in the fragments, the
+    /// final ones on the coordinator. `None` when an aggregate cannot be
+    /// split (DISTINCT, FILTER, ORDER BY, or a function other than sum,
+    /// count, min, max and avg).
+    fn split_aggregate(&self, a: &Aggregate) -> Option<LogicalPlan> {
+        let local = self.locality(&a.input)?;
+        local.group?;
+        if a.group_expr.iter().any(|g| matches!(g, Expr::GroupingSet(_))) {
+            return None;
+        }
+        let ng = a.group_expr.len();
+        let mut partial = Vec::new();
+        // Per original aggregate: the final expression's parts.
+        let mut finals: Vec<(String, Vec<usize>)> = Vec::new();
+        for e in &a.aggr_expr {
+            let inner = match e {
+                Expr::Alias(al) => al.expr.as_ref(),
+                other => other,
+            };
+            let Expr::AggregateFunction(f) = inner else {
+                return None;
+            };
+            let p = &f.params;
+            if p.distinct || p.filter.is_some() || !p.order_by.is_empty() || p.args.len() != 1 {
+                return None;
+            }
+            let arg = p.args[0].clone();
+            let name = f.func.name().to_ascii_lowercase();
+            let first = partial.len();
+            match name.as_str() {
+                "sum" => partial.push(agg::sum(arg)),
+                "count" => partial.push(agg::count(arg)),
+                "min" => partial.push(agg::min(arg)),
+                "max" => partial.push(agg::max(arg)),
+                "avg" => {
+                    partial.push(agg::sum(arg.clone()));
+                    partial.push(agg::count(arg));
+                }
+                _ => return None,
+            }
+            finals.push((name, (first..partial.len()).collect()));
+        }
+        let partial: Vec<Expr> = partial
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| e.alias(format!("p{i}")))
+            .collect();
+        let lower = LogicalPlan::Aggregate(
+            Aggregate::try_new(a.input.clone(), a.group_expr.clone(), partial).ok()?,
+        );
+        let lower_local = Local {
+            heavy: true,
+            ..local
+        };
+        let frag = self.fragment(&lower, &lower_local)?;
+        let fs = frag.schema().clone();
+        let group_cols: Vec<Expr> = fs
+            .iter()
+            .take(ng)
+            .map(|(q, f)| Expr::Column(Column::new(q.cloned(), f.name())))
+            .collect();
+        let pcol = |i: usize| Expr::Column(Column::new_unqualified(format!("p{i}")));
+        let mut upper_aggs = Vec::new();
+        for (name, parts) in &finals {
+            let e = match name.as_str() {
+                "min" => agg::min(pcol(parts[0])),
+                "max" => agg::max(pcol(parts[0])),
+                // sum of sums, sum of counts; avg from both
+                _ => agg::sum(pcol(parts[0])),
+            };
+            upper_aggs.push(e.alias(format!("f{}", parts[0])));
+            if name == "avg" {
+                upper_aggs.push(agg::sum(pcol(parts[1])).alias(format!("f{}", parts[1])));
+            }
+        }
+        let upper = LogicalPlan::Aggregate(
+            Aggregate::try_new(Arc::new(frag), group_cols, upper_aggs).ok()?,
+        );
+        let us = upper.schema().clone();
+        let fcol = |i: usize| Expr::Column(Column::new_unqualified(format!("f{i}")));
+        let mut out = Vec::new();
+        for (i, (q, f)) in a.schema.iter().enumerate() {
+            let e = if i < ng {
+                let (uq, uf) = us.qualified_field(i);
+                Expr::Column(Column::new(uq.cloned(), uf.name()))
+            } else {
+                let (name, parts) = &finals[i - ng];
+                let e = if name == "avg" {
+                    Expr::Cast(Cast::new(Box::new(fcol(parts[0])), DataType::Float64))
+                        / Expr::Cast(Cast::new(Box::new(fcol(parts[1])), DataType::Float64))
+                } else {
+                    fcol(parts[0])
+                };
+                Expr::Cast(Cast::new(Box::new(e), f.data_type().clone()))
+            };
+            out.push(e.alias_qualified(q.cloned(), f.name()));
+        }
+        Projection::try_new(out, Arc::new(upper))
+            .ok()
+            .map(LogicalPlan::Projection)
     }
 }
 
