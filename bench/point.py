@@ -29,11 +29,14 @@ def expected_row(i: int) -> tuple[str, int]:
     return (f"value-{i:08d}-{(i * 2654435761) % 1000003:07d}", i * 7 - 3)
 
 
-def load(dsn: str, rows: int, analyze: bool) -> float:
+def load(dsn: str, rows: int, analyze: bool, setup: list[str] | tuple = ()) -> float:
+    """Create and fill point_kv (running `setup`, e.g. distributing it, before the COPY)."""
     import psycopg
     with psycopg.connect(dsn, autocommit=True) as c:
         c.execute("DROP TABLE IF EXISTS point_kv")
         c.execute("CREATE TABLE point_kv (id INTEGER PRIMARY KEY, v TEXT NOT NULL, n BIGINT NOT NULL)")
+        for stmt in setup:
+            c.execute(stmt)
         t0 = time.perf_counter()
         cur = c.cursor()
         with cur.copy("COPY point_kv (id, v, n) FROM STDIN") as cp:

@@ -22,6 +22,7 @@ case "$what" in
   tpch)  run tpch.py "$@" ;;
   copy)  run copy_ingest.py "$@" ;;
   point) run point.py "$@" ;;
+  cluster) run cluster.py "$@" ;;
   all)
     # --sf is for tpch and copy; point ignores it
     run tpch.py "$@"

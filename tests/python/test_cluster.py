@@ -116,7 +116,12 @@ def test_transactions_span_shards(cluster):
         # the writer sees its own writes, others do not, until COMMIT
         assert a.execute("SELECT count(*), sum(balance) FROM acct").fetchone() == (120, 5760)
         assert b.execute("SELECT count(*), sum(balance) FROM acct").fetchone() == (60, 6000)
+        # the router path (a point query on the key goes to one shard) too, with parameters
+        assert a.execute("SELECT balance FROM acct WHERE id = %s", (61,)).fetchone() == (1,)
+        assert a.execute("SELECT balance FROM acct WHERE id = 7").fetchone() == (90,)
+        assert b.execute("SELECT balance FROM acct WHERE id = %s", (61,)).fetchone() is None
         a.commit()
+        assert b.execute("SELECT balance FROM acct WHERE id = %s", (61,)).fetchone() == (1,)
         assert b.execute("SELECT count(*), sum(balance) FROM acct").fetchone() == (120, 5760)
         a.execute("DELETE FROM acct WHERE id > 60")
         a.rollback()

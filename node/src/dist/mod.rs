@@ -27,6 +27,7 @@ pub mod ddl;
 pub mod hash;
 pub mod pushdown;
 pub mod route;
+pub mod router;
 pub mod scan;
 pub mod table;
 pub mod wire;

@@ -22,12 +22,12 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Column, DataFusionError, Result, TableReference};
 use datafusion::datasource::{provider_as_source, source_as_provider, TableType};
-use datafusion::arrow::datatypes::DataType;
 use datafusion::functions_aggregate::expr_fn as agg;
 use datafusion::logical_expr::{
     Aggregate, Cast, Expr, JoinType, LogicalPlan, LogicalPlanBuilder, Projection, TableScan,
@@ -326,7 +326,10 @@ impl FragmentPushdown {
     fn split_aggregate(&self, a: &Aggregate) -> Option<LogicalPlan> {
         let local = self.locality(&a.input)?;
         local.group?;
-        if a.group_expr.iter().any(|g| matches!(g, Expr::GroupingSet(_))) {
+        if a.group_expr
+            .iter()
+            .any(|g| matches!(g, Expr::GroupingSet(_)))
+        {
             return None;
         }
         let ng = a.group_expr.len();

@@ -333,6 +333,11 @@ impl PointQuery {
         Some(out)
     }
 
+    /// Table column positions of the result.
+    pub fn projection(&self) -> &[usize] {
+        &self.projection
+    }
+
     /// Positions of the key columns in the table.
     pub fn key_columns(&self) -> &[usize] {
         &self.key

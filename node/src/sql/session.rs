@@ -331,22 +331,13 @@ impl Session {
     /// Recognises a point query on a unique key (see [`PointQuery`]).
     pub fn point_query(&self, stmt: &Statement) -> Option<PointQuery> {
         PointQuery::recognize(stmt, &self.db.engine.snapshot())
-            .filter(|q| !self.is_distributed(&q.table.name))
-    }
-
-    /// The table's rows live on the workers (the local table is a shell).
-    fn is_distributed(&self, name: &str) -> bool {
-        self.db
-            .cluster
-            .as_ref()
-            .is_some_and(|c| c.snapshot().table_by_name(name).is_some())
     }
 
     /// Answers a point query from the unique-key index, or `None` when the
     /// general path must run it (pending writes to the table in this
     /// transaction, a key value that does not fit the column, an index not
     /// usable at this snapshot).
-    fn run_point_query(
+    async fn run_point_query(
         &self,
         stmt: &Statement,
         params: Option<&ParamValues>,
@@ -355,8 +346,12 @@ impl Session {
         let Some(q) = PointQuery::recognize(stmt, &snap) else {
             return Ok(None);
         };
-        if self.is_distributed(&q.table.name) {
-            return Ok(None);
+        if let Some(cluster) = &self.db.cluster {
+            // A distributed table: one fragment on the shard's worker (the router path).
+            if let Some(layout) = cluster.layout(&q.table.name) {
+                return crate::dist::router::route_point(cluster, &layout, &q, params, &self.txn)
+                    .await;
+            }
         }
         if self.txn.has_pending(q.table.id) {
             return Ok(None);
@@ -395,7 +390,7 @@ impl Session {
         params: Option<ParamValues>,
     ) -> Result<Outcome, SqlError> {
         if matches!(stmt, Statement::Query(_)) {
-            if let Some(out) = self.run_point_query(stmt, params.as_ref())? {
+            if let Some(out) = self.run_point_query(stmt, params.as_ref()).await? {
                 return Ok(out);
             }
             if let Some(call) = crate::dist::ddl::utility_call(stmt) {
