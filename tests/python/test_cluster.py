@@ -97,6 +97,16 @@ def test_distributed_table_lifecycle(cluster):
                 cp.write(f"{i % 7}\t{i}\tcopied\n")
         assert c.execute("SELECT count(*) FROM events WHERE payload = 'copied'").fetchone()[0] == 300
 
+        # DDL reaches every shard
+        c.execute("ALTER TABLE events ADD COLUMN note text")
+        c.execute("INSERT INTO events VALUES (1, 5000, 'n', 'hello')")
+        assert c.execute("SELECT note FROM events WHERE tenant = 1 AND id = 5000").fetchone() == ("hello",)
+        assert c.execute("SELECT count(*) FROM events WHERE note IS NULL").fetchone()[0] == 801
+        c.execute("ALTER TABLE events DROP COLUMN note")
+        assert [d.name for d in c.execute("SELECT * FROM events LIMIT 1").description] == ["tenant", "id", "payload"]
+        with pytest.raises(psycopg.errors.FeatureNotSupported):
+            c.execute("ALTER TABLE events DROP COLUMN tenant")
+
         c.execute("TRUNCATE events")
         assert c.execute("SELECT count(*) FROM events").fetchone()[0] == 0
         c.execute("DROP TABLE events")

@@ -21,6 +21,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 
 use super::coord::{meta_err, Cluster};
+use super::route::TableLayout;
 use super::shard_table_name;
 use super::wire::Action;
 use crate::meta::command::{Distribution, MetaCommand, MetaResponse, NewTable};
@@ -342,7 +343,7 @@ fn find_group(
 async fn create_shards(
     cluster: &Cluster,
     shell: &TableMeta,
-    layout: &super::route::TableLayout,
+    layout: &TableLayout,
 ) -> Result<(), SqlError> {
     let mut calls = Vec::new();
     for shard in &layout.shards {
@@ -361,8 +362,80 @@ async fn create_shards(
     Ok(())
 }
 
+/// Refuses schema changes a distributed table cannot take: dropping or
+/// renaming its distribution column.
+pub fn check_alter(layout: &TableLayout, new: &TableMeta) -> Result<(), SqlError> {
+    if let Some(col) = layout.column() {
+        if new.column_index(col).is_none() {
+            return Err(SqlError::unsupported(format!(
+                "cannot drop or rename the distribution column \"{col}\" of a distributed table"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Applies `ALTER TABLE` to every shard of `layout` and records the new
+/// columns in the catalogue. The shell table has already changed.
+pub async fn alter_shards(
+    cluster: &Cluster,
+    layout: &TableLayout,
+    new: &TableMeta,
+    at: &datafusion::sql::sqlparser::ast::AlterTable,
+) -> Result<(), SqlError> {
+    use datafusion::sql::sqlparser::ast::{Ident, ObjectName};
+    let mut calls = Vec::new();
+    for shard in &layout.shards {
+        let mut stmt = at.clone();
+        stmt.name = ObjectName::from(vec![Ident::new(shard_table_name(
+            &layout.info.name,
+            shard.shard_id,
+        ))]);
+        let sql = Statement::AlterTable(stmt).to_string();
+        for (_, addr) in &shard.placements {
+            let clients = cluster.clients.clone();
+            let addr = addr.clone();
+            let sql = sql.clone();
+            let gid = format!("ddl-{}-{}", layout.table_id, shard.shard_id);
+            calls.push(async move {
+                clients
+                    .action(
+                        &addr,
+                        &Action::Exec {
+                            gid: gid.clone(),
+                            sql,
+                        },
+                    )
+                    .await?;
+                clients.action(&addr, &Action::Commit { gid }).await
+            });
+        }
+    }
+    let mut first_err = None;
+    for r in futures::future::join_all(calls).await {
+        if let Err(e) = r {
+            tracing::warn!(table = %layout.info.name, error = %e.message, "ALTER TABLE did not reach a shard");
+            first_err.get_or_insert(e);
+        }
+    }
+    cluster
+        .propose(
+            MetaCommand::AlterTable {
+                table_id: layout.table_id,
+                columns: column_defs(new),
+                expected_version: layout.info.schema_version,
+            },
+            "40001",
+        )
+        .await?;
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
 /// Drops every shard table of `layout` on its workers (best effort).
-pub async fn drop_shards(cluster: &Cluster, layout: &super::route::TableLayout) {
+pub async fn drop_shards(cluster: &Cluster, layout: &TableLayout) {
     let mut per_node: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     for shard in &layout.shards {
         for (_, addr) in &shard.placements {
@@ -388,7 +461,7 @@ async fn move_rows(
     cluster: &Arc<Cluster>,
     db: &Arc<Database>,
     shell: &TableMeta,
-    layout: &super::route::TableLayout,
+    layout: &TableLayout,
 ) -> Result<(), SqlError> {
     let snap = db.engine.snapshot();
     let Some(t) = snap.tables.get(&shell.id) else {

@@ -673,7 +673,23 @@ impl Session {
                 }
             }
         }
-        self.db.engine.alter_table(meta, mapping).await?;
+        let distributed = self
+            .db
+            .cluster
+            .as_ref()
+            .and_then(|c| c.layout(&name).map(|l| (c.clone(), l)));
+        if let Some((_, layout)) = &distributed {
+            if meta.name != name {
+                return Err(SqlError::unsupported(
+                    "renaming a distributed table is not supported yet",
+                ));
+            }
+            crate::dist::ddl::check_alter(layout, &meta)?;
+        }
+        self.db.engine.alter_table(meta.clone(), mapping).await?;
+        if let Some((cluster, layout)) = distributed {
+            crate::dist::ddl::alter_shards(&cluster, &layout, &meta, at).await?;
+        }
         Ok(Outcome::Command("ALTER TABLE".into()))
     }
 }
