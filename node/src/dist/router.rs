@@ -9,7 +9,6 @@
 //! distributed tables the fragment runs in that transaction.
 
 use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, RecordBatchOptions};
-use datafusion::arrow::compute::cast;
 use datafusion::common::{ParamValues, ScalarValue};
 use futures::TryStreamExt;
 
@@ -112,18 +111,7 @@ pub async fn route_point(
         .map_err(|e| remote_error(&addr, "reading a shard", e))?;
     let mut out = Vec::with_capacity(batches.len());
     for b in batches {
-        let cols = b
-            .columns()
-            .iter()
-            .zip(q.schema.fields())
-            .map(|(c, f)| {
-                if c.data_type() == f.data_type() {
-                    Ok(c.clone())
-                } else {
-                    cast(c, f.data_type())
-                }
-            })
-            .collect::<Result<Vec<_>, _>>()
+        let cols = super::scan::cast_columns(&b, &q.schema)
             .map_err(|e| SqlError::new("XX000", e.to_string()))?;
         out.push(
             RecordBatch::try_new(q.schema.clone(), cols)

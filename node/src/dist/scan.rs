@@ -116,6 +116,28 @@ impl DisplayAs for ShardScanExec {
     }
 }
 
+/// A worker's result columns, by position, cast to `schema`'s types where
+/// they differ.
+pub fn cast_columns(
+    b: &RecordBatch,
+    schema: &SchemaRef,
+) -> std::result::Result<
+    Vec<datafusion::arrow::array::ArrayRef>,
+    datafusion::arrow::error::ArrowError,
+> {
+    b.columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| {
+            if c.data_type() == f.data_type() {
+                Ok(c.clone())
+            } else {
+                cast(c, f.data_type())
+            }
+        })
+        .collect()
+}
+
 fn relabel(schema: &SchemaRef, b: RecordBatch, count_only: bool) -> Result<RecordBatch> {
     if count_only {
         let n = b
@@ -130,18 +152,7 @@ fn relabel(schema: &SchemaRef, b: RecordBatch, count_only: bool) -> Result<Recor
             &RecordBatchOptions::new().with_row_count(Some(n.max(0) as usize)),
         )?);
     }
-    let cols = b
-        .columns()
-        .iter()
-        .zip(schema.fields())
-        .map(|(c, f)| {
-            if c.data_type() == f.data_type() {
-                Ok(c.clone())
-            } else {
-                cast(c, f.data_type())
-            }
-        })
-        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let cols = cast_columns(&b, schema)?;
     Ok(RecordBatch::try_new_with_options(
         schema.clone(),
         cols,
