@@ -41,7 +41,13 @@ pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
 pub struct WorkerFlight {
     db: Arc<Database>,
     txns: Arc<WorkerTxns>,
+    /// Idle sessions for fragments outside a transaction (making one per
+    /// fragment would cost more than a point query).
+    idle: parking_lot::Mutex<Vec<crate::sql::Session>>,
 }
+
+/// Idle sessions kept for reuse.
+const MAX_IDLE_SESSIONS: usize = 64;
 
 fn bad_request(m: impl std::fmt::Display) -> Status {
     Status::invalid_argument(m.to_string())
@@ -56,7 +62,11 @@ fn flight_status(e: FlightError) -> Status {
 
 impl WorkerFlight {
     pub fn new(db: Arc<Database>, txns: Arc<WorkerTxns>) -> Self {
-        WorkerFlight { db, txns }
+        WorkerFlight {
+            db,
+            txns,
+            idle: parking_lot::Mutex::new(Vec::new()),
+        }
     }
 
     /// The tonic service, with message limits fit for row batches.
@@ -67,7 +77,22 @@ impl WorkerFlight {
     }
 
     async fn query(&self, ticket: QueryTicket) -> Result<BoxedStream<FlightData>, SqlError> {
-        let mut session = self.db.session();
+        let mut session = self.idle.lock().pop().unwrap_or_else(|| self.db.session());
+        let out = self.query_in(&mut session, ticket).await;
+        if session.block_state() == crate::sql::BlockState::Idle {
+            let mut idle = self.idle.lock();
+            if idle.len() < MAX_IDLE_SESSIONS {
+                idle.push(session);
+            }
+        }
+        out
+    }
+
+    async fn query_in(
+        &self,
+        session: &mut crate::sql::Session,
+        ticket: QueryTicket,
+    ) -> Result<BoxedStream<FlightData>, SqlError> {
         let mut stmts = session.parse(&ticket.sql)?;
         let [stmt] = stmts.as_mut_slice() else {
             return Err(SqlError::syntax("a fragment must be exactly one query"));

@@ -104,7 +104,9 @@ pub fn serve_grpc(
     flight: Option<crate::dist::worker::WorkerFlight>,
     shutdown: ShutdownSignal,
 ) -> JoinHandle<Result<(), ServerError>> {
-    let incoming = TcpIncoming::from(listener);
+    // No Nagle: small request/response calls (router queries, 2PC) would wait
+    // for delayed ACKs.
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     tokio::spawn(async move {
         let mut builder = Server::builder();
         let mut routes = tonic::service::Routes::default();
