@@ -20,7 +20,18 @@ from servers import PgServer, QuiverServer, find_quiver_bin, machine_info  # noq
 
 RESULTS = BENCH / "RESULTS.md"
 DATA = BENCH / "data"
-QUERIES = Path(os.environ.get("TPCH_QUERIES", REPO.parent / "shared" / "tpch" / "queries"))
+def _tpch_queries() -> Path:
+    """The TPC-H query texts: $TPCH_QUERIES, else shared/tpch/queries next to the checkout,
+    else the workplace's /work/shared (a clean clone elsewhere, as CI makes, still finds them)."""
+    if os.environ.get("TPCH_QUERIES"):
+        return Path(os.environ["TPCH_QUERIES"])
+    for cand in [REPO.parent / "shared" / "tpch" / "queries", Path("/work/shared/tpch/queries")]:
+        if (cand / "q1.sql").exists():
+            return cand
+    return REPO.parent / "shared" / "tpch" / "queries"
+
+
+QUERIES = _tpch_queries()
 
 TPCH_TABLES = ["region", "nation", "supplier", "customer", "part", "partsupp", "orders", "lineitem"]
 

@@ -228,6 +228,8 @@ def test_coordinator_sigkill_leaves_all_or_nothing(cluster):
 def test_tpch_matches_duckdb(cluster, tmp_path):
     import common
     import tpch
+    assert (common.QUERIES / "q1.sql").exists(), (
+        f"TPC-H query texts not found at {common.QUERIES}: set TPCH_QUERIES to shared/tpch/queries")
     sf = 0.01
     parquet = common.tpch_data(sf, "parquet")
     csv = common.tpch_data(sf, "csv")
