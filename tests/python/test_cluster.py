@@ -303,3 +303,20 @@ def test_colocated_work_runs_on_the_workers(cluster):
         plan = explain(c, queries[4])
         frag = next(line for line in plan.splitlines() if "ShardScanExec" in line)
         assert "count(" in frag and "GROUP BY" in frag, plan
+
+
+def test_replicated_shards_take_every_write(cluster):
+    with connect(cluster) as c:
+        c.execute("SET quiver.shard_replication_factor = 2")
+        c.execute("CREATE TABLE r2 (k int PRIMARY KEY, v int)")
+        c.execute("SELECT create_distributed_table('r2', 'k', shard_count => 4)")
+        rows = c.execute(
+            "SELECT s.shardid, count(DISTINCT p.nodeid) FROM pg_dist_shard s JOIN pg_dist_placement p "
+            "ON p.shardid = s.shardid WHERE s.logicalrelid = 'r2' GROUP BY s.shardid").fetchall()
+        assert len(rows) == 4 and all(n == 2 for _, n in rows), rows
+        assert c.execute("SELECT DISTINCT replicationfactor FROM pg_dist_colocation c JOIN pg_dist_partition p "
+                         "ON p.colocationid = c.colocationid WHERE p.logicalrelid = 'r2'").fetchall() == [(2,)]
+        c.execute("INSERT INTO r2 SELECT v, v FROM generate_series(1, 200) AS t(v)")
+        assert c.execute("UPDATE r2 SET v = v + 1 WHERE k <= 50").rowcount == 50
+        assert c.execute("DELETE FROM r2 WHERE k > 150").rowcount == 50
+        assert c.execute("SELECT count(*), sum(v) FROM r2").fetchone() == (150, 11375)

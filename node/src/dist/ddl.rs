@@ -160,6 +160,7 @@ pub async fn run_utility(
     cluster: &Arc<Cluster>,
     db: &Arc<Database>,
     default_shard_count: u32,
+    replication_factor: u32,
 ) -> Result<(), SqlError> {
     let name = arg(call, 0, "table_name")
         .map(relation_name)
@@ -247,7 +248,7 @@ pub async fn run_utility(
         let group = match colocate_with.as_deref() {
             Some(c) if c.eq_ignore_ascii_case("none") => None,
             Some(c) if c.eq_ignore_ascii_case("default") => {
-                find_group(&state, shard_count, &column_type)
+                find_group(&state, shard_count, &column_type, replication_factor)
             }
             Some(other) => {
                 let other = relation_name(other);
@@ -276,7 +277,7 @@ pub async fn run_utility(
                 }
                 Some(colocation_id)
             }
-            None => find_group(&state, shard_count, &column_type),
+            None => find_group(&state, shard_count, &column_type, replication_factor),
         };
         let (shards, placements, replication_factor) = match group {
             Some(g) => {
@@ -291,9 +292,9 @@ pub async fn run_utility(
             }
             None => (
                 plan_hash_shards(shard_count).map_err(|e| SqlError::new("22023", e.to_string()))?,
-                plan_placements(&state, 0, shard_count, 1)
+                plan_placements(&state, 0, shard_count, replication_factor)
                     .map_err(|e| SqlError::new("55000", e.to_string()))?,
-                1,
+                replication_factor,
             ),
         };
         MetaCommand::CreateDistributedTable {
@@ -327,6 +328,7 @@ fn find_group(
     state: &crate::meta::state::MetaState,
     shard_count: u32,
     column_type: &str,
+    replication_factor: u32,
 ) -> Option<u64> {
     state
         .colocations
@@ -334,7 +336,7 @@ fn find_group(
         .find(|(id, g)| {
             g.shard_count == shard_count
                 && g.column_type == column_type
-                && g.replication_factor == 1
+                && g.replication_factor == replication_factor
                 && state.first_table_in_colocation(**id).is_some()
         })
         .map(|(id, _)| *id)

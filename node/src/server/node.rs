@@ -44,6 +44,18 @@ fn storage_err(e: impl std::fmt::Display) -> ServerError {
 }
 
 /// Opens storage and starts serving `pgwire` (when given a listener).
+/// Session setting defaults from the config file.
+fn setting_defaults(config: &NodeConfig) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    if let Some(n) = config.sharding.shard_count {
+        out.push(("quiver.shard_count".to_owned(), n.to_string()));
+    }
+    if let Some(n) = config.sharding.replication_factor {
+        out.push(("quiver.shard_replication_factor".to_owned(), n.to_string()));
+    }
+    out
+}
+
 pub async fn start(
     config: &NodeConfig,
     pgwire: Option<TcpListener>,
@@ -86,6 +98,7 @@ pub async fn start(
             target_partitions: 0,
             external_tables,
             cluster,
+            setting_defaults: setting_defaults(config),
         },
     )
     .await
@@ -175,5 +188,25 @@ impl DatabaseService {
                 .map_err(storage_err)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sharding_config_sets_session_defaults() {
+        let mut config = NodeConfig::default();
+        assert!(setting_defaults(&config).is_empty());
+        config.sharding.shard_count = Some(8);
+        config.sharding.replication_factor = Some(2);
+        assert_eq!(
+            setting_defaults(&config),
+            vec![
+                ("quiver.shard_count".to_owned(), "8".to_owned()),
+                ("quiver.shard_replication_factor".to_owned(), "2".to_owned())
+            ]
+        );
     }
 }

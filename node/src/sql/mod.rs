@@ -55,6 +55,9 @@ pub struct DatabaseOptions {
     /// The metadata API of a coordinator: adds `pg_dist_node` and makes the
     /// `quiver_*_node` functions work. `None` on a standalone node.
     pub cluster: Option<Arc<crate::meta::MetaApi>>,
+    /// Setting defaults for every session, e.g. `quiver.shard_count` from
+    /// the config's `[sharding]`.
+    pub setting_defaults: Vec<(String, String)>,
 }
 
 /// What every session of a node shares.
@@ -66,6 +69,7 @@ pub struct Database {
     schema: Arc<QuiverSchema>,
     parser: PostgresCompatibilityParser,
     rows_written: AtomicU64,
+    setting_defaults: Vec<(String, String)>,
 }
 
 impl Database {
@@ -122,6 +126,7 @@ impl Database {
             schema,
             parser: PostgresCompatibilityParser::new(),
             rows_written: AtomicU64::new(0),
+            setting_defaults: opts.setting_defaults.clone(),
         }))
     }
 
@@ -131,7 +136,11 @@ impl Database {
         let mut state = self.base.state();
         state.config_mut().set_extension(txn.clone());
         let ctx = SessionContext::new_with_state(state);
-        Session::new(self.clone(), ctx, txn)
+        let session = Session::new(self.clone(), ctx, txn);
+        for (k, v) in &self.setting_defaults {
+            session.settings.set_default(k, v);
+        }
+        session
     }
 
     pub(crate) fn note_rows_written(&self, n: u64) {

@@ -127,6 +127,14 @@ fn value_text(e: &Expr) -> String {
 }
 
 impl Settings {
+    /// Sets a value before the session starts (node-wide defaults from the
+    /// config file, e.g. `[sharding] shard_count`).
+    pub fn set_default(&self, name: &str, value: &str) {
+        self.shared
+            .write()
+            .insert(name.to_ascii_lowercase(), value.to_owned());
+    }
+
     pub fn get(&self, name: &str) -> Option<String> {
         self.shared.read().get(&name.to_ascii_lowercase()).cloned()
     }

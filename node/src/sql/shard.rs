@@ -118,7 +118,12 @@ impl Session {
             .get("quiver.shard_count")
             .and_then(|v| v.parse().ok())
             .unwrap_or(32);
-        crate::dist::ddl::run_utility(call, &cluster, &self.db, shard_count).await?;
+        let replication = self
+            .settings
+            .get("quiver.shard_replication_factor")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        crate::dist::ddl::run_utility(call, &cluster, &self.db, shard_count, replication).await?;
         let schema = crate::dist::ddl::utility_schema(call);
         let batch = RecordBatch::try_new(
             schema.clone(),
