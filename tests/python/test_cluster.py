@@ -320,3 +320,13 @@ def test_replicated_shards_take_every_write(cluster):
         assert c.execute("UPDATE r2 SET v = v + 1 WHERE k <= 50").rowcount == 50
         assert c.execute("DELETE FROM r2 WHERE k > 150").rowcount == 50
         assert c.execute("SELECT count(*), sum(v) FROM r2").fetchone() == (150, 11375)
+        # a worker dies: once the coordinator suspects it, reads go to the other copies
+        dead = cluster.workers[0]
+        dead.kill()
+        deadline = time.monotonic() + 30
+        while c.execute("SELECT health FROM pg_dist_node WHERE nodeport = %s",
+                        (dead.rpc_port,)).fetchone() != ("suspect",):
+            assert time.monotonic() < deadline, "the killed worker was never suspected"
+            time.sleep(0.1)  # poll interval
+        assert c.execute("SELECT count(*), sum(v) FROM r2").fetchone() == (150, 11375)
+        assert c.execute("SELECT v FROM r2 WHERE k = %s", (10,)).fetchone() == (11,)

@@ -80,7 +80,8 @@ impl Cluster {
 
     /// The layout of table `name` if it is distributed.
     pub fn layout(&self, name: &str) -> Option<TableLayout> {
-        TableLayout::of(&self.snapshot(), name)
+        let state = self.snapshot();
+        TableLayout::of_with(&state, name, &self.api.unhealthy_nodes(&state))
     }
 
     /// Proposes `cmd` and returns the applied answer; a rejection becomes

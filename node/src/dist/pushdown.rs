@@ -229,7 +229,7 @@ impl FragmentPushdown {
         let layouts: Vec<TableLayout> = local
             .tables
             .iter()
-            .map(|t| TableLayout::of(&state, t))
+            .map(|t| TableLayout::of_with(&state, t, &self.cluster.api().unhealthy_nodes(&state)))
             .collect::<Option<_>>()?;
         let count = layouts
             .iter()

@@ -45,6 +45,16 @@ pub struct TableLayout {
 impl TableLayout {
     /// The layout of table `name`, or `None` when it is not distributed.
     pub fn of(state: &MetaState, name: &str) -> Option<TableLayout> {
+        Self::of_with(state, name, &BTreeSet::new())
+    }
+
+    /// [`TableLayout::of`] with each shard's copies on `unhealthy` nodes
+    /// listed last, so reads go to a healthy copy when there is one.
+    pub fn of_with(
+        state: &MetaState,
+        name: &str,
+        unhealthy: &BTreeSet<NodeId>,
+    ) -> Option<TableLayout> {
         let table_id = state.table_by_name(name)?;
         let info = state.tables.get(&table_id)?.clone();
         let mut shards: Vec<ShardRoute> = state
@@ -65,6 +75,11 @@ impl TableLayout {
             })
             .collect();
         shards.sort_by_key(|s| s.index);
+        if !unhealthy.is_empty() {
+            for s in shards.iter_mut() {
+                s.placements.sort_by_key(|(n, _)| unhealthy.contains(n));
+            }
+        }
         Some(TableLayout {
             table_id,
             info,

@@ -489,6 +489,16 @@ impl MetaApi {
         self.node_views(&snap)
     }
 
+    /// Nodes whose heartbeats are late or that were declared failed: reads
+    /// prefer other copies of their shards.
+    pub fn unhealthy_nodes(&self, snap: &MetaState) -> std::collections::BTreeSet<NodeId> {
+        snap.nodes
+            .iter()
+            .filter(|(id, info)| self.health.health(**id, info) != Health::Healthy)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
     fn node_views(&self, snap: &MetaState) -> Vec<NodeView> {
         let counts = snap.placement_counts();
         snap.nodes
