@@ -63,6 +63,10 @@ def test_distributed_table_lifecycle(cluster):
         assert nodes == 3
         assert c.execute("SELECT partmethod, partkey FROM pg_dist_partition "
                          "WHERE logicalrelid = 'events'").fetchone() == ("h", "tenant")
+        for catalog in ("pg_dist_node", "pg_dist_partition", "pg_dist_shard"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                c.execute(f"DROP TABLE {catalog}")
+        assert c.execute("SELECT count(*) FROM pg_dist_node WHERE noderole = 'worker'").fetchone()[0] == 3
 
         # writes are routed; reads by the distribution column touch one shard
         c.execute("INSERT INTO events VALUES (3, 1000, 'x'), (4, 1001, 'y'), (5, 1002, 'z')")

@@ -423,6 +423,12 @@ impl Session {
             } => {
                 for n in names {
                     let name = ddl::table_name(&n.to_string());
+                    if name.starts_with("pg_dist_") && self.db.schema.is_external(&name) {
+                        return Err(SqlError::new(
+                            "42501",
+                            format!("permission denied: \"{name}\" is a system catalog"),
+                        ));
+                    }
                     if self.db.schema.is_external(&name) {
                         self.db.schema.remove_external(&name);
                         continue;
