@@ -183,11 +183,6 @@ impl Cluster {
         futures::future::join_all(calls).await.into_iter().collect()
     }
 
-    /// The session's gid, if it has written to a distributed table.
-    pub fn read_gid(txn: &TxnContext) -> Option<String> {
-        txn.dist_gid()
-    }
-
     /// Commits a session's distributed transaction.
     pub async fn commit(&self, t: DistTxn) -> Result<(), SqlError> {
         if t.nodes.is_empty() {

@@ -226,10 +226,11 @@ impl FragmentPushdown {
             .ok()?
             .to_string();
         let state = self.cluster.snapshot();
+        let unhealthy = self.cluster.api().unhealthy_nodes(&state);
         let layouts: Vec<TableLayout> = local
             .tables
             .iter()
-            .map(|t| TableLayout::of_with(&state, t, &self.cluster.api().unhealthy_nodes(&state)))
+            .map(|t| TableLayout::of_with(&state, t, &unhealthy))
             .collect::<Option<_>>()?;
         let count = layouts
             .iter()

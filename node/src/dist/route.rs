@@ -43,13 +43,9 @@ pub struct TableLayout {
 }
 
 impl TableLayout {
-    /// The layout of table `name`, or `None` when it is not distributed.
-    pub fn of(state: &MetaState, name: &str) -> Option<TableLayout> {
-        Self::of_with(state, name, &BTreeSet::new())
-    }
-
-    /// [`TableLayout::of`] with each shard's copies on `unhealthy` nodes
-    /// listed last, so reads go to a healthy copy when there is one.
+    /// The layout of table `name` (`None` when it is not distributed), with
+    /// each shard's copies on `unhealthy` nodes listed last, so reads go to a
+    /// healthy copy when there is one.
     pub fn of_with(
         state: &MetaState,
         name: &str,

@@ -92,10 +92,6 @@ impl ShardScanExec {
         self.projection = projection;
         self
     }
-
-    pub fn fragments(&self) -> &[Fragment] {
-        &self.fragments
-    }
 }
 
 impl DisplayAs for ShardScanExec {
