@@ -3,7 +3,7 @@
 # and fast when everything is already there.
 #   - Debian: postgresql-client (psql, pgbench) and postgresql (a PG 15 server to compare with)
 #   - Python venv at ${QUIVER_VENV:-$HOME/.cache/quiver-venv} with the test/bench packages
-#   - tpchgen-cli (cargo install --locked) for TPC-H data
+#   - tpchgen-cli (its PyPI wheel; cargo install --locked when that fails) for TPC-H data
 # Set QUIVER_SKIP_TPCHGEN=1 to skip tpchgen-cli (only the benchmarks need it).
 set -euo pipefail
 
@@ -75,7 +75,7 @@ fi
 # --- tpchgen-cli -----------------------------------------------------------
 if [ "${QUIVER_SKIP_TPCHGEN:-0}" = "1" ]; then
   log "skipping tpchgen-cli (QUIVER_SKIP_TPCHGEN=1)"
-elif command -v tpchgen-cli >/dev/null 2>&1 || [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/tpchgen-cli" ]; then
+elif [ -x "$VENV/bin/tpchgen-cli" ] || command -v tpchgen-cli >/dev/null 2>&1 || [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/tpchgen-cli" ]; then
   log "tpchgen-cli already installed"
 else
   log "cargo install --locked tpchgen-cli"

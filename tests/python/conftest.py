@@ -22,7 +22,7 @@ import psycopg
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "lib"))
-from servers import PgServer, QuiverServer  # noqa: E402
+from servers import PgServer, QuiverCluster, QuiverServer  # noqa: E402
 
 
 def pytest_addoption(parser):
@@ -168,6 +168,24 @@ KNOWN_GAPS = {
     "test_types.py::test_expression_result_types[binary]":
         "integer literals are int8 in DataFusion (int4 * int4 gives int8)",
 }
+
+
+@pytest.fixture
+def quiver_only(target):
+    if target != "quiver":
+        pytest.skip("a Quiver cluster has no PostgreSQL counterpart")
+
+
+@pytest.fixture
+def cluster():
+    """One coordinator and three workers of the quiver binary."""
+    c = QuiverCluster(workers=3)
+    try:
+        c.start()
+        c.wait_workers()
+        yield c
+    finally:
+        c.close()
 
 
 def pytest_collection_modifyitems(config, items):

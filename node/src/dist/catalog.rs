@@ -128,8 +128,17 @@ fn shards(s: &MetaState) -> Vec<ArrayRef> {
         .iter()
         .filter_map(|(id, sh)| s.tables.get(&sh.table_id).map(|t| (id, sh, t)))
         .collect();
-    let bound = |t: &crate::meta::state::TableInfo, v: i64| {
-        (!matches!(t.kind, TableKind::Reference)).then(|| v.to_string())
+    // Hash bounds are hash values; range bounds are values of the column.
+    let bound = |t: &crate::meta::state::TableInfo, v: i64| match &t.kind {
+        TableKind::Reference => None,
+        TableKind::Hash { .. } => Some(v.to_string()),
+        TableKind::Range { column, .. } => Some(
+            t.columns
+                .iter()
+                .find(|c| &c.name == column)
+                .and_then(|c| c.data_type.parse().ok())
+                .map_or_else(|| v.to_string(), |ty| super::range::render(v, &ty)),
+        ),
     };
     vec![
         Arc::new(

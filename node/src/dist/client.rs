@@ -49,6 +49,27 @@ impl Default for PoolSettings {
     }
 }
 
+impl PoolSettings {
+    /// The node-wide pool from the config's setting defaults
+    /// (`quiver.max_cached_conns_per_worker`, `quiver.max_shared_pool_size`).
+    pub fn from_settings(defaults: &[(String, String)]) -> Self {
+        let get = |name: &str| {
+            defaults
+                .iter()
+                .find(|(k, _)| k == name)
+                .and_then(|(_, v)| v.parse::<usize>().ok())
+        };
+        let d = PoolSettings::default();
+        PoolSettings {
+            max_cached_conns_per_worker: get("quiver.max_cached_conns_per_worker")
+                .unwrap_or(d.max_cached_conns_per_worker)
+                .max(1),
+            max_shared_pool_size: get("quiver.max_shared_pool_size")
+                .unwrap_or(d.max_shared_pool_size),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Pool {
     channels: Vec<Channel>,
@@ -161,12 +182,26 @@ impl WorkerClients {
         cmd: &PutCommand,
         batches: Vec<RecordBatch>,
     ) -> Result<u64, SqlError> {
+        self.put_with_schema(addr, cmd, None, batches).await
+    }
+
+    /// [`Self::put`], sending `schema` first (so no batches still carry it).
+    pub async fn put_with_schema(
+        &self,
+        addr: &str,
+        cmd: &PutCommand,
+        schema: Option<datafusion::arrow::datatypes::SchemaRef>,
+        batches: Vec<RecordBatch>,
+    ) -> Result<u64, SqlError> {
         let (mut client, limit) = self.client(addr)?;
         let _permit = Self::permit(limit).await?;
         let body = serde_json::to_vec(cmd).map_err(|e| SqlError::new("XX000", e.to_string()))?;
-        let data = FlightDataEncoderBuilder::new()
-            .with_flight_descriptor(Some(FlightDescriptor::new_cmd(body)))
-            .build(futures::stream::iter(batches.into_iter().map(Ok)));
+        let mut encoder = FlightDataEncoderBuilder::new()
+            .with_flight_descriptor(Some(FlightDescriptor::new_cmd(body)));
+        if let Some(schema) = schema {
+            encoder = encoder.with_schema(schema);
+        }
+        let data = encoder.build(futures::stream::iter(batches.into_iter().map(Ok)));
         let what = format!("writing to {}", cmd.table);
         let replies: Vec<_> = client
             .do_put(data)
@@ -205,5 +240,24 @@ impl WorkerClients {
                 .map_err(|e| SqlError::new("XX000", format!("worker {addr}: bad reply: {e}"))),
             None => Ok(ActionReply::default()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_from_config_defaults() {
+        let d = PoolSettings::from_settings(&[]);
+        assert_eq!(d.max_cached_conns_per_worker, 1);
+        let s = PoolSettings::from_settings(&[
+            ("quiver.max_cached_conns_per_worker".into(), "4".into()),
+            ("quiver.max_shared_pool_size".into(), "64".into()),
+        ]);
+        assert_eq!(
+            (s.max_cached_conns_per_worker, s.max_shared_pool_size),
+            (4, 64)
+        );
     }
 }

@@ -28,6 +28,7 @@ use crate::meta::state::{Decision, MetaState, NodeId, NodeRole};
 use crate::meta::{MetaApi, MetaSnapshot};
 use crate::sql::txn::TxnContext;
 use crate::sql::SqlError;
+use crate::storage::table::TableMeta;
 
 /// A distributed transaction of one session.
 #[derive(Debug, Clone, Default)]
@@ -47,6 +48,8 @@ pub struct Cluster {
     /// an earlier coordinator process.
     incarnation: String,
     next_gid: AtomicU64,
+    /// Held while range shards are created, so writers never race for one.
+    pub(crate) range_lock: tokio::sync::Mutex<()>,
 }
 
 pub(crate) fn meta_err(e: impl std::fmt::Display) -> SqlError {
@@ -67,6 +70,7 @@ impl Cluster {
             clients: WorkerClients::new(pool),
             incarnation,
             next_gid: AtomicU64::new(1),
+            range_lock: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -117,14 +121,21 @@ impl Cluster {
 
     /// Sends rows of table `layout` to their shards (every placement) in
     /// the session's transaction. `column` is the distribution column's
-    /// position in the batches. Returns the rows written.
+    /// position in the batches; `shell` is the table's local schema (a range
+    /// table's new shards are created from it). Returns the rows written.
     pub async fn write_rows(
         &self,
         txn: &TxnContext,
+        shell: &TableMeta,
         layout: &TableLayout,
         column: Option<usize>,
         batches: &[RecordBatch],
     ) -> Result<u64, SqlError> {
+        let grown = match column {
+            Some(c) => super::range::ensure_shards(self, shell, layout, c, batches).await?,
+            None => None,
+        };
+        let layout = grown.as_ref().unwrap_or(layout);
         let mut per_target: BTreeMap<(NodeId, usize), (String, Vec<RecordBatch>)> = BTreeMap::new();
         let mut rows = 0u64;
         for b in batches {
@@ -152,6 +163,7 @@ impl Cluster {
             let cmd = PutCommand {
                 gid,
                 table: shard_table_name(&layout.info.name, layout.shards[pos].shard_id),
+                intermediate: false,
             };
             let clients = self.clients.clone();
             calls.push(async move { clients.put(&addr, &cmd, parts).await });

@@ -21,7 +21,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 
 use super::coord::{meta_err, Cluster};
-use super::route::TableLayout;
+use super::route::{ShardRoute, TableLayout};
 use super::shard_table_name;
 use super::wire::Action;
 use crate::meta::command::{Distribution, MetaCommand, MetaResponse, NewTable};
@@ -42,9 +42,44 @@ pub struct UtilityCall {
     pub args: Vec<String>,
     /// `name => value` arguments, as text.
     pub named: Vec<(String, String)>,
+    /// Arguments given as expressions (e.g. `now() - interval '30 days'`):
+    /// their SQL stands in `args`/`named` until the session evaluates them
+    /// ([`UtilityCall::computed`]).
+    pub computed: Vec<ArgRef>,
 }
 
-const UTILITIES: &[&str] = &["create_distributed_table", "create_reference_table"];
+/// Which argument of a [`UtilityCall`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArgRef {
+    Position(usize),
+    Named(String),
+}
+
+impl UtilityCall {
+    /// The SQL of each argument given as an expression, with a slot to put
+    /// its value in.
+    pub fn computed(&mut self) -> Vec<(String, &mut String)> {
+        let mut out = Vec::new();
+        let computed = self.computed.clone();
+        for (i, a) in self.args.iter_mut().enumerate() {
+            if computed.contains(&ArgRef::Position(i)) {
+                out.push((a.clone(), a));
+            }
+        }
+        for (n, v) in self.named.iter_mut() {
+            if computed.contains(&ArgRef::Named(n.clone())) {
+                out.push((v.clone(), v));
+            }
+        }
+        out
+    }
+}
+
+const UTILITIES: &[&str] = &[
+    "create_distributed_table",
+    "create_reference_table",
+    "quiver_drop_old_shards",
+];
 
 fn arg_text(e: &SqlExpr) -> Option<String> {
     match e {
@@ -83,36 +118,43 @@ pub fn utility_call(stmt: &Statement) -> Option<UtilityCall> {
     if !UTILITIES.contains(&name.as_str()) {
         return None;
     }
-    let FunctionArguments::List(list) = &f.args else {
-        return Some(UtilityCall {
-            name,
-            args: vec![],
-            named: vec![],
-        });
-    };
     let mut call = UtilityCall {
         name,
         args: vec![],
         named: vec![],
+        computed: vec![],
+    };
+    let FunctionArguments::List(list) = &f.args else {
+        return Some(call);
     };
     for a in &list.args {
-        match a {
-            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => call.args.push(arg_text(e)?),
+        let (name, e) = match a {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => (None, e),
             FunctionArg::Named {
                 name,
                 arg: FunctionArgExpr::Expr(e),
                 ..
-            } => call
-                .named
-                .push((name.value.to_ascii_lowercase(), arg_text(e)?)),
-            FunctionArg::ExprNamed {
+            }
+            | FunctionArg::ExprNamed {
                 name: SqlExpr::Identifier(name),
                 arg: FunctionArgExpr::Expr(e),
                 ..
-            } => call
-                .named
-                .push((name.value.to_ascii_lowercase(), arg_text(e)?)),
+            } => (Some(name.value.to_ascii_lowercase()), e),
             _ => return None,
+        };
+        let text = match arg_text(e) {
+            Some(t) => t,
+            None => {
+                call.computed.push(match &name {
+                    Some(n) => ArgRef::Named(n.clone()),
+                    None => ArgRef::Position(call.args.len()),
+                });
+                e.to_string()
+            }
+        };
+        match name {
+            Some(n) => call.named.push((n, text)),
+            None => call.args.push(text),
         }
     }
     Some(call)
@@ -154,14 +196,14 @@ fn column_defs(meta: &TableMeta) -> Vec<ColumnDef> {
         .collect()
 }
 
-/// Runs a [`UtilityCall`] on a coordinator.
+/// Runs a [`UtilityCall`] on a coordinator; the text of its result.
 pub async fn run_utility(
     call: &UtilityCall,
     cluster: &Arc<Cluster>,
     db: &Arc<Database>,
     default_shard_count: u32,
     replication_factor: u32,
-) -> Result<(), SqlError> {
+) -> Result<String, SqlError> {
     let name = arg(call, 0, "table_name")
         .map(relation_name)
         .ok_or_else(|| SqlError::new("42883", format!("{}() needs a table name", call.name)))?;
@@ -171,6 +213,9 @@ pub async fn run_utility(
             "distribution_column",
             "shard_count",
             "colocate_with",
+            "partition_by",
+            "interval",
+            "older_than",
         ];
         if !known.contains(&n.as_str()) {
             return Err(SqlError::new(
@@ -185,6 +230,9 @@ pub async fn run_utility(
         .table_by_name(&name)
         .map(|t| t.meta.clone())
         .ok_or_else(|| SqlError::new("42P01", format!("relation \"{name}\" does not exist")))?;
+    if call.name == "quiver_drop_old_shards" {
+        return drop_old_shards(call, cluster, &shell).await;
+    }
     let state = cluster.snapshot();
     if state.table_by_name(&name).is_some() {
         return Err(SqlError::new(
@@ -232,80 +280,97 @@ pub async fn run_utility(
                 ),
             ));
         }
-        let column_type = shell.columns[col_idx].ty.arrow_type().to_string();
-        let shard_count = match arg(call, 2, "shard_count") {
-            Some(n) => n.parse::<u32>().map_err(|_| {
-                SqlError::new(
-                    "22023",
-                    format!("shard_count must be a positive integer, not {n}"),
-                )
-            })?,
-            None => default_shard_count,
-        };
-        let colocate_with = arg(call, 3, "colocate_with").map(str::to_owned);
-        // Co-location: with a named table, its group (which must match);
-        // by default, any group with the same shard count and column type.
-        let group = match colocate_with.as_deref() {
-            Some(c) if c.eq_ignore_ascii_case("none") => None,
-            Some(c) if c.eq_ignore_ascii_case("default") => {
-                find_group(&state, shard_count, &column_type, replication_factor)
-            }
-            Some(other) => {
-                let other = relation_name(other);
-                let id = state.table_by_name(&other).ok_or_else(|| {
+        let partition_by = arg(call, usize::MAX, "partition_by").unwrap_or("hash");
+        if partition_by.eq_ignore_ascii_case("range") {
+            range_table(
+                call,
+                new_table,
+                &column,
+                &shell.columns[col_idx].ty.arrow_type(),
+                replication_factor,
+            )?
+        } else if !partition_by.eq_ignore_ascii_case("hash") {
+            return Err(SqlError::new(
+                "22023",
+                format!("partition_by must be 'hash' or 'range', not '{partition_by}'"),
+            ));
+        } else {
+            let column_type = shell.columns[col_idx].ty.arrow_type().to_string();
+            let shard_count = match arg(call, 2, "shard_count") {
+                Some(n) => n.parse::<u32>().map_err(|_| {
                     SqlError::new(
-                        "42P01",
-                        format!("relation \"{other}\" is not a distributed table"),
+                        "22023",
+                        format!("shard_count must be a positive integer, not {n}"),
                     )
-                })?;
-                let TableKind::Hash { colocation_id, .. } = state.tables[&id].kind else {
-                    return Err(SqlError::new(
-                        "0A000",
-                        format!("cannot colocate with \"{other}\": it is not hash-distributed"),
-                    ));
-                };
-                let g = &state.colocations[&colocation_id];
-                if g.column_type != column_type {
-                    return Err(SqlError::new(
-                        "0A000",
-                        format!(
-                            "cannot colocate tables {name} and {other}: distribution column \
-                             types do not match ({} and {})",
-                            column_type, g.column_type
-                        ),
-                    ));
+                })?,
+                None => default_shard_count,
+            };
+            let colocate_with = arg(call, 3, "colocate_with").map(str::to_owned);
+            // Co-location: with a named table, its group (which must match);
+            // by default, any group with the same shard count and column type.
+            let group = match colocate_with.as_deref() {
+                Some(c) if c.eq_ignore_ascii_case("none") => None,
+                Some(c) if c.eq_ignore_ascii_case("default") => {
+                    find_group(&state, shard_count, &column_type, replication_factor)
                 }
-                Some(colocation_id)
-            }
-            None => find_group(&state, shard_count, &column_type, replication_factor),
-        };
-        let (shards, placements, replication_factor) = match group {
-            Some(g) => {
-                let info = &state.colocations[&g];
-                (
-                    plan_hash_shards(info.shard_count)
+                Some(other) => {
+                    let other = relation_name(other);
+                    let id = state.table_by_name(&other).ok_or_else(|| {
+                        SqlError::new(
+                            "42P01",
+                            format!("relation \"{other}\" is not a distributed table"),
+                        )
+                    })?;
+                    let TableKind::Hash { colocation_id, .. } = state.tables[&id].kind else {
+                        return Err(SqlError::new(
+                            "0A000",
+                            format!("cannot colocate with \"{other}\": it is not hash-distributed"),
+                        ));
+                    };
+                    let g = &state.colocations[&colocation_id];
+                    if g.column_type != column_type {
+                        return Err(SqlError::new(
+                            "0A000",
+                            format!(
+                                "cannot colocate tables {name} and {other}: distribution column \
+                             types do not match ({} and {})",
+                                column_type, g.column_type
+                            ),
+                        ));
+                    }
+                    Some(colocation_id)
+                }
+                None => find_group(&state, shard_count, &column_type, replication_factor),
+            };
+            let (shards, placements, replication_factor) = match group {
+                Some(g) => {
+                    let info = &state.colocations[&g];
+                    (
+                        plan_hash_shards(info.shard_count)
+                            .map_err(|e| SqlError::new("22023", e.to_string()))?,
+                        colocated_placements(&state, g)
+                            .map_err(|e| SqlError::new("55000", e.to_string()))?,
+                        info.replication_factor,
+                    )
+                }
+                None => (
+                    plan_hash_shards(shard_count)
                         .map_err(|e| SqlError::new("22023", e.to_string()))?,
-                    colocated_placements(&state, g)
+                    plan_placements(&state, 0, shard_count, replication_factor)
                         .map_err(|e| SqlError::new("55000", e.to_string()))?,
-                    info.replication_factor,
-                )
+                    replication_factor,
+                ),
+            };
+            MetaCommand::CreateDistributedTable {
+                table: new_table,
+                distribution: Distribution::Hash {
+                    column,
+                    colocate_with: group,
+                    replication_factor,
+                },
+                shards,
+                placements,
             }
-            None => (
-                plan_hash_shards(shard_count).map_err(|e| SqlError::new("22023", e.to_string()))?,
-                plan_placements(&state, 0, shard_count, replication_factor)
-                    .map_err(|e| SqlError::new("55000", e.to_string()))?,
-                replication_factor,
-            ),
-        };
-        MetaCommand::CreateDistributedTable {
-            table: new_table,
-            distribution: Distribution::Hash {
-                column,
-                colocate_with: group,
-                replication_factor,
-            },
-            shards,
-            placements,
         }
     };
     let MetaResponse::TableCreated { table_id, .. } = cluster.propose(cmd, "55000").await? else {
@@ -314,14 +379,81 @@ pub async fn run_utility(
     let layout = cluster
         .layout(&name)
         .ok_or_else(|| meta_err("the new table is missing from the catalogue"))?;
-    if let Err(e) = create_shards(cluster, &shell, &layout).await {
+    if let Err(e) = create_shard_tables(cluster, &shell, &name, &layout.shards).await {
         let _ = cluster
             .propose(MetaCommand::DropTable { table_id }, "XX000")
             .await;
         drop_shards(cluster, &layout).await;
         return Err(e);
     }
-    move_rows(cluster, db, &shell, &layout).await
+    move_rows(cluster, db, &shell, &layout).await?;
+    Ok(String::new())
+}
+
+/// The command creating range table `table` (with no shards yet).
+fn range_table(
+    call: &UtilityCall,
+    table: NewTable,
+    column: &str,
+    ty: &datafusion::arrow::datatypes::DataType,
+    replication_factor: u32,
+) -> Result<MetaCommand, SqlError> {
+    if arg(call, 2, "shard_count").is_some() || arg(call, 3, "colocate_with").is_some() {
+        return Err(SqlError::new(
+            "22023",
+            "shard_count and colocate_with do not apply to a range-distributed table",
+        ));
+    }
+    if !super::range::supported(ty) {
+        return Err(SqlError::unsupported(format!(
+            "a range distribution column must be an integer, date or timestamp; \"{column}\" is {ty}"
+        )));
+    }
+    let interval = arg(call, usize::MAX, "interval").ok_or_else(|| {
+        SqlError::new(
+            "22023",
+            "a range-distributed table needs an interval, e.g. interval => '1 day'",
+        )
+    })?;
+    let interval = super::range::parse_interval(interval, ty)?;
+    Ok(MetaCommand::CreateDistributedTable {
+        table,
+        distribution: Distribution::Range {
+            column: column.to_owned(),
+            interval: Some(interval),
+            replication_factor,
+        },
+        shards: vec![],
+        placements: vec![],
+    })
+}
+
+/// `quiver_drop_old_shards(table, older_than)`: drops the range shards
+/// whose whole range lies before `older_than`; the number dropped.
+async fn drop_old_shards(
+    call: &UtilityCall,
+    cluster: &Cluster,
+    shell: &TableMeta,
+) -> Result<String, SqlError> {
+    let layout = cluster.layout(&shell.name).ok_or_else(|| {
+        SqlError::new(
+            "0A000",
+            format!("table \"{}\" is not range-distributed", shell.name),
+        )
+    })?;
+    let older_than = arg(call, 1, "older_than").ok_or_else(|| {
+        SqlError::new(
+            "42883",
+            "quiver_drop_old_shards() needs older_than => value",
+        )
+    })?;
+    let ty = layout
+        .column()
+        .and_then(|c| shell.column_index(c))
+        .map(|i| shell.columns[i].ty.arrow_type())
+        .unwrap_or(datafusion::arrow::datatypes::DataType::Null);
+    let dropped = super::range::drop_older(cluster, &layout, older_than, &ty).await?;
+    Ok(dropped.to_string())
 }
 
 fn find_group(
@@ -342,17 +474,19 @@ fn find_group(
         .map(|(id, _)| *id)
 }
 
-async fn create_shards(
+/// Creates the tables of `shards` of table `name` on every placement.
+pub(super) async fn create_shard_tables(
     cluster: &Cluster,
     shell: &TableMeta,
-    layout: &TableLayout,
+    name: &str,
+    shards: &[ShardRoute],
 ) -> Result<(), SqlError> {
     let mut calls = Vec::new();
-    for shard in &layout.shards {
+    for shard in shards {
         for (_, addr) in &shard.placements {
             let mut meta = shell.clone();
             meta.id = 0;
-            meta.name = shard_table_name(&layout.info.name, shard.shard_id);
+            meta.name = shard_table_name(name, shard.shard_id);
             let clients = cluster.clients.clone();
             let addr = addr.clone();
             calls.push(async move { clients.action(&addr, &Action::CreateShard { meta }).await });
@@ -438,13 +572,19 @@ pub async fn alter_shards(
 
 /// Drops every shard table of `layout` on its workers (best effort).
 pub async fn drop_shards(cluster: &Cluster, layout: &TableLayout) {
+    drop_shard_tables(cluster, &layout.info.name, &layout.shards).await;
+}
+
+/// Drops the tables of `shards` of table `name` on their workers (best
+/// effort: a failure is logged).
+pub(super) async fn drop_shard_tables(cluster: &Cluster, name: &str, shards: &[ShardRoute]) {
     let mut per_node: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-    for shard in &layout.shards {
+    for shard in shards {
         for (_, addr) in &shard.placements {
             per_node
                 .entry(addr.clone())
                 .or_default()
-                .push(shard_table_name(&layout.info.name, shard.shard_id));
+                .push(shard_table_name(name, shard.shard_id));
         }
     }
     for (addr, names) in per_node {
@@ -482,7 +622,9 @@ async fn move_rows(
     let column = layout.column().and_then(|c| shell.column_index(c));
     // A transaction of its own, even inside the caller's block.
     let own = TxnContext::new(db.engine.clone());
-    let moved = cluster.write_rows(&own, layout, column, &batches).await;
+    let moved = cluster
+        .write_rows(&own, shell, layout, column, &batches)
+        .await;
     let dist = own.take_dist();
     if let Err(e) = moved {
         if let Some(d) = dist {
@@ -529,5 +671,15 @@ mod tests {
         assert!(utility_call(&parse("SELECT create_reference_table('r')")).is_some());
         assert!(utility_call(&parse("SELECT lower('r')")).is_none());
         assert!(utility_call(&parse("SELECT create_reference_table('r') FROM t")).is_none());
+        let mut c = utility_call(&parse(
+            "SELECT quiver_drop_old_shards('m', older_than => now() - INTERVAL '1 day')",
+        ))
+        .unwrap();
+        assert_eq!(c.computed, vec![ArgRef::Named("older_than".into())]);
+        for (sql, slot) in c.computed() {
+            assert!(sql.starts_with("now()"));
+            *slot = "2024-01-01".into();
+        }
+        assert_eq!(arg(&c, 1, "older_than"), Some("2024-01-01"));
     }
 }

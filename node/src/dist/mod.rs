@@ -12,11 +12,16 @@
 //!   how a [`SqlError`] crosses the wire with its SQLSTATE.
 //! - [`worker_txn`] and [`worker`]: the worker's Flight service and its
 //!   transactions (open, prepared on disk, committed), keyed by global id.
-//! - [`client`]: the coordinator's bounded, reused connections per worker.
+//! - [`client`]: the coordinator's bounded, reused connections per worker;
+//!   [`gate`]: the streams one query runs per worker (with slow start).
 //! - [`coord`]: `create_distributed_table`, `create_reference_table`, DDL
 //!   fan-out and the two-phase commit with decisions recorded in Raft.
 //! - [`table`] and [`scan`]: the `TableProvider` of a distributed table on
 //!   the coordinator, with shard pruning and per-shard SQL fragments.
+//! - [`shuffle`] and [`worker_shuffle`]: joins of tables that are not
+//!   co-located, repartitioned between the workers.
+//! - [`range`]: range-distributed (time-series) tables: shards created as
+//!   rows arrive, pruning on comparisons, retention.
 //! - [`catalog`]: `pg_dist_partition`, `pg_dist_shard`, `pg_dist_placement`
 //!   and `pg_dist_colocation` (and `pg_dist_node`) as SQL tables.
 
@@ -24,14 +29,18 @@ pub mod catalog;
 pub mod client;
 pub mod coord;
 pub mod ddl;
+pub mod gate;
 pub mod hash;
 pub mod pushdown;
+pub mod range;
 pub mod route;
 pub mod router;
 pub mod scan;
+pub mod shuffle;
 pub mod table;
 pub mod wire;
 pub mod worker;
+pub mod worker_shuffle;
 pub mod worker_txn;
 
 pub use coord::Cluster;

@@ -11,6 +11,15 @@
 //!   side's unmatched rows;
 //! - aggregates grouped by a distribution column.
 //!
+//! Two more split between the shards and the coordinator: other aggregates
+//! (partial aggregates in the fragments, final ones on the coordinator;
+//! DISTINCT is a grouping without aggregates), and `ORDER BY ... LIMIT n`
+//! (top-k: each shard returns its first `n` rows).
+//!
+//! A range table counts as a co-location group of its own (its range column
+//! is its distribution column). Over a single sharded table, the filters
+//! pushed into its scan prune the fragments' shards.
+//!
 //! Such a subtree that holds a join or an aggregate is replaced by a scan
 //! of a [`FragmentTable`]: its SQL (DataFusion's unparser) runs once per
 //! shard index on the worker holding that index of every table in it, each
@@ -25,12 +34,12 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, DataFusionError, Result, TableReference};
 use datafusion::datasource::{provider_as_source, source_as_provider, TableType};
 use datafusion::functions_aggregate::expr_fn as agg;
 use datafusion::logical_expr::{
-    Aggregate, Cast, Expr, JoinType, LogicalPlan, LogicalPlanBuilder, Projection, TableScan,
+    Aggregate, Cast, Expr, JoinType, LogicalPlan, LogicalPlanBuilder, Projection, Sort, TableScan,
 };
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 use datafusion::physical_plan::ExecutionPlan;
@@ -45,15 +54,15 @@ use crate::sql::txn::TxnContext;
 
 /// Where a subtree can run.
 #[derive(Debug, Clone)]
-struct Local {
+pub(super) struct Local {
     /// Co-location group of the sharded tables; `None`: reference tables only.
-    group: Option<u64>,
+    pub(super) group: Option<u64>,
     /// Columns (qualifier, name) holding the distribution column value.
-    dist_cols: BTreeSet<(Option<String>, String)>,
+    pub(super) dist_cols: BTreeSet<(Option<String>, String)>,
     /// Tables scanned (distributed and reference).
-    tables: BTreeSet<String>,
+    pub(super) tables: BTreeSet<String>,
     /// Holds a join or an aggregate (worth pushing down).
-    heavy: bool,
+    pub(super) heavy: bool,
 }
 
 /// The optimizer rule (see the module docs).
@@ -65,6 +74,10 @@ pub struct FragmentPushdown {
 impl FragmentPushdown {
     pub fn new(cluster: Arc<Cluster>) -> Self {
         FragmentPushdown { cluster }
+    }
+
+    pub(super) fn cluster(&self) -> &Arc<Cluster> {
+        &self.cluster
     }
 
     fn scan_locality(&self, scan: &TableScan) -> Option<Local> {
@@ -84,7 +97,12 @@ impl FragmentPushdown {
                 [(qualifier, column.clone())].into_iter().collect(),
             ),
             TableKind::Reference => (None, BTreeSet::new()),
-            TableKind::Range { .. } => return None,
+            // A range table is co-located with itself only: a group of its
+            // own, which no hash group id reaches.
+            TableKind::Range { column, .. } => (
+                Some(u64::MAX - layout.table_id),
+                [(qualifier, column.clone())].into_iter().collect(),
+            ),
         };
         Some(Local {
             group,
@@ -94,7 +112,7 @@ impl FragmentPushdown {
         })
     }
 
-    fn locality(&self, plan: &LogicalPlan) -> Option<Local> {
+    pub(super) fn locality(&self, plan: &LogicalPlan) -> Option<Local> {
         match plan {
             LogicalPlan::TableScan(scan) => self.scan_locality(scan),
             LogicalPlan::Filter(f) if !has_subquery(&f.predicate) => self.locality(&f.input),
@@ -222,9 +240,37 @@ impl FragmentPushdown {
             })
             .collect();
         let wrapped = Projection::try_new(named, Arc::new(plan.clone())).ok()?;
-        let sql = datafusion::sql::unparser::plan_to_sql(&LogicalPlan::Projection(wrapped))
-            .ok()?
-            .to_string();
+        let sql = unparse(&LogicalPlan::Projection(wrapped))?;
+        let fragments = self.shard_fragments(plan, local, &sql)?;
+        let df_schema = plan.schema();
+        let fields: Vec<Field> = df_schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| f.as_ref().clone().with_name(format!("c{i}")))
+            .collect();
+        let name = format!(
+            "fragment_{}",
+            local.tables.iter().cloned().collect::<Vec<_>>().join("_")
+        );
+        let table = Arc::new(FragmentTable {
+            cluster: self.cluster.clone(),
+            name: name.clone(),
+            schema: Arc::new(Schema::new(fields)),
+            fragments,
+        });
+        rename_back(&name, provider_as_source(table), df_schema)
+    }
+
+    /// The fragments running `sql` (over subtree `plan`) once per shard
+    /// index; `None` when a shard index has no node holding every table, or
+    /// when no shard can match.
+    pub(super) fn shard_fragments(
+        &self,
+        plan: &LogicalPlan,
+        local: &Local,
+        sql: &str,
+    ) -> Option<Vec<Fragment>> {
         let state = self.cluster.snapshot();
         let unhealthy = self.cluster.api().unhealthy_nodes(&state);
         let layouts: Vec<TableLayout> = local
@@ -237,10 +283,16 @@ impl FragmentPushdown {
             .filter(|l| !l.is_reference())
             .map(|l| l.shards.len())
             .max()?;
+        let keep = prune_single(plan, &layouts).unwrap_or_else(|| (0..count).collect());
+        if keep.is_empty() {
+            // No shard can match: the plain scans answer (aggregates without
+            // GROUP BY still give their one row).
+            return None;
+        }
         // Shard index i of every sharded table lives on the same node (co-location);
         // reference tables have a copy there too.
-        let mut fragments = Vec::with_capacity(count);
-        for i in 0..count {
+        let mut fragments = Vec::with_capacity(keep.len());
+        for i in keep {
             let anchor = layouts.iter().find(|l| !l.is_reference())?;
             let (node, addr) = anchor.read_placement(&anchor.shards[i]).ok()?;
             let mut tables = Vec::new();
@@ -262,45 +314,11 @@ impl FragmentPushdown {
                 shard_id: anchor.shards[i].shard_id,
                 node,
                 addr,
-                sql: sql.clone(),
+                sql: sql.to_owned(),
                 tables,
             });
         }
-        let df_schema = plan.schema();
-        let fields: Vec<Field> = df_schema
-            .fields()
-            .iter()
-            .enumerate()
-            .map(|(i, f)| f.as_ref().clone().with_name(format!("c{i}")))
-            .collect();
-        let name = format!(
-            "fragment_{}",
-            local.tables.iter().cloned().collect::<Vec<_>>().join("_")
-        );
-        let table = Arc::new(FragmentTable {
-            cluster: self.cluster.clone(),
-            name: name.clone(),
-            schema: Arc::new(Schema::new(fields)),
-            fragments,
-        });
-        let scan = LogicalPlanBuilder::scan(name.clone(), provider_as_source(table), None)
-            .ok()?
-            .build()
-            .ok()?;
-        let exprs: Vec<Expr> = df_schema
-            .iter()
-            .enumerate()
-            .map(|(i, (q, f))| {
-                let c = Expr::Column(Column::new(
-                    Some(TableReference::bare(name.clone())),
-                    format!("c{i}"),
-                ));
-                c.alias_qualified(q.cloned(), f.name())
-            })
-            .collect();
-        Projection::try_new(exprs, Arc::new(scan))
-            .ok()
-            .map(LogicalPlan::Projection)
+        Some(fragments)
     }
 
     fn rewrite_down(&self, plan: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
@@ -316,7 +334,41 @@ impl FragmentPushdown {
                 return Ok(Transformed::yes(p));
             }
         }
+        if let LogicalPlan::Sort(s) = &plan {
+            if let Some(p) = self.split_topk(s) {
+                return Ok(Transformed::yes(p));
+            }
+        }
+        if let LogicalPlan::Join(j) = &plan {
+            if let Some(p) = self.shuffle_join(j) {
+                return Ok(Transformed::yes(p));
+            }
+        }
         plan.map_children(|c| self.rewrite_down(c))
+    }
+
+    /// `ORDER BY ... LIMIT n` over a shard-local input: every shard returns
+    /// its own first `n` rows, the coordinator sorts those and keeps `n`.
+    fn split_topk(&self, s: &Sort) -> Option<LogicalPlan> {
+        let fetch = s.fetch?;
+        if s.expr.iter().any(|e| has_subquery(&e.expr)) {
+            return None;
+        }
+        let local = self.locality(&s.input)?;
+        local.group?;
+        let lower = LogicalPlan::Sort(s.clone());
+        let frag = self.fragment(
+            &lower,
+            &Local {
+                heavy: true,
+                ..local
+            },
+        )?;
+        Some(LogicalPlan::Sort(Sort {
+            expr: s.expr.clone(),
+            input: Arc::new(frag),
+            fetch: Some(fetch),
+        }))
     }
 
     /// An aggregate over a shard-local input, not grouped by the
@@ -377,30 +429,49 @@ impl FragmentPushdown {
             heavy: true,
             ..local
         };
-        let frag = self.fragment(&lower, &lower_local)?;
-        let fs = frag.schema().clone();
-        let group_cols: Vec<Expr> = fs
+        let group_cols: Vec<Expr> = lower
+            .schema()
             .iter()
             .take(ng)
             .map(|(q, f)| Expr::Column(Column::new(q.cloned(), f.name())))
             .collect();
         let pcol = |i: usize| Expr::Column(Column::new_unqualified(format!("p{i}")));
         let mut upper_aggs = Vec::new();
+        // The final function and partial column (position in `lower`) of each.
+        let mut reduce: Vec<(&'static str, usize)> = Vec::new();
         for (name, parts) in &finals {
-            let e = match name.as_str() {
-                "min" => agg::min(pcol(parts[0])),
-                "max" => agg::max(pcol(parts[0])),
+            let (e, f) = match name.as_str() {
+                "min" => (agg::min(pcol(parts[0])), "min"),
+                "max" => (agg::max(pcol(parts[0])), "max"),
                 // sum of sums, sum of counts; avg from both
-                _ => agg::sum(pcol(parts[0])),
+                _ => (agg::sum(pcol(parts[0])), "sum"),
             };
             upper_aggs.push(e.alias(format!("f{}", parts[0])));
+            reduce.push((f, ng + parts[0]));
             if name == "avg" {
                 upper_aggs.push(agg::sum(pcol(parts[1])).alias(format!("f{}", parts[1])));
+                reduce.push(("sum", ng + parts[1]));
             }
         }
-        let upper = LogicalPlan::Aggregate(
-            Aggregate::try_new(Arc::new(frag), group_cols, upper_aggs).ok()?,
+        // Grouped by other columns: the partials are shuffled by the group
+        // and finished on the workers; otherwise on the coordinator.
+        let over_lower = LogicalPlan::Aggregate(
+            Aggregate::try_new(
+                Arc::new(lower.clone()),
+                group_cols.clone(),
+                upper_aggs.clone(),
+            )
+            .ok()?,
         );
+        let upper = match self.shuffle_aggregate(lower.clone(), &lower_local, &over_lower, reduce) {
+            Some(shuffled) => shuffled,
+            None => {
+                let frag = self.fragment(&lower, &lower_local)?;
+                LogicalPlan::Aggregate(
+                    Aggregate::try_new(Arc::new(frag), group_cols, upper_aggs).ok()?,
+                )
+            }
+        };
         let us = upper.schema().clone();
         let fcol = |i: usize| Expr::Column(Column::new_unqualified(format!("f{i}")));
         let mut out = Vec::new();
@@ -426,7 +497,107 @@ impl FragmentPushdown {
     }
 }
 
-fn has_subquery(e: &Expr) -> bool {
+/// The SQL of `plan`. Under an alias, a filter right above a scan loses
+/// its table qualifier, and the scan its pushed filters (the filter above
+/// repeats them: every pushdown is inexact): the unparser would write them
+/// with the table's name (`FROM t AS a WHERE t.x = 1`), which does not
+/// resolve.
+pub(super) fn unparse(plan: &LogicalPlan) -> Option<String> {
+    use datafusion::logical_expr::{Filter, SubqueryAlias};
+    fn bare(e: Expr) -> Result<Expr> {
+        e.transform(|e| match e {
+            Expr::Column(c) if c.relation.is_some() => Ok(Transformed::yes(Expr::Column(
+                Column::new_unqualified(c.name),
+            ))),
+            other => Ok(Transformed::no(other)),
+        })
+        .map(|t| t.data)
+    }
+    let fixed = plan
+        .clone()
+        .transform_up(|p| {
+            let LogicalPlan::SubqueryAlias(a) = &p else {
+                return Ok(Transformed::no(p));
+            };
+            let input = match a.input.as_ref() {
+                LogicalPlan::Filter(f) => match f.input.as_ref() {
+                    LogicalPlan::TableScan(scan) => {
+                        let mut scan = scan.clone();
+                        scan.filters.clear();
+                        LogicalPlan::Filter(Filter::try_new(
+                            bare(f.predicate.clone())?,
+                            Arc::new(LogicalPlan::TableScan(scan)),
+                        )?)
+                    }
+                    _ => return Ok(Transformed::no(p)),
+                },
+                _ => return Ok(Transformed::no(p)),
+            };
+            let alias = SubqueryAlias::try_new(Arc::new(input), a.alias.clone())?;
+            Ok(Transformed::yes(LogicalPlan::SubqueryAlias(alias)))
+        })
+        .ok()?
+        .data;
+    datafusion::sql::unparser::plan_to_sql(&fixed)
+        .ok()
+        .map(|s| s.to_string())
+}
+
+/// A scan of `source` (columns `c0..cN`) under `name`, with a projection
+/// that gives the columns back the qualified names of `schema`.
+pub(super) fn rename_back(
+    name: &str,
+    source: Arc<dyn datafusion::logical_expr::TableSource>,
+    schema: &datafusion::common::DFSchemaRef,
+) -> Option<LogicalPlan> {
+    let scan = LogicalPlanBuilder::scan(name.to_owned(), source, None)
+        .ok()?
+        .build()
+        .ok()?;
+    let exprs: Vec<Expr> = schema
+        .iter()
+        .enumerate()
+        .map(|(i, (q, f))| {
+            let c = Expr::Column(Column::new(
+                Some(TableReference::bare(name.to_owned())),
+                format!("c{i}"),
+            ));
+            c.alias_qualified(q.cloned(), f.name())
+        })
+        .collect();
+    Projection::try_new(exprs, Arc::new(scan))
+        .ok()
+        .map(LogicalPlan::Projection)
+}
+
+/// The shard positions a subtree over one sharded table (and reference
+/// tables) must read, pruned by the filters pushed into that table's scan;
+/// `None` when it scans sharded tables more than once.
+fn prune_single(plan: &LogicalPlan, layouts: &[TableLayout]) -> Option<Vec<usize>> {
+    let mut sharded = layouts.iter().filter(|l| !l.is_reference());
+    let layout = sharded.next()?;
+    if sharded.next().is_some() {
+        return None;
+    }
+    let mut scans = Vec::new();
+    plan.apply(|p| {
+        if let LogicalPlan::TableScan(s) = p {
+            if s.table_name.table() == layout.info.name {
+                scans.push(s.clone());
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })
+    .ok()?;
+    let [scan] = scans.as_slice() else {
+        return None;
+    };
+    let provider = source_as_provider(&scan.source).ok()?;
+    let table = provider.downcast_ref::<DistributedTable>()?;
+    Some(layout.prune(&scan.filters, table.column_type(layout).as_ref()))
+}
+
+pub(super) fn has_subquery(e: &Expr) -> bool {
     e.exists(|x| {
         Ok(matches!(
             x,
@@ -520,7 +691,8 @@ impl TableProvider for FragmentTable {
                 false,
                 self.cluster.clients.clone(),
             )
-            .with_projection(projection.cloned()),
+            .with_projection(projection.cloned())
+            .with_session_limits(state),
         ))
     }
 }

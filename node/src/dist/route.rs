@@ -8,6 +8,7 @@
 //! [`TableLayout::prune`] with the query's filters: `col = v` and
 //! `col IN (...)` on the distribution column keep only the shards those
 //! values hash to (the router path); anything else keeps every shard.
+//! Range tables route and prune by value ([`super::range`]).
 
 use std::collections::BTreeSet;
 
@@ -29,6 +30,9 @@ use crate::sql::SqlError;
 pub struct ShardRoute {
     pub shard_id: ShardId,
     pub index: u32,
+    /// The shard's `pg_dist_shard` bounds (see [`crate::meta::state::ShardInfo`]).
+    pub min: i64,
+    pub max: i64,
     /// `(node, host:port)` of every active placement.
     pub placements: Vec<(NodeId, String)>,
 }
@@ -59,6 +63,8 @@ impl TableLayout {
             .map(|(shard_id, s)| ShardRoute {
                 shard_id,
                 index: s.index,
+                min: s.min,
+                max: s.max,
                 placements: state
                     .placements_of(shard_id)
                     .into_iter()
@@ -119,12 +125,19 @@ impl TableLayout {
         let (Some(col), false) = (column, self.is_reference()) else {
             return Ok(vec![(0, batch.clone())]);
         };
-        let hashes =
-            hash_array(batch.column(col)).map_err(|e| SqlError::new("XX000", e.to_string()))?;
         let mut per_shard: Vec<Vec<u32>> = vec![Vec::new(); self.shards.len()];
-        for (row, h) in hashes.into_iter().enumerate() {
-            let idx = shard_index_for_hash(h, count) as usize;
-            per_shard[idx.min(self.shards.len() - 1)].push(row as u32);
+        if let TableKind::Range { .. } = self.info.kind {
+            let keys = super::range::keys(batch.column(col))?;
+            for (row, pos) in super::range::locate(self, &keys)?.into_iter().enumerate() {
+                per_shard[pos].push(row as u32);
+            }
+        } else {
+            let hashes =
+                hash_array(batch.column(col)).map_err(|e| SqlError::new("XX000", e.to_string()))?;
+            for (row, h) in hashes.into_iter().enumerate() {
+                let idx = shard_index_for_hash(h, count) as usize;
+                per_shard[idx.min(self.shards.len() - 1)].push(row as u32);
+            }
         }
         let mut out = Vec::new();
         for (i, rows) in per_shard.into_iter().enumerate() {
@@ -142,6 +155,9 @@ impl TableLayout {
     /// `column_type` is the distribution column's Arrow type.
     pub fn prune(&self, filters: &[Expr], column_type: Option<&DataType>) -> Vec<usize> {
         let all: Vec<usize> = (0..self.shards.len()).collect();
+        if let (TableKind::Range { .. }, Some(ty)) = (&self.info.kind, column_type) {
+            return super::range::prune(self, filters, ty);
+        }
         let (Some(column), Some(ty), TableKind::Hash { .. }) =
             (self.column(), column_type, &self.info.kind)
         else {
@@ -201,6 +217,16 @@ fn literal(e: &Expr) -> Option<ScalarValue> {
 /// `name IN (v, ...)`.
 fn key_values(f: &Expr, name: &str) -> Option<Vec<ScalarValue>> {
     match f {
+        // DataFusion writes a short IN list as ORs of equalities.
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::Or,
+            right,
+        }) => {
+            let mut v = key_values(left, name)?;
+            v.extend(key_values(right, name)?);
+            Some(v)
+        }
         Expr::BinaryExpr(BinaryExpr {
             left,
             op: Operator::Eq,

@@ -2,12 +2,14 @@
 //!
 //! Step in the flow: [`super::table::DistributedTable::scan`] prunes the
 //! shards and writes one SQL fragment per remaining shard (projection,
-//! pushed filters, limit). Partition `i` of this plan runs fragment `i`
-//! with a Flight `do_get` on the worker holding the shard and streams the
-//! batches as they arrive: the coordinator never buffers a shard. What is
-//! above the scan (joins, aggregates, sorts) runs on the coordinator.
-//! `EXPLAIN` lists the shards, their nodes and the fragment;
-//! `EXPLAIN ANALYZE` adds rows and time per fragment (partition).
+//! pushed filters, limit). Each partition of this plan runs some fragments
+//! of one worker, one after another, each with a Flight `do_get`, and
+//! streams the batches as they arrive: the coordinator never buffers a
+//! shard. A worker gets at most `quiver.max_adaptive_executor_pool_size`
+//! partitions, started with slow start ([`super::gate`]). What is above the
+//! scan (joins, aggregates, sorts) runs on the coordinator. `EXPLAIN` lists
+//! the shards, their nodes and the fragment; `EXPLAIN ANALYZE` adds rows
+//! and time per partition.
 
 use std::fmt;
 use std::sync::Arc;
@@ -28,8 +30,11 @@ use datafusion::physical_plan::{
 use futures::{StreamExt, TryStreamExt};
 
 use super::client::WorkerClients;
+use super::gate::QueryGates;
+use super::shuffle::ShuffleStage;
 use super::wire::QueryTicket;
 use crate::meta::state::{NodeId, ShardId};
+use crate::sql::settings::{exec_limits, Settings};
 use crate::sql::SqlError;
 
 /// One shard's part of a scan.
@@ -57,6 +62,43 @@ pub struct ShardScanExec {
     projection: Option<Vec<usize>>,
     props: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
+    /// Streams per worker this query may run at a time.
+    gates: Arc<QueryGates>,
+    /// The fragments (positions) each partition runs, all on one worker.
+    partitions: Vec<Vec<usize>>,
+    /// A shuffle's map stage, run before the first fragment.
+    stage: Option<Arc<ShuffleStage>>,
+}
+
+/// Splits fragments into partitions: at most `pool` per worker, each
+/// holding fragments of one worker only.
+fn plan_partitions(fragments: &[Fragment], pool: usize) -> Vec<Vec<usize>> {
+    let mut per_worker: Vec<(&str, Vec<usize>)> = Vec::new();
+    for (i, fr) in fragments.iter().enumerate() {
+        match per_worker.iter_mut().find(|(a, _)| *a == fr.addr) {
+            Some((_, v)) => v.push(i),
+            None => per_worker.push((&fr.addr, vec![i])),
+        }
+    }
+    let mut out = Vec::new();
+    for (_, frs) in per_worker {
+        let k = pool.max(1).min(frs.len());
+        let mut parts = vec![Vec::new(); k];
+        for (j, f) in frs.into_iter().enumerate() {
+            parts[j % k].push(f);
+        }
+        out.extend(parts);
+    }
+    out
+}
+
+fn properties(schema: &SchemaRef, partitions: usize) -> Arc<PlanProperties> {
+    Arc::new(PlanProperties::new(
+        EquivalenceProperties::new(schema.clone()),
+        Partitioning::UnknownPartitioning(partitions.max(1)),
+        EmissionType::Incremental,
+        Boundedness::Bounded,
+    ))
 }
 
 impl ShardScanExec {
@@ -68,12 +110,8 @@ impl ShardScanExec {
         count_only: bool,
         clients: Arc<WorkerClients>,
     ) -> Self {
-        let props = Arc::new(PlanProperties::new(
-            EquivalenceProperties::new(schema.clone()),
-            Partitioning::UnknownPartitioning(fragments.len().max(1)),
-            EmissionType::Incremental,
-            Boundedness::Bounded,
-        ));
+        let props = properties(&schema, fragments.len());
+        let partitions = (0..fragments.len()).map(|i| vec![i]).collect();
         ShardScanExec {
             table,
             schema,
@@ -84,7 +122,27 @@ impl ShardScanExec {
             projection: None,
             props,
             metrics: ExecutionPlanMetricsSet::new(),
+            gates: QueryGates::unbounded(),
+            partitions,
+            stage: None,
         }
+    }
+
+    /// Runs `stage` (a shuffle's map tasks) before the fragments.
+    pub fn with_stage(mut self, stage: Arc<ShuffleStage>) -> Self {
+        self.stage = Some(stage);
+        self
+    }
+
+    /// Bounds the streams per worker with the session's executor settings.
+    pub fn with_session_limits(mut self, state: &dyn datafusion::catalog::Session) -> Self {
+        if let Some(settings) = state.config().get_extension::<Settings>() {
+            let (pool, slow_start) = exec_limits(&settings);
+            self.partitions = plan_partitions(&self.fragments, pool);
+            self.props = properties(&self.schema, self.partitions.len());
+            self.gates = QueryGates::new(pool, slow_start);
+        }
+        self
     }
 
     /// Keeps only these columns of each fragment's result.
@@ -108,7 +166,11 @@ impl DisplayAs for ShardScanExec {
             self.fragments.len(),
             shards.join(", "),
             self.fragments.first().map_or("", |fr| fr.sql.as_str())
-        )
+        )?;
+        if let Some(stage) = &self.stage {
+            write!(f, ", after a {}", stage.describe())?;
+        }
+        Ok(())
     }
 }
 
@@ -203,54 +265,122 @@ impl ExecutionPlan for ShardScanExec {
         partition: usize,
         _context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let fr = self
-            .fragments
+        let frs: Vec<Fragment> = self
+            .partitions
             .get(partition)
-            .cloned()
-            .ok_or_else(|| DataFusionError::Internal(format!("no fragment {partition}")))?;
+            .map(|p| {
+                p.iter()
+                    .filter_map(|&i| self.fragments.get(i).cloned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let Some(addr) = frs.first().map(|f| f.addr.clone()) else {
+            return Err(DataFusionError::Internal(format!(
+                "no fragment {partition}"
+            )));
+        };
         let baseline = BaselineMetrics::new(&self.metrics, partition);
         let clients = self.clients.clone();
-        let ticket = QueryTicket {
-            sql: fr.sql.clone(),
-            gid: self.gid.clone(),
-            tables: fr.tables.clone(),
-        };
+        let gid = self.gid.clone();
         let projection = self.projection.clone();
         let schema = self.schema.clone();
         let table = self.table.clone();
         let count_only = self.count_only;
         let out_schema = schema.clone();
+        let gates = self.gates.clone();
+        let stage = self.stage.clone();
         let opened = async move {
-            let (stream, permit) = clients
-                .query(&fr.addr, &ticket)
-                .await
-                .map_err(|e| in_shard(e, &fr, &table))?;
-            let addr = fr.addr.clone();
-            Ok::<_, DataFusionError>(stream.map(move |r| {
-                let _held = &permit;
-                let timer = baseline.elapsed_compute().timer();
-                let out = match r {
-                    Ok(b) => match &projection {
-                        Some(p) => b
-                            .project(p)
-                            .map_err(DataFusionError::from)
-                            .and_then(|b| relabel(&schema, b, count_only)),
-                        None => relabel(&schema, b, count_only),
-                    },
-                    Err(e) => Err(in_shard(
-                        super::client::remote_error(&addr, "streaming a query fragment", e),
-                        &fr,
-                        &table,
-                    )),
+            // The stage lives as long as the streams (its drop frees the
+            // intermediate results they read).
+            if let Some(stage) = &stage {
+                stage
+                    .ensure()
+                    .await
+                    .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            }
+            // One place in the worker's gate for all fragments of the partition.
+            let slot = Arc::new(gates.enter(&addr).await);
+            let each = futures::stream::iter(frs).then(move |fr| {
+                let (clients, slot, baseline) = (clients.clone(), slot.clone(), baseline.clone());
+                let stage = stage.clone();
+                let (projection, schema, table) =
+                    (projection.clone(), schema.clone(), table.clone());
+                let ticket = QueryTicket {
+                    sql: fr.sql.clone(),
+                    gid: gid.clone(),
+                    tables: fr.tables.clone(),
                 };
-                timer.done();
-                if let Ok(b) = &out {
-                    baseline.record_output(b.num_rows());
+                async move {
+                    let (stream, permit) = clients
+                        .query(&fr.addr, &ticket)
+                        .await
+                        .map_err(|e| in_shard(e, &fr, &table))?;
+                    Ok::<_, DataFusionError>(stream.map(move |r| {
+                        let _held = (&permit, &slot, &stage);
+                        let timer = baseline.elapsed_compute().timer();
+                        let out = match r {
+                            Ok(b) => match &projection {
+                                Some(p) => b
+                                    .project(p)
+                                    .map_err(DataFusionError::from)
+                                    .and_then(|b| relabel(&schema, b, count_only)),
+                                None => relabel(&schema, b, count_only),
+                            },
+                            Err(e) => Err(in_shard(
+                                super::client::remote_error(
+                                    &fr.addr,
+                                    "streaming a query fragment",
+                                    e,
+                                ),
+                                &fr,
+                                &table,
+                            )),
+                        };
+                        timer.done();
+                        if let Ok(b) = &out {
+                            baseline.record_output(b.num_rows());
+                        }
+                        out
+                    }))
                 }
-                out
-            }))
+            });
+            Ok::<_, DataFusionError>(each.try_flatten())
         };
         let stream = futures::stream::once(opened).try_flatten();
         Ok(Box::pin(RecordBatchStreamAdapter::new(out_schema, stream)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frag(shard: u64, addr: &str) -> Fragment {
+        Fragment {
+            shard_id: shard,
+            node: 1,
+            addr: addr.into(),
+            sql: String::new(),
+            tables: vec![],
+        }
+    }
+
+    #[test]
+    fn partitions_hold_one_worker_and_respect_the_pool() {
+        let frs: Vec<Fragment> = (0..7)
+            .map(|i| frag(i, if i % 2 == 0 { "a" } else { "b" }))
+            .collect();
+        let parts = plan_partitions(&frs, 2);
+        assert_eq!(parts.len(), 4);
+        for p in &parts {
+            let addr = &frs[p[0]].addr;
+            assert!(p.iter().all(|&i| &frs[i].addr == addr));
+        }
+        let mut all: Vec<usize> = parts.concat();
+        all.sort();
+        assert_eq!(all, (0..7).collect::<Vec<_>>());
+        // a pool larger than the fragments: one partition per fragment
+        assert_eq!(plan_partitions(&frs, 16).len(), 7);
+        assert_eq!(plan_partitions(&frs, 1).len(), 2);
     }
 }

@@ -109,7 +109,10 @@ impl DistributedTable {
         layout.column().and_then(|c| self.shell.column_index(c))
     }
 
-    fn column_type(&self, layout: &TableLayout) -> Option<datafusion::arrow::datatypes::DataType> {
+    pub(super) fn column_type(
+        &self,
+        layout: &TableLayout,
+    ) -> Option<datafusion::arrow::datatypes::DataType> {
         self.column_index(layout)
             .map(|i| self.shell.columns[i].ty.arrow_type())
     }
@@ -253,14 +256,17 @@ impl TableProvider for DistributedTable {
         } else {
             projected
         };
-        Ok(Arc::new(ShardScanExec::new(
-            self.shell.name.clone(),
-            schema,
-            fragments,
-            gid,
-            count_only,
-            self.cluster.clients.clone(),
-        )))
+        Ok(Arc::new(
+            ShardScanExec::new(
+                self.shell.name.clone(),
+                schema,
+                fragments,
+                gid,
+                count_only,
+                self.cluster.clients.clone(),
+            )
+            .with_session_limits(state),
+        ))
     }
 
     async fn insert_into(
@@ -283,7 +289,13 @@ impl TableProvider for DistributedTable {
             .collect::<Result<Vec<_>>>()?;
         let rows = self
             .cluster
-            .write_rows(&txn, &layout, self.column_index(&layout), &conformed)
+            .write_rows(
+                &txn,
+                &self.shell,
+                &layout,
+                self.column_index(&layout),
+                &conformed,
+            )
             .await
             .map_err(ext)?;
         count_exec(rows)

@@ -78,6 +78,29 @@ pub fn map_tables(
 pub struct PutCommand {
     pub gid: String,
     pub table: String,
+    /// The rows are a shuffle's intermediate result, kept in memory under
+    /// `table` (not a transaction's writes).
+    #[serde(default)]
+    pub intermediate: bool,
+}
+
+/// One map task of a shuffle: run `sql` (with `tables` mapped, inside
+/// `gid` when open here) and send each row to bucket
+/// `hash(key columns) % targets.len()`, as intermediate table
+/// `__shuffle_<qid>_<side>_<bucket>` on `targets[bucket]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShuffleMap {
+    pub qid: String,
+    pub side: String,
+    pub sql: String,
+    pub tables: Vec<(String, String)>,
+    pub gid: Option<String>,
+    /// Positions of the key columns in the result.
+    pub keys: Vec<usize>,
+    /// `host:port` of each bucket's worker.
+    pub targets: Vec<String>,
+    /// The result's schema (Arrow IPC), so empty buckets have one too.
+    pub schema: Vec<u8>,
 }
 
 /// A `do_action` request; the Flight action type is [`Action::kind`].
@@ -98,6 +121,10 @@ pub enum Action {
     Abort { gid: String },
     /// The transactions the worker knows.
     ListTxns,
+    /// Run a shuffle's map task.
+    ShuffleMap(ShuffleMap),
+    /// Forget the intermediate results of shuffle `qid`.
+    DropIntermediates { qid: String },
 }
 
 impl Action {
@@ -110,6 +137,8 @@ impl Action {
             Action::Commit { .. } => "commit",
             Action::Abort { .. } => "abort",
             Action::ListTxns => "list_txns",
+            Action::ShuffleMap(_) => "shuffle_map",
+            Action::DropIntermediates { .. } => "drop_intermediates",
         }
     }
 }

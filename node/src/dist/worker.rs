@@ -8,7 +8,9 @@
 //! - `do_put` with a [`PutCommand`] descriptor: the rows are staged in
 //!   open transaction `gid` ([`super::worker_txn`]);
 //! - `do_action` with an [`Action`]: shard DDL, statements in a
-//!   transaction, prepare / commit / abort, and the list of transactions.
+//!   transaction, prepare / commit / abort, the list of transactions, and
+//!   shuffle map tasks ([`super::worker_shuffle`]);
+//! - `do_put` of a shuffle bucket: kept as an intermediate result.
 //!
 //! Errors go back as [`super::wire::status_of`], keeping their SQLSTATE.
 
@@ -25,10 +27,13 @@ use arrow_flight::{
     Ticket,
 };
 use bytes::Bytes;
+use datafusion::arrow::array::RecordBatch;
 use futures::{Stream, StreamExt, TryStreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
+use super::client::{PoolSettings, WorkerClients};
 use super::wire::{status_of, Action, ActionReply, PutCommand, QueryTicket};
+use super::worker_shuffle::{send_buckets, Intermediates};
 use super::worker_txn::WorkerTxns;
 use crate::sql::{Database, Outcome, SqlError};
 
@@ -44,6 +49,10 @@ pub struct WorkerFlight {
     /// Idle sessions for fragments outside a transaction (making one per
     /// fragment would cost more than a point query).
     idle: parking_lot::Mutex<Vec<crate::sql::Session>>,
+    /// Shuffle buckets sent here, readable by name.
+    intermediates: Arc<Intermediates>,
+    /// Connections to other workers (shuffle map tasks send buckets).
+    peers: Arc<WorkerClients>,
 }
 
 /// Idle sessions kept for reuse.
@@ -63,6 +72,8 @@ fn flight_status(e: FlightError) -> Status {
 impl WorkerFlight {
     pub fn new(db: Arc<Database>, txns: Arc<WorkerTxns>) -> Self {
         WorkerFlight {
+            intermediates: Arc::new(Intermediates::new(db.clone())),
+            peers: WorkerClients::new(PoolSettings::default()),
             db,
             txns,
             idle: parking_lot::Mutex::new(Vec::new()),
@@ -79,6 +90,36 @@ impl WorkerFlight {
     async fn query(&self, ticket: QueryTicket) -> Result<BoxedStream<FlightData>, SqlError> {
         let mut session = self.idle.lock().pop().unwrap_or_else(|| self.db.session());
         let out = self.query_in(&mut session, ticket).await;
+        if session.block_state() == crate::sql::BlockState::Idle {
+            let mut idle = self.idle.lock();
+            if idle.len() < MAX_IDLE_SESSIONS {
+                idle.push(session);
+            }
+        }
+        out
+    }
+
+    /// Runs a fragment to the end; its batches.
+    async fn collect(&self, ticket: QueryTicket) -> Result<Vec<RecordBatch>, SqlError> {
+        let mut session = self.idle.lock().pop().unwrap_or_else(|| self.db.session());
+        let out = async {
+            let mut stmts = session.parse(&ticket.sql)?;
+            let [stmt] = stmts.as_mut_slice() else {
+                return Err(SqlError::syntax("a fragment must be exactly one query"));
+            };
+            super::wire::map_tables(stmt, &ticket.tables);
+            if let Some(gid) = &ticket.gid {
+                if let Some(rows) = self.txns.query(gid, stmt).await {
+                    return rows;
+                }
+            }
+            match session.execute(stmt, None, None).await? {
+                Outcome::Rows { df, .. } => Ok(df.collect().await?),
+                Outcome::Batches { batches, .. } => Ok(batches),
+                _ => Err(SqlError::syntax("a fragment must be a query")),
+            }
+        }
+        .await;
         if session.block_state() == crate::sql::BlockState::Idle {
             let mut idle = self.idle.lock();
             if idle.len() < MAX_IDLE_SESSIONS {
@@ -142,6 +183,17 @@ impl WorkerFlight {
             Action::Commit { gid } => self.txns.commit(&gid).await?,
             Action::Abort { gid } => self.txns.abort(&gid).await?,
             Action::ListTxns => reply.txns = self.txns.list().await,
+            Action::ShuffleMap(task) => {
+                let batches = self
+                    .collect(QueryTicket {
+                        sql: task.sql.clone(),
+                        gid: task.gid.clone(),
+                        tables: task.tables.clone(),
+                    })
+                    .await?;
+                reply.rows = send_buckets(&self.peers, &task, batches).await?;
+            }
+            Action::DropIntermediates { qid } => self.intermediates.drop_query(&qid),
         }
         Ok(reply)
     }
@@ -242,15 +294,27 @@ impl FlightService for WorkerFlight {
         let all = futures::stream::once(async move { Ok(first) })
             .chain(input)
             .map_err(|s| FlightError::Tonic(Box::new(s)));
-        let batches: Vec<_> = FlightRecordBatchStream::new_from_flight_data(all)
-            .try_collect()
-            .await
-            .map_err(flight_status)?;
-        let rows = self
-            .txns
-            .put(&cmd.gid, &cmd.table, &batches)
-            .await
-            .map_err(|e| status_of(&e))?;
+        let mut stream = FlightRecordBatchStream::new_from_flight_data(all);
+        let mut batches = Vec::new();
+        while let Some(b) = stream.next().await {
+            batches.push(b.map_err(flight_status)?);
+        }
+        let rows = if cmd.intermediate {
+            let schema = stream
+                .schema()
+                .cloned()
+                .ok_or_else(|| bad_request("an intermediate result needs a schema"))?;
+            let n = batches.iter().map(|b| b.num_rows() as u64).sum();
+            self.intermediates
+                .add(&cmd.table, schema, batches)
+                .map_err(|e| status_of(&e))?;
+            n
+        } else {
+            self.txns
+                .put(&cmd.gid, &cmd.table, &batches)
+                .await
+                .map_err(|e| status_of(&e))?
+        };
         let body = reply_bytes(&ActionReply {
             rows,
             ..Default::default()
@@ -297,6 +361,8 @@ impl FlightService for WorkerFlight {
             "commit",
             "abort",
             "list_txns",
+            "shuffle_map",
+            "drop_intermediates",
         ];
         let out = futures::stream::iter(kinds.map(|k| {
             Ok(ActionType {

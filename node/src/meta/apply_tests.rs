@@ -417,6 +417,7 @@ fn range_shards_and_failover() {
         distribution: Distribution::Range {
             column: "id".into(),
             interval: Some(100),
+            replication_factor: 2,
         },
         shards: vec![spec(0, 0, 100)],
         placements: plan_placements(&s, 0, 1, 2).unwrap(),

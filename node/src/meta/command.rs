@@ -41,11 +41,18 @@ pub enum Distribution {
         colocate_with: Option<ColocationId>,
         replication_factor: u32,
     },
-    /// Range-distributed.
+    /// Range-distributed; shards may be added later (`AddRangeShards`),
+    /// each with `replication_factor` copies.
     Range {
         column: String,
         interval: Option<i64>,
+        #[serde(default = "one")]
+        replication_factor: u32,
     },
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// A shard as proposed, before it has an id.

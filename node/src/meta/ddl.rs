@@ -260,14 +260,24 @@ pub(super) fn create_distributed(
                 }
             }
         }
-        Distribution::Range { column, interval } => {
+        Distribution::Range {
+            column,
+            interval,
+            replication_factor,
+        } => {
             check_new_table(s, table, Some(column))?;
-            check_shards(shards, 0, false)?;
-            check_placements(s, placements, 0, shards.len(), 1)?;
+            // A range table may start empty: shards come as rows arrive.
+            if !shards.is_empty() {
+                check_shards(shards, 0, false)?;
+                check_placements(s, placements, 0, shards.len(), 1)?;
+            } else if !placements.is_empty() {
+                return Err("placements without shards".into());
+            }
             (
                 TableKind::Range {
                     column: column.clone(),
                     interval: *interval,
+                    replication_factor: (*replication_factor).max(1),
                 },
                 None,
             )

@@ -87,9 +87,16 @@ pub enum TableKind {
     Range {
         column: String,
         interval: Option<i64>,
+        /// Copies of each shard created later.
+        #[serde(default = "one")]
+        replication_factor: u32,
     },
     /// One shard, a copy on every worker.
     Reference,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// One table of the catalogue (`pg_dist_partition` plus the schema).

@@ -220,6 +220,8 @@ pub struct NodeConfig {
     /// Cluster defaults from `[sharding]` and `[failover]`, as the operator
     /// renders them (used by coordinators).
     pub sharding: ShardingConfig,
+    /// `[executor]`: connections and streams to workers.
+    pub executor: super::executor::ExecutorConfig,
 }
 
 /// `[sharding]` and `[failover]` settings of a cluster.
@@ -251,6 +253,7 @@ impl Default for NodeConfig {
             log_format: LogFormat::Text,
             worker_group: None,
             sharding: ShardingConfig::default(),
+            executor: Default::default(),
         }
     }
 }
@@ -309,6 +312,7 @@ struct FileConfig {
     cluster: Option<ClusterSection>,
     sharding: Option<ShardingSection>,
     failover: Option<FailoverSection>,
+    executor: Option<super::executor::ExecutorConfig>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -397,6 +401,9 @@ impl NodeConfig {
             set_if_some!(self.sharding.shard_count, some sh.shard_count);
             set_if_some!(self.sharding.replication_factor, some sh.replication_factor);
         }
+        if let Some(e) = file.executor {
+            self.executor = e;
+        }
         if let Some(f) = file.failover {
             set_if_some!(
                 self.sharding.worker_failure_timeout_seconds,
@@ -427,6 +434,7 @@ impl NodeConfig {
 
     /// Checks the combination of values; run before binding anything.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.executor.check()?;
         let bind = self.bind_address.trim();
         if bind.is_empty() || bind.contains(char::is_whitespace) {
             return Err(ConfigError::InvalidValue {

@@ -9,6 +9,7 @@
 
 pub mod cluster;
 pub mod config;
+pub mod executor;
 pub mod http;
 pub mod metrics;
 pub mod node;

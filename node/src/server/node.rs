@@ -53,6 +53,7 @@ fn setting_defaults(config: &NodeConfig) -> Vec<(String, String)> {
     if let Some(n) = config.sharding.replication_factor {
         out.push(("quiver.shard_replication_factor".to_owned(), n.to_string()));
     }
+    out.extend(config.executor.setting_defaults());
     out
 }
 

@@ -106,7 +106,14 @@ impl SchemaProvider for QuiverSchema {
     fn table_names(&self) -> Vec<String> {
         let snap = self.engine.snapshot();
         let mut names: Vec<String> = snap.names.keys().cloned().collect();
-        names.extend(self.external.read().keys().cloned());
+        // Shuffle intermediates on a worker are not listed.
+        names.extend(
+            self.external
+                .read()
+                .keys()
+                .filter(|n| !n.starts_with("__shuffle_"))
+                .cloned(),
+        );
         names.sort();
         names
     }

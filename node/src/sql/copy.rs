@@ -119,7 +119,9 @@ impl Session {
             if let Some(layout) = cluster.layout(&t.meta.name) {
                 // A distributed table: the rows go to their shards now.
                 let column = layout.column().and_then(|c| t.meta.column_index(c));
-                cluster.write_rows(&self.txn, &layout, column, &[b]).await?;
+                cluster
+                    .write_rows(&self.txn, &t.meta, &layout, column, &[b])
+                    .await?;
                 return Ok(());
             }
         }

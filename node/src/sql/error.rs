@@ -112,6 +112,12 @@ fn clean(msg: &str) -> String {
     m.to_string()
 }
 
+impl From<ArrowError> for SqlError {
+    fn from(e: ArrowError) -> Self {
+        from_arrow(&e)
+    }
+}
+
 impl From<DataFusionError> for SqlError {
     fn from(e: DataFusionError) -> Self {
         match e {

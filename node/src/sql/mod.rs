@@ -92,7 +92,10 @@ impl Database {
         base.register_catalog(CATALOG, catalog);
         crate::meta::sql::install(&base, &schema, opts.cluster.clone())?;
         let cluster = opts.cluster.clone().map(|api| {
-            crate::dist::Cluster::new(api, crate::dist::client::PoolSettings::default())
+            crate::dist::Cluster::new(
+                api,
+                crate::dist::client::PoolSettings::from_settings(&opts.setting_defaults),
+            )
         });
         if let Some(c) = &cluster {
             base.add_optimizer_rule(std::sync::Arc::new(
@@ -140,7 +143,25 @@ impl Database {
         for (k, v) in &self.setting_defaults {
             session.settings.set_default(k, v);
         }
+        // Scans read the executor settings (`quiver.max_adaptive_...`).
         session
+            .ctx
+            .state_ref()
+            .write()
+            .config_mut()
+            .set_extension(Arc::new(session.settings.clone()));
+        session
+    }
+
+    /// Makes `table` readable by `name` in every session (a shuffle's
+    /// intermediate result on a worker).
+    pub fn put_external(&self, name: &str, table: Arc<dyn datafusion::catalog::TableProvider>) {
+        self.schema.add_external(name, table);
+    }
+
+    /// Forgets a table added with [`Self::put_external`].
+    pub fn remove_external(&self, name: &str) {
+        self.schema.remove_external(name);
     }
 
     pub(crate) fn note_rows_written(&self, n: u64) {

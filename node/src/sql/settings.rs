@@ -201,6 +201,7 @@ impl Settings {
                 ));
             }
         }
+        check_quiver_setting(name, &value)?;
         if self.shared.read().contains_key(name) || name.contains('.') {
             self.shared.write().insert(name.into(), value);
             Ok(())
@@ -229,11 +230,100 @@ impl Settings {
     }
 }
 
+/// Node-wide settings: they size the shared worker pool at start-up
+/// (`[executor]` in the config file) and cannot change per session.
+const NODE_WIDE: &[&str] = &[
+    "quiver.max_cached_conns_per_worker",
+    "quiver.max_shared_pool_size",
+];
+
+/// Refuses a value a `quiver.*` setting cannot take.
+fn check_quiver_setting(name: &str, value: &str) -> Result<(), SqlError> {
+    if NODE_WIDE.contains(&name) {
+        return Err(SqlError::new(
+            "55P02",
+            format!(
+                "parameter \"{name}\" cannot be changed now: set it in the [executor] section \
+                 of the config file"
+            ),
+        ));
+    }
+    let ok = match name {
+        "quiver.max_adaptive_executor_pool_size"
+        | "quiver.shard_count"
+        | "quiver.shard_replication_factor" => value.parse::<u32>().is_ok_and(|n| n > 0),
+        "quiver.executor_slow_start_interval" => parse_millis(value).is_some(),
+        _ => true,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(SqlError::new(
+            "22023",
+            format!("invalid value for parameter \"{name}\": \"{value}\""),
+        ))
+    }
+}
+
+/// Milliseconds of a duration setting: `"10ms"`, `"2s"`, `"1min"`, or a
+/// bare number of milliseconds.
+pub fn parse_millis(text: &str) -> Option<u64> {
+    let t = text.trim().to_ascii_lowercase();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let scale = match unit.trim() {
+        "" | "ms" => 1,
+        "s" => 1000,
+        "min" => 60_000,
+        _ => return None,
+    };
+    n.checked_mul(scale)
+}
+
+/// The executor's per-query limits from a session's settings.
+pub fn exec_limits(settings: &Settings) -> (usize, std::time::Duration) {
+    let pool = settings
+        .get("quiver.max_adaptive_executor_pool_size")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(16);
+    let slow = settings
+        .get("quiver.executor_slow_start_interval")
+        .and_then(|v| parse_millis(&v))
+        .unwrap_or(10);
+    (pool.max(1), std::time::Duration::from_millis(slow))
+}
+
 /// The setting a `SHOW` names (`SHOW time zone`, `SHOW quiver.shard_count`).
 pub fn show_key(words: &str) -> String {
     match words {
         "time zone" => "timezone".into(),
         "transaction isolation level" => "transaction_isolation".into(),
         other => other.replace(' ', "."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_checks() {
+        assert_eq!(parse_millis("10ms"), Some(10));
+        assert_eq!(parse_millis("2s"), Some(2000));
+        assert_eq!(parse_millis("250"), Some(250));
+        assert_eq!(parse_millis("0"), Some(0));
+        assert_eq!(parse_millis("fast"), None);
+        assert_eq!(parse_millis("5 parsecs"), None);
+        assert!(check_quiver_setting("quiver.max_adaptive_executor_pool_size", "0").is_err());
+        assert!(check_quiver_setting("quiver.max_adaptive_executor_pool_size", "4").is_ok());
+        assert_eq!(
+            check_quiver_setting("quiver.max_shared_pool_size", "4")
+                .unwrap_err()
+                .sqlstate,
+            "55P02"
+        );
+        let s = Settings::default();
+        assert_eq!(exec_limits(&s), (16, std::time::Duration::from_millis(10)));
     }
 }

@@ -123,12 +123,38 @@ impl Session {
             .get("quiver.shard_replication_factor")
             .and_then(|v| v.parse().ok())
             .unwrap_or(1);
-        crate::dist::ddl::run_utility(call, &cluster, &self.db, shard_count, replication).await?;
-        let schema = crate::dist::ddl::utility_schema(call);
+        // Arguments given as expressions are evaluated here, as text.
+        let mut call = call.clone();
+        for (sql, slot) in call.computed() {
+            let batches = self
+                .ctx
+                .sql(&format!("SELECT CAST(({sql}) AS TEXT)"))
+                .await?
+                .collect()
+                .await?;
+            *slot = batches
+                .first()
+                .filter(|b| b.num_rows() == 1)
+                .and_then(|b| {
+                    use datafusion::arrow::array::{Array, AsArray};
+                    let text = datafusion::arrow::compute::cast(
+                        b.column(0),
+                        &datafusion::arrow::datatypes::DataType::Utf8,
+                    )
+                    .ok()?;
+                    let text = text.as_string_opt::<i32>()?;
+                    text.is_valid(0).then(|| text.value(0).to_owned())
+                })
+                .ok_or_else(|| SqlError::new("22004", format!("argument {sql} is NULL")))?;
+        }
+        let text =
+            crate::dist::ddl::run_utility(&call, &cluster, &self.db, shard_count, replication)
+                .await?;
+        let schema = crate::dist::ddl::utility_schema(&call);
         let batch = RecordBatch::try_new(
             schema.clone(),
             vec![std::sync::Arc::new(
-                datafusion::arrow::array::StringArray::from(vec![""]),
+                datafusion::arrow::array::StringArray::from(vec![text]),
             )],
         )
         .map_err(|e| SqlError::new("XX000", e.to_string()))?;

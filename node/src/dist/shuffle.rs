@@ -1,0 +1,469 @@
+//! Repartition joins: joins of distributed tables that are not co-located
+//! on the join key run on the workers after a shuffle, not on the
+//! coordinator.
+//!
+//! Step in the flow: [`super::pushdown::FragmentPushdown`] meets a join
+//! whose two inputs are each shard-local (a scan, or a co-located subtree)
+//! but not co-located with each other. [`FragmentPushdown::shuffle_join`]
+//! replaces it by a scan of a [`ShuffleTable`]:
+//! 1. **map**: every shard of each input runs its subtree's SQL (columns
+//!    `c0..`, join keys `k0..`) and sends each row to bucket
+//!    `hash(keys) % W`, one bucket per healthy worker
+//!    ([`super::worker_shuffle`]);
+//! 2. **reduce**: bucket `b`'s worker joins its two intermediate tables,
+//!    and the coordinator streams the joined rows, as it does for any
+//!    fragment ([`super::scan::ShardScanExec`]).
+//!
+//! An aggregate grouped by other columns than the distribution column is
+//! shuffled the same way, with one input: the shards compute partial
+//! aggregates, send them by the hash of the grouping columns, and each
+//! bucket's worker computes the final aggregates of its groups
+//! ([`FragmentPushdown::shuffle_aggregate`]).
+//!
+//! The map stage runs once, when the first reduce fragment starts (so
+//! `EXPLAIN` runs nothing), and the intermediates are dropped when the plan
+//! is dropped. Equal keys hash alike on both sides because the planner has
+//! already cast both to one type. Inner, left, right and full joins on
+//! equality keys without another join condition are shuffled; the rest
+//! still runs on the coordinator.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::arrow::ipc::writer::IpcWriteOptions;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::{Column, NullEquality, Result};
+use datafusion::datasource::{provider_as_source, TableType};
+use datafusion::logical_expr::{Expr, ExprSchemable, Join, JoinType, LogicalPlan, Projection};
+use datafusion::physical_plan::ExecutionPlan;
+
+use super::client::WorkerClients;
+use super::pushdown::{has_subquery, rename_back, unparse, FragmentPushdown, Local};
+use super::scan::{Fragment, ShardScanExec};
+use super::table::quote;
+use super::wire::{Action, ShuffleMap};
+use super::worker_shuffle::intermediate_name;
+use crate::meta::state::NodeId;
+use crate::sql::txn::TxnContext;
+use crate::sql::SqlError;
+
+/// One input of a shuffle: its map fragments, key positions and schema.
+#[derive(Debug, Clone)]
+struct Side {
+    name: &'static str,
+    fragments: Vec<Fragment>,
+    columns: usize,
+    keys: usize,
+    schema_ipc: Vec<u8>,
+}
+
+/// The map stage of one execution of a shuffle.
+pub struct ShuffleStage {
+    qid: String,
+    tasks: Vec<(String, ShuffleMap)>,
+    targets: Vec<String>,
+    clients: Arc<WorkerClients>,
+    started: AtomicBool,
+    done: tokio::sync::OnceCell<Result<(), SqlError>>,
+}
+
+impl fmt::Debug for ShuffleStage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ShuffleStage({})", self.qid)
+    }
+}
+
+impl ShuffleStage {
+    /// Runs the map tasks once; later callers wait for the first run.
+    pub async fn ensure(&self) -> Result<(), SqlError> {
+        self.done
+            .get_or_init(|| async {
+                self.started.store(true, Ordering::Relaxed);
+                let calls = self.tasks.iter().map(|(addr, task)| {
+                    let action = Action::ShuffleMap(task.clone());
+                    async move { self.clients.action(addr, &action).await }
+                });
+                let mut first = None;
+                for r in futures::future::join_all(calls).await {
+                    if let Err(e) = r {
+                        first.get_or_insert(e);
+                    }
+                }
+                first.map_or(Ok(()), Err)
+            })
+            .await
+            .clone()
+    }
+
+    /// A line for `EXPLAIN`.
+    pub fn describe(&self) -> String {
+        let first = |side: &str| {
+            self.tasks
+                .iter()
+                .find(|(_, t)| t.side == side)
+                .map_or(String::new(), |(_, t)| t.sql.clone())
+        };
+        let count = |side: &str| self.tasks.iter().filter(|(_, t)| t.side == side).count();
+        let mut out = format!(
+            "shuffle into {} buckets of map fragments: left x{}: {}",
+            self.targets.len(),
+            count("l"),
+            first("l"),
+        );
+        if count("r") > 0 {
+            out.push_str(&format!("; right x{}: {}", count("r"), first("r")));
+        }
+        out
+    }
+}
+
+impl Drop for ShuffleStage {
+    fn drop(&mut self) {
+        if !self.started.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (clients, targets, qid) = (
+            self.clients.clone(),
+            std::mem::take(&mut self.targets),
+            self.qid.clone(),
+        );
+        handle.spawn(async move {
+            for t in targets {
+                let action = Action::DropIntermediates { qid: qid.clone() };
+                if let Err(e) = clients.action(&t, &action).await {
+                    tracing::warn!(worker = %t, error = %e.message, "could not drop shuffle results");
+                }
+            }
+        });
+    }
+}
+
+/// What each bucket's worker does with its intermediates.
+#[derive(Debug, Clone)]
+enum Reduce {
+    /// Join side `l` with side `r` (`INNER JOIN`, `LEFT JOIN`, ...).
+    Join(&'static str),
+    /// Finish partial aggregates of side `l`: its first `groups` columns
+    /// are the grouping, then one final aggregate per output column
+    /// (`min`, `max` or `sum` of a partial column).
+    Aggregate {
+        groups: usize,
+        finals: Vec<(&'static str, usize)>,
+    },
+}
+
+/// The result of a shuffle, as a table of positional columns.
+#[derive(Debug)]
+pub struct ShuffleTable {
+    name: String,
+    schema: SchemaRef,
+    sides: Vec<Side>,
+    reduce: Reduce,
+    /// `(node, host:port)` of each bucket.
+    targets: Vec<(NodeId, String)>,
+    clients: Arc<WorkerClients>,
+}
+
+impl ShuffleTable {
+    fn reduce_sql(&self, qid: &str, bucket: usize) -> String {
+        let c = |i: usize| quote(&format!("c{i}"));
+        let (l, join) = match (&self.reduce, self.sides.as_slice()) {
+            (Reduce::Join(join), [l, _]) => (l, *join),
+            (Reduce::Aggregate { groups, finals }, [l, ..]) => {
+                let keys: Vec<String> = (0..*groups).map(|i| format!("l.{}", c(i))).collect();
+                let mut cols: Vec<String> = (0..*groups)
+                    .map(|i| format!("l.{} AS {}", c(i), c(i)))
+                    .collect();
+                for (j, (f, part)) in finals.iter().enumerate() {
+                    cols.push(format!("{f}(l.{}) AS {}", c(*part), c(groups + j)));
+                }
+                let group_by = if keys.is_empty() {
+                    String::new()
+                } else {
+                    format!(" GROUP BY {}", keys.join(", "))
+                };
+                return format!(
+                    "SELECT {} FROM {} AS l{group_by}",
+                    cols.join(", "),
+                    quote(&intermediate_name(qid, l.name, bucket)),
+                );
+            }
+            (_, [l, ..]) => (l, "INNER JOIN"),
+            (_, []) => return String::new(),
+        };
+        let Some(r) = self.sides.get(1) else {
+            return String::new();
+        };
+        let mut cols = Vec::new();
+        for i in 0..l.columns {
+            cols.push(format!(
+                "l.{} AS {}",
+                quote(&format!("c{i}")),
+                quote(&format!("c{i}"))
+            ));
+        }
+        for i in 0..r.columns {
+            let out = format!("c{}", l.columns + i);
+            cols.push(format!("r.{} AS {}", quote(&format!("c{i}")), quote(&out)));
+        }
+        let on: Vec<String> = (0..l.keys)
+            .map(|k| {
+                let key = quote(&format!("k{k}"));
+                format!("l.{key} = r.{key}")
+            })
+            .collect();
+        format!(
+            "SELECT {} FROM {} AS l {} {} AS r ON {}",
+            cols.join(", "),
+            quote(&intermediate_name(qid, l.name, bucket)),
+            join,
+            quote(&intermediate_name(qid, r.name, bucket)),
+            on.join(" AND ")
+        )
+    }
+}
+
+#[async_trait]
+impl TableProvider for ShuffleTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Temporary
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let gid = state
+            .config()
+            .get_extension::<TxnContext>()
+            .and_then(|t| t.dist_gid());
+        let qid = format!("{:016x}", rand::random::<u64>());
+        let addrs: Vec<String> = self.targets.iter().map(|(_, a)| a.clone()).collect();
+        let mut tasks = Vec::new();
+        for side in &self.sides {
+            for fr in &side.fragments {
+                tasks.push((
+                    fr.addr.clone(),
+                    ShuffleMap {
+                        qid: qid.clone(),
+                        side: side.name.to_owned(),
+                        sql: fr.sql.clone(),
+                        tables: fr.tables.clone(),
+                        gid: gid.clone(),
+                        keys: (side.columns..side.columns + side.keys).collect(),
+                        targets: addrs.clone(),
+                        schema: side.schema_ipc.clone(),
+                    },
+                ));
+            }
+        }
+        let stage = Arc::new(ShuffleStage {
+            qid: qid.clone(),
+            tasks,
+            targets: addrs,
+            clients: self.clients.clone(),
+            started: AtomicBool::new(false),
+            done: tokio::sync::OnceCell::new(),
+        });
+        let fragments: Vec<Fragment> = self
+            .targets
+            .iter()
+            .enumerate()
+            .map(|(b, (node, addr))| Fragment {
+                shard_id: b as u64,
+                node: *node,
+                addr: addr.clone(),
+                sql: self.reduce_sql(&qid, b),
+                tables: vec![],
+            })
+            .collect();
+        let schema = match projection {
+            Some(p) => Arc::new(self.schema.project(p)?),
+            None => self.schema.clone(),
+        };
+        Ok(Arc::new(
+            ShardScanExec::new(
+                self.name.clone(),
+                schema,
+                fragments,
+                gid,
+                false,
+                self.clients.clone(),
+            )
+            .with_projection(projection.cloned())
+            .with_stage(stage)
+            .with_session_limits(state),
+        ))
+    }
+}
+
+/// `schema` with its columns named `c0..cN`.
+fn positional(schema: &datafusion::common::DFSchemaRef) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| f.as_ref().clone().with_name(format!("c{i}")))
+        .collect();
+    Arc::new(Schema::new(fields))
+}
+
+fn schema_ipc(schema: &Schema) -> Option<Vec<u8>> {
+    let msg = arrow_flight::IpcMessage::try_from(arrow_flight::SchemaAsIpc::new(
+        schema,
+        &IpcWriteOptions::default(),
+    ))
+    .ok()?;
+    Some(msg.0.to_vec())
+}
+
+impl FragmentPushdown {
+    /// One input of a shuffle: SQL of `plan` with its columns as `c0..` and
+    /// `keys` as `k0..`, and one map fragment per shard.
+    fn side(
+        &self,
+        name: &'static str,
+        plan: &Arc<LogicalPlan>,
+        local: &Local,
+        keys: &[Expr],
+    ) -> Option<Side> {
+        let mut exprs: Vec<Expr> = plan
+            .schema()
+            .iter()
+            .enumerate()
+            .map(|(i, (q, f))| {
+                Expr::Column(Column::new(q.cloned(), f.name())).alias(format!("c{i}"))
+            })
+            .collect();
+        let columns = exprs.len();
+        exprs.extend(
+            keys.iter()
+                .enumerate()
+                .map(|(i, k)| k.clone().alias(format!("k{i}"))),
+        );
+        let projected = LogicalPlan::Projection(Projection::try_new(exprs, plan.clone()).ok()?);
+        let sql = unparse(&projected)?;
+        let fragments = self.shard_fragments(plan, local, &sql)?;
+        if fragments.is_empty() {
+            return None;
+        }
+        let schema = projected.schema().as_arrow().clone();
+        Some(Side {
+            name,
+            fragments,
+            columns,
+            keys: keys.len(),
+            schema_ipc: schema_ipc(&schema)?,
+        })
+    }
+
+    /// A join of two shard-local inputs that are not co-located, as a
+    /// shuffle (see the module docs); `None` when it cannot be one.
+    pub(super) fn shuffle_join(&self, j: &Join) -> Option<LogicalPlan> {
+        let join = match j.join_type {
+            JoinType::Inner => "INNER JOIN",
+            JoinType::Left => "LEFT JOIN",
+            JoinType::Right => "RIGHT JOIN",
+            JoinType::Full => "FULL JOIN",
+            _ => return None,
+        };
+        if j.on.is_empty()
+            || j.filter.is_some()
+            || j.null_equality != NullEquality::NullEqualsNothing
+            || j.on.iter().any(|(l, r)| has_subquery(l) || has_subquery(r))
+        {
+            return None;
+        }
+        for (l, r) in &j.on {
+            if l.get_type(j.left.schema()).ok()? != r.get_type(j.right.schema()).ok()? {
+                return None;
+            }
+        }
+        let (ll, rl) = (self.locality(&j.left)?, self.locality(&j.right)?);
+        ll.group?;
+        rl.group?;
+        let lkeys: Vec<Expr> = j.on.iter().map(|(l, _)| l.clone()).collect();
+        let rkeys: Vec<Expr> = j.on.iter().map(|(_, r)| r.clone()).collect();
+        let left = self.side("l", &j.left, &ll, &lkeys)?;
+        let right = self.side("r", &j.right, &rl, &rkeys)?;
+        let cluster = self.cluster();
+        let mut names: Vec<String> = ll.tables.into_iter().chain(rl.tables).collect();
+        names.dedup();
+        let name = format!("shuffle_{}", names.join("_"));
+        let table = Arc::new(ShuffleTable {
+            name: name.clone(),
+            schema: positional(&j.schema),
+            sides: vec![left, right],
+            reduce: Reduce::Join(join),
+            targets: self.shuffle_targets()?,
+            clients: cluster.clients.clone(),
+        });
+        rename_back(&name, provider_as_source(table), &j.schema)
+    }
+
+    /// The workers that take a bucket each: healthy and placeable.
+    fn shuffle_targets(&self) -> Option<Vec<(NodeId, String)>> {
+        let cluster = self.cluster();
+        let state = cluster.snapshot();
+        let unhealthy = cluster.api().unhealthy_nodes(&state);
+        let targets: Vec<(NodeId, String)> = state
+            .nodes
+            .iter()
+            .filter(|(id, n)| n.is_placeable() && !unhealthy.contains(id))
+            .map(|(id, n)| (*id, format!("{}:{}", n.host, n.port)))
+            .collect();
+        (!targets.is_empty()).then_some(targets)
+    }
+
+    /// Partial aggregate `lower` (group columns first, then partials) with
+    /// its final aggregate `upper` run per bucket on the workers, the
+    /// partials shuffled by the group columns; `finals` names the final
+    /// function and partial column of each of `upper`'s aggregates. `None`
+    /// when it cannot be shuffled (no grouping: nothing to spread).
+    pub(super) fn shuffle_aggregate(
+        &self,
+        lower: LogicalPlan,
+        local: &Local,
+        upper: &LogicalPlan,
+        finals: Vec<(&'static str, usize)>,
+    ) -> Option<LogicalPlan> {
+        let LogicalPlan::Aggregate(agg) = &lower else {
+            return None;
+        };
+        let groups = agg.group_expr.len();
+        if groups == 0 {
+            return None;
+        }
+        let keys: Vec<Expr> = lower
+            .schema()
+            .iter()
+            .take(groups)
+            .map(|(q, f)| Expr::Column(Column::new(q.cloned(), f.name())))
+            .collect();
+        let tables = local.tables.iter().cloned().collect::<Vec<_>>().join("_");
+        let side = self.side("l", &Arc::new(lower), local, &keys)?;
+        let name = format!("shuffle_agg_{tables}");
+        let table = Arc::new(ShuffleTable {
+            name: name.clone(),
+            schema: positional(upper.schema()),
+            sides: vec![side],
+            reduce: Reduce::Aggregate { groups, finals },
+            targets: self.shuffle_targets()?,
+            clients: self.cluster().clients.clone(),
+        });
+        rename_back(&name, provider_as_source(table), upper.schema())
+    }
+}
