@@ -364,8 +364,11 @@ def test_joins_on_other_keys_shuffle_between_workers(cluster):
             c.execute(f"INSERT INTO cust{suffix} VALUES (NULL, 1, 'nobody')")
             c.execute(f"INSERT INTO ord{suffix} SELECT v, CASE WHEN v % 50 = 0 THEN NULL ELSE v % 320 END, v "
                       "FROM generate_series(1, 2000) AS t(v)")
+            c.execute(f"CREATE TABLE reg{suffix} (rid int, label text)")
+            c.execute(f"INSERT INTO reg{suffix} SELECT v, 'region ' || v FROM generate_series(0, 5) AS t(v)")
         c.execute("SELECT create_distributed_table('cust', 'region', shard_count => 4)")
         c.execute("SELECT create_distributed_table('ord', 'oid', shard_count => 6)")
+        c.execute("SELECT create_distributed_table('reg', 'label', shard_count => 2)")
         queries = [
             "SELECT c.region, count(*), sum(o.amount) FROM ord o JOIN cust c ON o.cust = c.id "
             "GROUP BY c.region ORDER BY 1",
@@ -374,14 +377,23 @@ def test_joins_on_other_keys_shuffle_between_workers(cluster):
             "SELECT count(*), count(c.id), count(o.oid) FROM cust c FULL JOIN ord o ON o.cust = c.id",
             "SELECT o.oid, c.name FROM ord o RIGHT JOIN cust c ON o.cust = c.id AND o.amount > 0 "
             "WHERE c.region = 3 ORDER BY 1 NULLS FIRST, 2",
+            # a chain: the first join's buckets are the second shuffle's input
+            "SELECT r.label, count(*), sum(o.amount) FROM ord o JOIN cust c ON o.cust = c.id "
+            "JOIN reg r ON c.region = r.rid GROUP BY r.label ORDER BY 1",
+            "SELECT r.label, c.name, o.amount * 2 AS a2 FROM ord o JOIN cust c ON o.cust = c.id "
+            "LEFT JOIN reg r ON c.region + 1 = r.rid WHERE o.amount < 40 ORDER BY 3, 2",
         ]
         for q in queries:
-            local = q.replace(" ord o ", " ord_local o ").replace(" cust c ", " cust_local c ")
+            local = (q.replace(" ord o ", " ord_local o ").replace(" cust c ", " cust_local c ")
+                     .replace(" reg r ", " reg_local r "))
             assert c.execute(q).fetchall() == c.execute(local).fetchall(), q
         plan = explain(c, queries[0])
         frag = next(line for line in plan.splitlines() if "ShardScanExec" in line)
         assert "table=shuffle_" in frag and "shuffle into 3 buckets" in frag and "INNER JOIN" in frag, plan
         assert "left x6" in frag and "right x4" in frag, plan
+        plan = explain(c, queries[4])
+        frag = next(line for line in plan.splitlines() if "ShardScanExec" in line)
+        assert "2 steps" in frag and "FROM (SELECT" in frag, plan
 
         # a transaction's own writes take part in the shuffle
         c.execute("BEGIN")

@@ -307,6 +307,9 @@ pub async fn ensure_shards(
         all.extend(keys(b.column(column))?);
     }
     if missing(layout, &all, interval).is_empty() {
+        // `layout` may show a shard another writer has recorded but not yet
+        // created on its workers: that writer holds the lock until it has.
+        drop(cluster.range_lock.lock().await);
         return Ok(None);
     }
     // One creator at a time, so concurrent writers never race for a range.

@@ -35,6 +35,7 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::arrow::ipc::writer::IpcWriteOptions;
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Column, NullEquality, Result};
 use datafusion::datasource::{provider_as_source, TableType};
 use datafusion::logical_expr::{Expr, ExprSchemable, Join, JoinType, LogicalPlan, Projection};
@@ -50,20 +51,41 @@ use crate::meta::state::NodeId;
 use crate::sql::txn::TxnContext;
 use crate::sql::SqlError;
 
-/// One input of a shuffle: its map fragments, key positions and schema.
+/// Where the rows of a shuffle's input come from.
+#[derive(Debug, Clone)]
+enum Source {
+    /// One map fragment per shard.
+    Shards(Vec<Fragment>),
+    /// The joined buckets of an inner shuffle: on each of its buckets,
+    /// `SELECT <select> FROM (<inner reduce>) AS q` is the map task.
+    Nested {
+        inner: Arc<ShuffleTable>,
+        select: String,
+    },
+}
+
+/// One input of a shuffle: its map tasks, key positions and schema.
 #[derive(Debug, Clone)]
 struct Side {
     name: &'static str,
-    fragments: Vec<Fragment>,
+    source: Source,
     columns: usize,
     keys: usize,
     schema_ipc: Vec<u8>,
 }
 
+/// Map tasks per step: a step's tasks run together, after the previous
+/// step's (an inner shuffle's maps come before the maps that read its
+/// buckets).
+type Steps = Vec<Vec<(String, ShuffleMap)>>;
+
+/// A map task before it is addressed: worker, SQL, table-name mapping.
+type MapTask = (String, String, Vec<(String, String)>);
+
 /// The map stage of one execution of a shuffle.
 pub struct ShuffleStage {
     qid: String,
-    tasks: Vec<(String, ShuffleMap)>,
+    steps: Steps,
     targets: Vec<String>,
     clients: Arc<WorkerClients>,
     started: AtomicBool,
@@ -82,17 +104,16 @@ impl ShuffleStage {
         self.done
             .get_or_init(|| async {
                 self.started.store(true, Ordering::Relaxed);
-                let calls = self.tasks.iter().map(|(addr, task)| {
-                    let action = Action::ShuffleMap(task.clone());
-                    async move { self.clients.action(addr, &action).await }
-                });
-                let mut first = None;
-                for r in futures::future::join_all(calls).await {
-                    if let Err(e) = r {
-                        first.get_or_insert(e);
+                for step in &self.steps {
+                    let calls = step.iter().map(|(addr, task)| {
+                        let action = Action::ShuffleMap(task.clone());
+                        async move { self.clients.action(addr, &action).await }
+                    });
+                    for r in futures::future::join_all(calls).await {
+                        r?;
                     }
                 }
-                first.map_or(Ok(()), Err)
+                Ok(())
             })
             .await
             .clone()
@@ -100,13 +121,13 @@ impl ShuffleStage {
 
     /// A line for `EXPLAIN`.
     pub fn describe(&self) -> String {
+        let tasks = || self.steps.iter().flatten();
         let first = |side: &str| {
-            self.tasks
-                .iter()
+            tasks()
                 .find(|(_, t)| t.side == side)
                 .map_or(String::new(), |(_, t)| t.sql.clone())
         };
-        let count = |side: &str| self.tasks.iter().filter(|(_, t)| t.side == side).count();
+        let count = |side: &str| tasks().filter(|(_, t)| t.side == side).count();
         let mut out = format!(
             "shuffle into {} buckets of map fragments: left x{}: {}",
             self.targets.len(),
@@ -115,6 +136,12 @@ impl ShuffleStage {
         );
         if count("r") > 0 {
             out.push_str(&format!("; right x{}: {}", count("r"), first("r")));
+        }
+        if self.steps.len() > 1 {
+            out.push_str(&format!(
+                " ({} steps: inputs that are themselves shuffled joins go first)",
+                self.steps.len()
+            ));
         }
         out
     }
@@ -171,7 +198,8 @@ pub struct ShuffleTable {
 }
 
 impl ShuffleTable {
-    fn reduce_sql(&self, qid: &str, bucket: usize) -> String {
+    fn reduce_sql(&self, qid: &str, prefix: &str, bucket: usize) -> String {
+        let name = |side: &Side| intermediate_name(qid, &format!("{prefix}{}", side.name), bucket);
         let c = |i: usize| quote(&format!("c{i}"));
         let (l, join) = match (&self.reduce, self.sides.as_slice()) {
             (Reduce::Join(join), [l, _]) => (l, *join),
@@ -191,7 +219,7 @@ impl ShuffleTable {
                 return format!(
                     "SELECT {} FROM {} AS l{group_by}",
                     cols.join(", "),
-                    quote(&intermediate_name(qid, l.name, bucket)),
+                    quote(&name(l)),
                 );
             }
             (_, [l, ..]) => (l, "INNER JOIN"),
@@ -221,11 +249,68 @@ impl ShuffleTable {
         format!(
             "SELECT {} FROM {} AS l {} {} AS r ON {}",
             cols.join(", "),
-            quote(&intermediate_name(qid, l.name, bucket)),
+            quote(&name(l)),
             join,
-            quote(&intermediate_name(qid, r.name, bucket)),
+            quote(&name(r)),
             on.join(" AND ")
         )
+    }
+}
+
+impl ShuffleTable {
+    /// Adds this shuffle's map tasks (and those of the shuffles it reads)
+    /// to `steps`; returns the number of steps they take. `prefix` keeps
+    /// the intermediates of nested shuffles apart.
+    fn add_tasks(&self, qid: &str, prefix: &str, gid: &Option<String>, steps: &mut Steps) -> usize {
+        let addrs: Vec<String> = self.targets.iter().map(|(_, a)| a.clone()).collect();
+        let mut depth = 0;
+        for side in &self.sides {
+            let name = format!("{prefix}{}", side.name);
+            let (step, maps): (usize, Vec<MapTask>) = match &side.source {
+                Source::Shards(frs) => (
+                    0,
+                    frs.iter()
+                        .map(|f| (f.addr.clone(), f.sql.clone(), f.tables.clone()))
+                        .collect(),
+                ),
+                Source::Nested { inner, select } => {
+                    let step = inner.add_tasks(qid, &name, gid, steps);
+                    let maps = inner
+                        .targets
+                        .iter()
+                        .enumerate()
+                        .map(|(b, (_, addr))| {
+                            let sql = format!(
+                                "SELECT {select} FROM ({}) AS q",
+                                inner.reduce_sql(qid, &name, b)
+                            );
+                            (addr.clone(), sql, vec![])
+                        })
+                        .collect();
+                    (step, maps)
+                }
+            };
+            if steps.len() <= step {
+                steps.resize_with(step + 1, Vec::new);
+            }
+            for (addr, sql, tables) in maps {
+                steps[step].push((
+                    addr,
+                    ShuffleMap {
+                        qid: qid.to_owned(),
+                        side: name.clone(),
+                        sql,
+                        tables,
+                        gid: gid.clone(),
+                        keys: (side.columns..side.columns + side.keys).collect(),
+                        targets: addrs.clone(),
+                        schema: side.schema_ipc.clone(),
+                    },
+                ));
+            }
+            depth = depth.max(step + 1);
+        }
+        depth
     }
 }
 
@@ -252,27 +337,11 @@ impl TableProvider for ShuffleTable {
             .and_then(|t| t.dist_gid());
         let qid = format!("{:016x}", rand::random::<u64>());
         let addrs: Vec<String> = self.targets.iter().map(|(_, a)| a.clone()).collect();
-        let mut tasks = Vec::new();
-        for side in &self.sides {
-            for fr in &side.fragments {
-                tasks.push((
-                    fr.addr.clone(),
-                    ShuffleMap {
-                        qid: qid.clone(),
-                        side: side.name.to_owned(),
-                        sql: fr.sql.clone(),
-                        tables: fr.tables.clone(),
-                        gid: gid.clone(),
-                        keys: (side.columns..side.columns + side.keys).collect(),
-                        targets: addrs.clone(),
-                        schema: side.schema_ipc.clone(),
-                    },
-                ));
-            }
-        }
+        let mut steps = Steps::new();
+        self.add_tasks(&qid, "", &gid, &mut steps);
         let stage = Arc::new(ShuffleStage {
             qid: qid.clone(),
-            tasks,
+            steps,
             targets: addrs,
             clients: self.clients.clone(),
             started: AtomicBool::new(false),
@@ -286,7 +355,7 @@ impl TableProvider for ShuffleTable {
                 shard_id: b as u64,
                 node: *node,
                 addr: addr.clone(),
-                sql: self.reduce_sql(&qid, b),
+                sql: self.reduce_sql(&qid, "", b),
                 tables: vec![],
             })
             .collect();
@@ -363,7 +432,7 @@ impl FragmentPushdown {
         let schema = projected.schema().as_arrow().clone();
         Some(Side {
             name,
-            fragments,
+            source: Source::Shards(fragments),
             columns,
             keys: keys.len(),
             schema_ipc: schema_ipc(&schema)?,
@@ -373,6 +442,121 @@ impl FragmentPushdown {
     /// A join of two shard-local inputs that are not co-located, as a
     /// shuffle (see the module docs); `None` when it cannot be one.
     pub(super) fn shuffle_join(&self, j: &Join) -> Option<LogicalPlan> {
+        let (table, _) = self.shuffle_join_table(j)?;
+        let name = table.name.clone();
+        rename_back(&name, provider_as_source(table), &j.schema)
+    }
+
+    /// An input of a shuffled join: shard-local (a map task per shard), or
+    /// itself a shuffled join, maybe under a projection (a map task per
+    /// bucket of that shuffle). Also the tables it reads.
+    fn join_input(
+        &self,
+        name: &'static str,
+        plan: &Arc<LogicalPlan>,
+        keys: &[Expr],
+    ) -> Option<(Side, Vec<String>)> {
+        if let Some(local) = self.locality(plan).filter(|l| l.group.is_some()) {
+            let side = self.side(name, plan, &local, keys)?;
+            return Some((side, local.tables.into_iter().collect()));
+        }
+        let (join, projection) = match plan.as_ref() {
+            LogicalPlan::Join(j) => (j, None),
+            LogicalPlan::Projection(p) => match p.input.as_ref() {
+                LogicalPlan::Join(j) => (j, Some(p)),
+                _ => return None,
+            },
+            _ => return None,
+        };
+        let (inner, tables) = self.shuffle_join_table(join)?;
+        // `plan`'s columns and the keys as SQL over the inner join's
+        // positional columns `q.c0..`.
+        let defs: Vec<(Column, Expr)> = match projection {
+            Some(p) => p
+                .schema
+                .iter()
+                .zip(&p.expr)
+                .map(|((q, f), e)| (Column::new(q.cloned(), f.name()), e.clone().unalias()))
+                .collect(),
+            None => plan
+                .schema()
+                .columns()
+                .into_iter()
+                .map(|c| (c.clone(), Expr::Column(c)))
+                .collect(),
+        };
+        let over_q = |e: Expr| -> Option<String> {
+            let e = e
+                .transform(|x| match x {
+                    Expr::Column(c) => {
+                        let i = join.schema.index_of_column(&c)?;
+                        Ok(Transformed::yes(Expr::Column(Column::new(
+                            Some("q"),
+                            format!("c{i}"),
+                        ))))
+                    }
+                    other => Ok(Transformed::no(other)),
+                })
+                .ok()?
+                .data;
+            datafusion::sql::unparser::expr_to_sql(&e)
+                .ok()
+                .map(|s| s.to_string())
+        };
+        let mut select = Vec::new();
+        for (i, (_, e)) in defs.iter().enumerate() {
+            select.push(format!(
+                "{} AS {}",
+                over_q(e.clone())?,
+                quote(&format!("c{i}"))
+            ));
+        }
+        for (i, k) in keys.iter().enumerate() {
+            // A key names `plan`'s columns: put their definitions in.
+            let k = k
+                .clone()
+                .transform(|x| match x {
+                    Expr::Column(c) => Ok(defs
+                        .iter()
+                        .find(|(d, _)| *d == c || (c.relation.is_none() && d.name == c.name))
+                        .map_or(Transformed::no(Expr::Column(c.clone())), |(_, e)| {
+                            Transformed::yes(e.clone())
+                        })),
+                    other => Ok(Transformed::no(other)),
+                })
+                .ok()?
+                .data;
+            select.push(format!("{} AS {}", over_q(k)?, quote(&format!("k{i}"))));
+        }
+        let mut exprs: Vec<Expr> = plan
+            .schema()
+            .iter()
+            .enumerate()
+            .map(|(i, (q, f))| {
+                Expr::Column(Column::new(q.cloned(), f.name())).alias(format!("c{i}"))
+            })
+            .collect();
+        exprs.extend(
+            keys.iter()
+                .enumerate()
+                .map(|(i, k)| k.clone().alias(format!("k{i}"))),
+        );
+        let projected = Projection::try_new(exprs, plan.clone()).ok()?;
+        let side = Side {
+            name,
+            source: Source::Nested {
+                inner,
+                select: select.join(", "),
+            },
+            columns: defs.len(),
+            keys: keys.len(),
+            schema_ipc: schema_ipc(projected.schema.as_arrow())?,
+        };
+        Some((side, tables))
+    }
+
+    /// The shuffle of join `j` and the tables it reads.
+    fn shuffle_join_table(&self, j: &Join) -> Option<(Arc<ShuffleTable>, Vec<String>)> {
         let join = match j.join_type {
             JoinType::Inner => "INNER JOIN",
             JoinType::Left => "LEFT JOIN",
@@ -392,26 +576,21 @@ impl FragmentPushdown {
                 return None;
             }
         }
-        let (ll, rl) = (self.locality(&j.left)?, self.locality(&j.right)?);
-        ll.group?;
-        rl.group?;
         let lkeys: Vec<Expr> = j.on.iter().map(|(l, _)| l.clone()).collect();
         let rkeys: Vec<Expr> = j.on.iter().map(|(_, r)| r.clone()).collect();
-        let left = self.side("l", &j.left, &ll, &lkeys)?;
-        let right = self.side("r", &j.right, &rl, &rkeys)?;
-        let cluster = self.cluster();
-        let mut names: Vec<String> = ll.tables.into_iter().chain(rl.tables).collect();
+        let (left, lt) = self.join_input("l", &j.left, &lkeys)?;
+        let (right, rt) = self.join_input("r", &j.right, &rkeys)?;
+        let mut names: Vec<String> = lt.into_iter().chain(rt).collect();
         names.dedup();
-        let name = format!("shuffle_{}", names.join("_"));
         let table = Arc::new(ShuffleTable {
-            name: name.clone(),
+            name: format!("shuffle_{}", names.join("_")),
             schema: positional(&j.schema),
             sides: vec![left, right],
             reduce: Reduce::Join(join),
             targets: self.shuffle_targets()?,
-            clients: cluster.clients.clone(),
+            clients: self.cluster().clients.clone(),
         });
-        rename_back(&name, provider_as_source(table), &j.schema)
+        Some((table, names))
     }
 
     /// The workers that take a bucket each: healthy and placeable.
