@@ -209,6 +209,11 @@ sql "CREATE TABLE e2e_rows (id bigint PRIMARY KEY, note text NOT NULL)" > /dev/n
 sql "INSERT INTO e2e_rows VALUES (1, 'one'), (2, 'two'), (3, 'three')" > /dev/null
 [[ "$(sql "SELECT sum(id) || ':' || count(*) FROM e2e_rows")" == "6:3" ]] || fail "e2e_rows does not read back"
 ok "a table written on the read-only-root coordinator reads back"
+# shellcheck source=e2e/sql/checks.sh
+source "${ROOT}/e2e/sql/checks.sh"
+e2e_sql_load
+e2e_sql_verify
+ok "a distributed table loaded with COPY reads back, joined with a reference table"
 
 # --- 6. SIGKILL a worker -------------------------------------------------------------
 victim="${WORKER_PODS[${#WORKER_PODS[@]} - 1]}"
@@ -226,6 +231,8 @@ wait_sql "SELECT health FROM pg_dist_node WHERE nodeid = ${node_id}" "suspect|fa
   "${victim} turns suspect or failed"
 ok "${victim} is $(sql "SELECT health FROM pg_dist_node WHERE nodeid = ${node_id}") in pg_dist_node"
 [[ "$(sql "SELECT count(*) FROM e2e_rows")" == "3" ]] || fail "the coordinator lost e2e_rows while a worker was down"
+e2e_sql_worker_down "${victim_host}"
+ok "a query that needs ${victim} fails with an error naming it; the session goes on"
 survivors=$((WORKER_REPLICAS - 1))
 wait_sql "SELECT count(*) FROM pg_dist_node WHERE noderole = 'worker' AND health = 'healthy'" \
   "${survivors}" "the other workers stay healthy"
@@ -238,6 +245,8 @@ wait_sql "SELECT health FROM pg_dist_node WHERE nodeid = ${node_id}" "healthy" "
 [[ "$(sql "SELECT count(*) FROM pg_dist_node WHERE noderole = 'worker'")" == "${WORKER_REPLICAS}" ]] \
   || fail "the restarted worker registered as a new node"
 ok "${victim} is healthy again as node ${node_id}, still ${WORKER_REPLICAS} workers"
+e2e_sql_verify
+ok "no row was lost: every answer is the same after the restart"
 
 # --- 7. SIGTERM ----------------------------------------------------------------------
 log "docker stop (SIGTERM) every container"

@@ -15,8 +15,8 @@
 #
 # Env: QUIVER_IMAGE (default quiver:e2e), KIND_CLUSTER (default quiver-e2e),
 #      KEEP_CLUSTER=1 to keep the cluster, E2E_TIMEOUT (default 600s),
-#      E2E_SQL: a SQL file to run as extra checks (default e2e/sql/checks.sql
-#      when it exists).
+#      E2E_SQL: a SQL file to run as extra checks after the shared ones
+#      (e2e/sql/checks.sh, the same as the container run's).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,7 +27,7 @@ OPERATOR_NS="quiver-system"
 DB_NS="quiver-e2e"
 DB="demo"
 LOCAL_PORT="${E2E_LOCAL_PORT:-15432}"
-EXTRA_SQL="${E2E_SQL:-${ROOT}/e2e/sql/checks.sql}"
+EXTRA_SQL="${E2E_SQL:-}"
 
 log() { printf '==> %s\n' "$*"; }
 skip() { printf 'SKIP: e2e/kind.sh: %s\n' "$*"; exit 0; }
@@ -125,32 +125,21 @@ start_port_forward() {
 
 sql() { "${PSQL[@]}" -c "$1"; }
 
-expect() {
-  local query=$1 want=$2 got
-  got="$(sql "${query}")"
-  [[ "${got}" == "${want}" ]] || fail "${query}: expected ${want}, got ${got}"
-  log "ok: ${query} = ${got}"
-}
+# The same SQL checks as the container run (e2e/containers.sh).
+# shellcheck source=e2e/sql/checks.sh
+source "${ROOT}/e2e/sql/checks.sh"
 
 run_checks() {
-  expect "SELECT count(*) FROM e2e_events" "$1"
-  expect "SELECT count(DISTINCT tenant_id) FROM e2e_events" "10"
-  expect "SELECT sum(amount) FROM e2e_events WHERE tenant_id = 3" "$2"
-  if [[ -f "${EXTRA_SQL}" ]]; then
+  e2e_sql_verify
+  if [[ -n "${EXTRA_SQL}" && -f "${EXTRA_SQL}" ]]; then
     log "running ${EXTRA_SQL}"
     "${PSQL[@]}" -f "${EXTRA_SQL}"
   fi
 }
 
 start_port_forward
-log "creating and filling a distributed table"
-sql "DROP TABLE IF EXISTS e2e_events"
-sql "CREATE TABLE e2e_events (tenant_id int, id int, amount bigint)"
-sql "SELECT create_distributed_table('e2e_events', 'tenant_id')"
-sql "INSERT INTO e2e_events SELECT g % 10, g, g FROM generate_series(1, 1000) AS g"
-expect "SELECT count(*) FROM pg_dist_shard" "8"
-# tenant 3: ids 3, 13, ..., 993 -> sum = 100 * (3 + 993) / 2
-run_checks 1000 49800
+e2e_sql_load
+run_checks
 
 # --- scale -------------------------------------------------------------------
 log "scaling workers to 3 per group"
@@ -158,7 +147,7 @@ kubectl scale "qdb/${DB}" -n "${DB_NS}" --replicas 3
 kubectl wait "qdb/${DB}" -n "${DB_NS}" --for=jsonpath='{.status.workers.readyReplicas}'=3 --timeout="${TIMEOUT}"
 kubectl wait "qdb/${DB}" -n "${DB_NS}" --for=jsonpath='{.status.workers.registered}'=3 --timeout="${TIMEOUT}"
 wait_ready
-run_checks 1000 49800
+run_checks
 
 # --- lose a pod ----------------------------------------------------------------
 log "deleting pod ${DB}-worker-a-0"
@@ -170,6 +159,6 @@ new_uid="$(kubectl get pod "${DB}-worker-a-0" -n "${DB_NS}" -o jsonpath='{.metad
 kubectl wait pod "${DB}-worker-a-0" -n "${DB_NS}" --for=condition=Ready --timeout="${TIMEOUT}"
 wait_ready
 start_port_forward
-run_checks 1000 49800
+run_checks
 
 log "kind end-to-end passed"

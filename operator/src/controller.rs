@@ -39,6 +39,7 @@ use crate::build::{
 };
 use crate::crd::{DistributedDatabase, DistributedDatabaseStatus, Phase};
 use crate::meta_client::{MetaClient, NamespaceResolver};
+use crate::scale_in;
 use crate::status::{self, ClusterView};
 use crate::validate::{self, ValidDatabase, ValidationError};
 
@@ -262,7 +263,7 @@ pub fn backoff(settings: &Settings, failures: u32) -> Duration {
         .min(settings.backoff_max)
 }
 
-fn now() -> Time {
+pub(crate) fn now() -> Time {
     Time(Timestamp::now())
 }
 
@@ -286,7 +287,9 @@ async fn apply_database(
     };
 
     let password = superuser_password(ctx, &valid).await?;
-    let desired = build::build_all(&valid, password.as_deref())?;
+    // A scale-in waits while the workers it would remove hold shards.
+    let holds = scale_in_holds(ctx, &valid, previous).await;
+    let desired = build::build_all(&scale_in::held_spec(&valid, &holds), password.as_deref())?;
     let applied = apply::apply_all(
         &ctx.client,
         &valid.namespace,
@@ -310,8 +313,19 @@ async fn apply_database(
     if let ClusterView::State(state) = &view {
         label_leader(ctx, &valid, state).await?;
     }
-    let status = status::compute_status(&valid, &applied, &view, previous, &now());
+    let mut status = status::compute_status(&valid, &applied, &view, previous, &now());
+    scale_in::mark_status(&mut status, &holds, &now());
     patch_status(api, &valid.name, &status).await?;
+    if !holds.is_empty() && !was_held(previous) {
+        publish(
+            ctx,
+            db,
+            EventType::Warning,
+            "ScaleInHeld",
+            scale_in::message(&holds),
+        )
+        .await;
+    }
     notify_transitions(ctx, db, previous, &status).await;
 
     Ok(if status.phase == Some(Phase::Ready) {
@@ -319,6 +333,40 @@ async fn apply_database(
     } else {
         Action::requeue(ctx.settings.converging_resync)
     })
+}
+
+/// Whether the last status reported a held scale-in.
+fn was_held(previous: Option<&DistributedDatabaseStatus>) -> bool {
+    previous.is_some_and(|p| {
+        p.conditions
+            .iter()
+            .any(|c| c.type_ == status::PROGRESSING && c.reason == "ScaleInHeld")
+    })
+}
+
+/// The worker groups to hold above their spec ([`scale_in`]). The cluster
+/// state is read only when the spec may be shrinking (more workers known
+/// than it asks for, or a hold already in place).
+async fn scale_in_holds(
+    ctx: &Context,
+    db: &ValidDatabase,
+    previous: Option<&DistributedDatabaseStatus>,
+) -> Vec<scale_in::Hold> {
+    let wanted = db.spec.total_worker_replicas();
+    let shrinking = previous.is_some_and(|p| {
+        i64::from(p.workers.registered) > wanted || i64::from(p.workers.ready_replicas) > wanted
+    }) || was_held(previous);
+    if !shrinking {
+        return Vec::new();
+    }
+    let client = ctx.meta.client_for(db, ctx.settings.meta_timeout);
+    match client.cluster_state().await {
+        Ok(state) => scale_in::holds(db, &state),
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot read the cluster state before a scale-in");
+            Vec::new()
+        }
+    }
 }
 
 /// The generated password (read back, or new), or `None` when the spec

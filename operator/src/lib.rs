@@ -4,7 +4,8 @@
 //! [`run`] wires the `Controller` (leader election in [`leader`]);
 //! [`controller`] runs, per object: read -> [`validate`] -> [`build`]
 //! (pure) -> [`apply`] (server-side apply) -> drive the cluster through
-//! [`meta_client`] -> [`status`]. [`crd`] defines the resource itself.
+//! [`meta_client`] -> [`status`]; [`scale_in`] holds a scale-in that would
+//! remove workers still holding shards. [`crd`] defines the resource itself.
 
 pub mod apply;
 pub mod build;
@@ -14,5 +15,6 @@ pub mod leader;
 pub mod meta_client;
 pub mod render;
 pub mod run;
+pub mod scale_in;
 pub mod status;
 pub mod validate;

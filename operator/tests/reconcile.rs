@@ -657,3 +657,71 @@ fn backoff_doubles_and_is_capped() {
         .collect();
     assert_eq!(delays, [5, 10, 20, 40, 80, 160, 300, 300]);
 }
+
+#[tokio::test]
+async fn scale_in_is_held_while_the_removed_worker_holds_shards() {
+    let (listener, address) = bind().await;
+    let worker = |host: &str, placements: u64| Node {
+        host: host.into(),
+        port: 9090,
+        role: NodeRole::Worker.into(),
+        group: "a".into(),
+        active: true,
+        placements,
+        ..Node::default()
+    };
+    let state = ClusterState {
+        leader_address: "demo-coordinator-0.demo-coordinator:9090".into(),
+        nodes: vec![
+            worker("demo-worker-a-0.demo-worker-a", 4),
+            worker("demo-worker-a-1.demo-worker-a", 3),
+        ],
+        ..ClusterState::default()
+    };
+    serve_meta(listener, fake(Behaviour::Leader(Box::new(state))));
+
+    // The user asks for one worker; two are registered and the second holds shards.
+    let mut db = with_finalizer(fixture());
+    db["spec"]["workerGroups"][0]["replicas"] = json!(1);
+    db["spec"]["sharding"] = json!({"replicationFactor": 1});
+    db["status"] = json!({"workers": {"registered": 2, "readyReplicas": 2}});
+    let mut steps = apply_steps(status_failure(404, "NotFound"), ready_sts);
+    steps.push(step(
+        Method::PATCH,
+        format!("{NS}/pods/demo-coordinator-0"),
+        echo_with(|b| b["spec"] = json!({"containers": []})),
+    ));
+    steps.push(step(
+        Method::PATCH,
+        format!("{QDB}/status"),
+        status_reply(&db),
+    ));
+    steps.push(step(Method::POST, EVENTS, echo()));
+    let (result, seen, _) = run(&db, steps, vec![address.to_string()]).await;
+    result.expect("reconciled");
+
+    let sts = seen
+        .iter()
+        .find(|s| s.path.ends_with("/statefulsets/demo-worker-a"))
+        .expect("worker StatefulSet applied");
+    assert_eq!(sts.body["spec"]["replicas"], 2, "held at two replicas");
+    let status = &seen
+        .iter()
+        .rev()
+        .find(|s| s.path.ends_with("/status"))
+        .expect("status")
+        .body["status"];
+    let progressing = status["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .find(|c| c["type"] == "Progressing")
+        .expect("Progressing");
+    assert_eq!(progressing["reason"], "ScaleInHeld", "{status:#}");
+    assert!(progressing["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("demo-worker-a-1 holds 3 shard placement(s)")));
+    let event = seen.last().expect("event");
+    assert_eq!(event.body["reason"], "ScaleInHeld");
+    assert_eq!(event.body["type"], "Warning");
+}

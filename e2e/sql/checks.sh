@@ -1,0 +1,68 @@
+# shellcheck shell=bash
+# SQL checks shared by e2e/containers.sh (containers here) and e2e/kind.sh
+# (a kind cluster in users' CI), so both prove the same things.
+#
+# Source this file after defining:
+#   sql QUERY   one unaligned, tuples-only answer from the coordinator (its
+#               stdin feeds COPY ... FROM STDIN); fails on an SQL error
+#   fail MSG    stop the run
+#   log MSG     progress line
+#
+# e2e_sql_load          creates a distributed table (COPY, 3000 rows) and a
+#                       reference table
+# e2e_sql_verify        checks every answer (call it again after a restart:
+#                       nothing may be lost)
+# e2e_sql_worker_down   with a worker down, a query over every shard fails
+#                       fast with an error naming the worker, and the
+#                       session still answers
+
+E2E_ROWS=3000
+
+# e2e_expect QUERY EXPECTED: the whole answer must equal EXPECTED.
+e2e_expect() {
+  local got
+  got="$(sql "$1" 2>&1)" || fail "$1 failed: ${got}"
+  [[ "${got}" == "$2" ]] || fail "$1: expected '$2', got '${got}'"
+  log "ok: $1 = ${got}"
+}
+
+e2e_sql_load() {
+  log "a distributed and a reference table, loaded with COPY"
+  sql "DROP TABLE IF EXISTS e2e_events" > /dev/null
+  sql "DROP TABLE IF EXISTS e2e_tenants" > /dev/null
+  sql "CREATE TABLE e2e_events (tenant_id int NOT NULL, id bigint NOT NULL, amount bigint,
+       PRIMARY KEY (tenant_id, id))" > /dev/null
+  sql "SELECT create_distributed_table('e2e_events', 'tenant_id')" > /dev/null
+  sql "CREATE TABLE e2e_tenants (tenant_id int PRIMARY KEY, name text NOT NULL)" > /dev/null
+  sql "SELECT create_reference_table('e2e_tenants')" > /dev/null
+  seq 0 9 | awk '{ print $1 ",tenant " $1 }' \
+    | sql "COPY e2e_tenants FROM STDIN WITH (FORMAT csv)" > /dev/null
+  seq 1 "${E2E_ROWS}" | awk '{ print $1 % 10 "," $1 "," $1 }' \
+    | sql "COPY e2e_events FROM STDIN WITH (FORMAT csv)" > /dev/null
+  local shards
+  shards="$(sql "SELECT count(*) FROM pg_dist_shard WHERE logicalrelid = 'e2e_events'")"
+  ((shards > 1)) || fail "e2e_events has ${shards} shard(s)"
+  log "ok: e2e_events has ${shards} shards"
+}
+
+e2e_sql_verify() {
+  # ids 1..3000: sum 4501500; tenant 3 holds 3, 13, ..., 2993: 300 rows, sum 449400
+  e2e_expect "SELECT count(*) || ':' || sum(amount) FROM e2e_events" "${E2E_ROWS}:4501500"
+  e2e_expect "SELECT count(*) || ':' || sum(amount) FROM e2e_events WHERE tenant_id = 3" "300:449400"
+  e2e_expect "SELECT t.name || ':' || count(*) FROM e2e_events e JOIN e2e_tenants t
+              ON e.tenant_id = t.tenant_id WHERE t.name = 'tenant 7' GROUP BY t.name" "tenant 7:300"
+  e2e_expect "SELECT amount FROM e2e_events WHERE tenant_id = 4 AND id = 1234" "1234"
+}
+
+# e2e_sql_worker_down HOST: HOST's worker is down.
+e2e_sql_worker_down() {
+  local out started=${SECONDS}
+  if out="$(sql "SELECT count(*) FROM e2e_events" 2>&1)"; then
+    fail "a query over every shard answered '${out}' with worker $1 down"
+  fi
+  [[ "${out}" == *"worker $1"* && "${out}" =~ (unreachable|failed) ]] \
+    || fail "the error does not name worker $1 as unreachable: ${out}"
+  ((SECONDS - started < 30)) || fail "the error took $((SECONDS - started))s"
+  log "ok: with $1 down, a query over every shard fails in $((SECONDS - started))s: ${out}"
+  e2e_expect "SELECT count(*) FROM e2e_tenants" "10"
+}
