@@ -50,7 +50,6 @@ use super::scan::{Fragment, ShardScanExec};
 use super::shard_table_name;
 use super::table::DistributedTable;
 use crate::meta::state::TableKind;
-use crate::sql::txn::TxnContext;
 
 /// Where a subtree can run.
 #[derive(Debug, Clone)]
@@ -669,10 +668,7 @@ impl TableProvider for FragmentTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let gid = state
-            .config()
-            .get_extension::<TxnContext>()
-            .and_then(|t| t.dist_gid());
+        let gid = super::scan::session_gid(state);
         let schema = match projection {
             Some(p) => Arc::new(self.schema.project(p)?),
             None => self.schema.clone(),

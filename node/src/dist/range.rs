@@ -182,13 +182,7 @@ fn bare_column(e: &Expr, name: &str) -> bool {
     matches!(e, Expr::Column(c) if c.name == name)
 }
 
-fn literal(e: &Expr) -> Option<ScalarValue> {
-    match e {
-        Expr::Literal(v, _) => Some(v.clone()),
-        Expr::Cast(c) => literal(&c.expr).and_then(|v| v.cast_to(c.field.data_type()).ok()),
-        _ => None,
-    }
-}
+use super::route::literal;
 
 /// Spans allowed by one conjunct. A literal of another type than the
 /// column's may lose precision when cast, so `<` and `>` against it are

@@ -205,7 +205,8 @@ fn is_column(e: &Expr, name: &str) -> bool {
     }
 }
 
-fn literal(e: &Expr) -> Option<ScalarValue> {
+/// The value of a literal, through casts.
+pub(super) fn literal(e: &Expr) -> Option<ScalarValue> {
     match e {
         Expr::Literal(v, _) => Some(v.clone()),
         Expr::Cast(c) => literal(&c.expr).and_then(|v| v.cast_to(c.field.data_type()).ok()),

@@ -70,6 +70,15 @@ pub struct ShardScanExec {
     stage: Option<Arc<ShuffleStage>>,
 }
 
+/// The gid of the session's open distributed transaction, if any: its
+/// fragments run inside it, so a statement sees its own writes.
+pub fn session_gid(state: &dyn datafusion::catalog::Session) -> Option<String> {
+    state
+        .config()
+        .get_extension::<crate::sql::txn::TxnContext>()
+        .and_then(|t| t.dist_gid())
+}
+
 /// Splits fragments into partitions: at most `pool` per worker, each
 /// holding fragments of one worker only.
 fn plan_partitions(fragments: &[Fragment], pool: usize) -> Vec<Vec<usize>> {

@@ -48,7 +48,6 @@ use super::table::quote;
 use super::wire::{Action, ShuffleMap};
 use super::worker_shuffle::intermediate_name;
 use crate::meta::state::NodeId;
-use crate::sql::txn::TxnContext;
 use crate::sql::SqlError;
 
 /// Where the rows of a shuffle's input come from.
@@ -331,10 +330,7 @@ impl TableProvider for ShuffleTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let gid = state
-            .config()
-            .get_extension::<TxnContext>()
-            .and_then(|t| t.dist_gid());
+        let gid = super::scan::session_gid(state);
         let qid = format!("{:016x}", rand::random::<u64>());
         let addrs: Vec<String> = self.targets.iter().map(|(_, a)| a.clone()).collect();
         let mut steps = Steps::new();
@@ -379,6 +375,23 @@ impl TableProvider for ShuffleTable {
     }
 }
 
+/// `plan`'s columns as `c0..` followed by `keys` as `k0..`: what a map
+/// task sends.
+fn with_keys(plan: &Arc<LogicalPlan>, keys: &[Expr]) -> Option<Projection> {
+    let mut exprs: Vec<Expr> = plan
+        .schema()
+        .iter()
+        .enumerate()
+        .map(|(i, (q, f))| Expr::Column(Column::new(q.cloned(), f.name())).alias(format!("c{i}")))
+        .collect();
+    exprs.extend(
+        keys.iter()
+            .enumerate()
+            .map(|(i, k)| k.clone().alias(format!("k{i}"))),
+    );
+    Projection::try_new(exprs, plan.clone()).ok()
+}
+
 /// `schema` with its columns named `c0..cN`.
 fn positional(schema: &datafusion::common::DFSchemaRef) -> SchemaRef {
     let fields: Vec<Field> = schema
@@ -409,21 +422,8 @@ impl FragmentPushdown {
         local: &Local,
         keys: &[Expr],
     ) -> Option<Side> {
-        let mut exprs: Vec<Expr> = plan
-            .schema()
-            .iter()
-            .enumerate()
-            .map(|(i, (q, f))| {
-                Expr::Column(Column::new(q.cloned(), f.name())).alias(format!("c{i}"))
-            })
-            .collect();
-        let columns = exprs.len();
-        exprs.extend(
-            keys.iter()
-                .enumerate()
-                .map(|(i, k)| k.clone().alias(format!("k{i}"))),
-        );
-        let projected = LogicalPlan::Projection(Projection::try_new(exprs, plan.clone()).ok()?);
+        let projected = LogicalPlan::Projection(with_keys(plan, keys)?);
+        let columns = plan.schema().fields().len();
         let sql = unparse(&projected)?;
         let fragments = self.shard_fragments(plan, local, &sql)?;
         if fragments.is_empty() {
@@ -528,20 +528,7 @@ impl FragmentPushdown {
                 .data;
             select.push(format!("{} AS {}", over_q(k)?, quote(&format!("k{i}"))));
         }
-        let mut exprs: Vec<Expr> = plan
-            .schema()
-            .iter()
-            .enumerate()
-            .map(|(i, (q, f))| {
-                Expr::Column(Column::new(q.cloned(), f.name())).alias(format!("c{i}"))
-            })
-            .collect();
-        exprs.extend(
-            keys.iter()
-                .enumerate()
-                .map(|(i, k)| k.clone().alias(format!("k{i}"))),
-        );
-        let projected = Projection::try_new(exprs, plan.clone()).ok()?;
+        let projected = with_keys(plan, keys)?;
         let side = Side {
             name,
             source: Source::Nested {

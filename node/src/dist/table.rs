@@ -247,10 +247,7 @@ impl TableProvider for DistributedTable {
                 tables: vec![],
             });
         }
-        let gid = state
-            .config()
-            .get_extension::<TxnContext>()
-            .and_then(|t| t.dist_gid());
+        let gid = super::scan::session_gid(state);
         let schema: SchemaRef = if count_only {
             Arc::new(Schema::empty())
         } else {

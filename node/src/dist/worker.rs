@@ -87,53 +87,28 @@ impl WorkerFlight {
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }
 
-    async fn query(&self, ticket: QueryTicket) -> Result<BoxedStream<FlightData>, SqlError> {
-        let mut session = self.idle.lock().pop().unwrap_or_else(|| self.db.session());
-        let out = self.query_in(&mut session, ticket).await;
+    /// An idle session, or a new one.
+    fn take_session(&self) -> crate::sql::Session {
+        self.idle.lock().pop().unwrap_or_else(|| self.db.session())
+    }
+
+    /// Keeps `session` for reuse unless it is in a transaction block.
+    fn give_back(&self, session: crate::sql::Session) {
         if session.block_state() == crate::sql::BlockState::Idle {
             let mut idle = self.idle.lock();
             if idle.len() < MAX_IDLE_SESSIONS {
                 idle.push(session);
             }
         }
-        out
     }
 
-    /// Runs a fragment to the end; its batches.
-    async fn collect(&self, ticket: QueryTicket) -> Result<Vec<RecordBatch>, SqlError> {
-        let mut session = self.idle.lock().pop().unwrap_or_else(|| self.db.session());
-        let out = async {
-            let mut stmts = session.parse(&ticket.sql)?;
-            let [stmt] = stmts.as_mut_slice() else {
-                return Err(SqlError::syntax("a fragment must be exactly one query"));
-            };
-            super::wire::map_tables(stmt, &ticket.tables);
-            if let Some(gid) = &ticket.gid {
-                if let Some(rows) = self.txns.query(gid, stmt).await {
-                    return rows;
-                }
-            }
-            match session.execute(stmt, None, None).await? {
-                Outcome::Rows { df, .. } => Ok(df.collect().await?),
-                Outcome::Batches { batches, .. } => Ok(batches),
-                _ => Err(SqlError::syntax("a fragment must be a query")),
-            }
-        }
-        .await;
-        if session.block_state() == crate::sql::BlockState::Idle {
-            let mut idle = self.idle.lock();
-            if idle.len() < MAX_IDLE_SESSIONS {
-                idle.push(session);
-            }
-        }
-        out
-    }
-
-    async fn query_in(
+    /// Runs a fragment: inside transaction `gid` when it is open here (its
+    /// rows, collected), else in `session`.
+    async fn run_fragment(
         &self,
         session: &mut crate::sql::Session,
-        ticket: QueryTicket,
-    ) -> Result<BoxedStream<FlightData>, SqlError> {
+        ticket: &QueryTicket,
+    ) -> Result<Ran, SqlError> {
         let mut stmts = session.parse(&ticket.sql)?;
         let [stmt] = stmts.as_mut_slice() else {
             return Err(SqlError::syntax("a fragment must be exactly one query"));
@@ -141,30 +116,37 @@ impl WorkerFlight {
         super::wire::map_tables(stmt, &ticket.tables);
         if let Some(gid) = &ticket.gid {
             if let Some(rows) = self.txns.query(gid, stmt).await {
-                return Ok(encode(futures::stream::iter(rows?.into_iter().map(Ok))));
+                return rows.map(Ran::InTxn);
             }
         }
         match session.execute(stmt, None, None).await? {
-            Outcome::Rows { df, .. } => {
-                let schema = Arc::new(df.schema().as_arrow().clone());
-                let stream = df.execute_stream().await?;
-                let batches =
-                    stream.map_err(|e| FlightError::Tonic(Box::new(status_of(&SqlError::from(e)))));
-                Ok(Box::pin(
-                    FlightDataEncoderBuilder::new()
-                        .with_schema(schema)
-                        .build(batches)
-                        .map_err(flight_status),
-                ))
-            }
-            Outcome::Batches { schema, batches } => Ok(Box::pin(
-                FlightDataEncoderBuilder::new()
-                    .with_schema(schema)
-                    .build(futures::stream::iter(batches.into_iter().map(Ok)))
-                    .map_err(flight_status),
-            )),
+            out @ (Outcome::Rows { .. } | Outcome::Batches { .. }) => Ok(Ran::Out(out)),
             _ => Err(SqlError::syntax("a fragment must be a query")),
         }
+    }
+
+    async fn query(&self, ticket: QueryTicket) -> Result<BoxedStream<FlightData>, SqlError> {
+        let mut session = self.take_session();
+        let out = match self.run_fragment(&mut session, &ticket).await {
+            Ok(ran) => encode_ran(ran).await,
+            Err(e) => Err(e),
+        };
+        self.give_back(session);
+        out
+    }
+
+    /// Runs a fragment to the end; its batches.
+    async fn collect(&self, ticket: QueryTicket) -> Result<Vec<RecordBatch>, SqlError> {
+        let mut session = self.take_session();
+        let out = match self.run_fragment(&mut session, &ticket).await {
+            Ok(Ran::InTxn(rows)) => Ok(rows),
+            Ok(Ran::Out(Outcome::Rows { df, .. })) => df.collect().await.map_err(SqlError::from),
+            Ok(Ran::Out(Outcome::Batches { batches, .. })) => Ok(batches),
+            Ok(Ran::Out(_)) => Err(SqlError::syntax("a fragment must be a query")),
+            Err(e) => Err(e),
+        };
+        self.give_back(session);
+        out
     }
 
     async fn action(&self, action: Action) -> Result<ActionReply, SqlError> {
@@ -196,6 +178,39 @@ impl WorkerFlight {
             Action::DropIntermediates { qid } => self.intermediates.drop_query(&qid),
         }
         Ok(reply)
+    }
+}
+
+/// What a fragment gave.
+enum Ran {
+    /// Rows read inside an open transaction.
+    InTxn(Vec<RecordBatch>),
+    Out(Outcome),
+}
+
+/// A fragment's result as Flight data, streamed when it is a stream.
+async fn encode_ran(ran: Ran) -> Result<BoxedStream<FlightData>, SqlError> {
+    match ran {
+        Ran::InTxn(rows) => Ok(encode(futures::stream::iter(rows.into_iter().map(Ok)))),
+        Ran::Out(Outcome::Rows { df, .. }) => {
+            let schema = Arc::new(df.schema().as_arrow().clone());
+            let stream = df.execute_stream().await?;
+            let batches =
+                stream.map_err(|e| FlightError::Tonic(Box::new(status_of(&SqlError::from(e)))));
+            Ok(Box::pin(
+                FlightDataEncoderBuilder::new()
+                    .with_schema(schema)
+                    .build(batches)
+                    .map_err(flight_status),
+            ))
+        }
+        Ran::Out(Outcome::Batches { schema, batches }) => Ok(Box::pin(
+            FlightDataEncoderBuilder::new()
+                .with_schema(schema)
+                .build(futures::stream::iter(batches.into_iter().map(Ok)))
+                .map_err(flight_status),
+        )),
+        Ran::Out(_) => Err(SqlError::syntax("a fragment must be a query")),
     }
 }
 
