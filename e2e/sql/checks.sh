@@ -12,9 +12,10 @@
 #                       reference table
 # e2e_sql_verify        checks every answer (call it again after a restart:
 #                       nothing may be lost)
-# e2e_sql_worker_down   with a worker down, a query over every shard fails
-#                       fast with an error naming the worker, and the
-#                       session still answers
+# e2e_sql_worker_down   with a worker down: a query over every shard fails
+#                       fast with an error naming the worker (or, when every
+#                       shard has another copy, answers in full), and the
+#                       session goes on
 
 E2E_ROWS=3000
 
@@ -54,15 +55,27 @@ e2e_sql_verify() {
   e2e_expect "SELECT amount FROM e2e_events WHERE tenant_id = 4 AND id = 1234" "1234"
 }
 
-# e2e_sql_worker_down HOST: HOST's worker is down.
+# e2e_sql_worker_down HOST: HOST's worker is down. Where it held the only
+# copy of a shard, a query over every shard fails fast with an error naming
+# it; where every shard has another copy, the query still answers in full.
 e2e_sql_worker_down() {
-  local out started=${SECONDS}
-  if out="$(sql "SELECT count(*) FROM e2e_events" 2>&1)"; then
-    fail "a query over every shard answered '${out}' with worker $1 down"
+  local out only started=${SECONDS}
+  only="$(sql "SELECT count(*) FROM pg_dist_placement p JOIN pg_dist_node n ON n.nodeid = p.nodeid
+               JOIN (SELECT p1.shardid FROM pg_dist_placement p1 JOIN pg_dist_shard s ON s.shardid = p1.shardid
+                     WHERE s.logicalrelid = 'e2e_events' GROUP BY p1.shardid HAVING count(*) = 1) single
+               ON single.shardid = p.shardid
+               WHERE n.nodename = '$1'")" || fail "cannot read the placements: ${only}"
+  if ((only == 0)); then
+    e2e_expect "SELECT count(*) || ':' || sum(amount) FROM e2e_events" "${E2E_ROWS}:4501500"
+    log "ok: with $1 down, every shard is read from another copy"
+  else
+    if out="$(sql "SELECT count(*) FROM e2e_events" 2>&1)"; then
+      fail "a query over every shard answered '${out}' with worker $1 (sole copy of ${only} shard(s)) down"
+    fi
+    [[ "${out}" == *"worker $1"* && "${out}" =~ (unreachable|failed) ]] \
+      || fail "the error does not name worker $1 as unreachable: ${out}"
+    ((SECONDS - started < 30)) || fail "the error took $((SECONDS - started))s"
+    log "ok: with $1 down (sole copy of ${only} shard(s)), a query over every shard fails in $((SECONDS - started))s: ${out}"
   fi
-  [[ "${out}" == *"worker $1"* && "${out}" =~ (unreachable|failed) ]] \
-    || fail "the error does not name worker $1 as unreachable: ${out}"
-  ((SECONDS - started < 30)) || fail "the error took $((SECONDS - started))s"
-  log "ok: with $1 down, a query over every shard fails in $((SECONDS - started))s: ${out}"
   e2e_expect "SELECT count(*) FROM e2e_tenants" "10"
 }
