@@ -230,10 +230,15 @@ fn relabel(schema: &SchemaRef, b: RecordBatch, count_only: bool) -> Result<Recor
 fn in_shard(e: SqlError, fr: &Fragment, table: &str) -> DataFusionError {
     let mut e = e;
     if e.sqlstate == "08006" {
-        e.message = format!(
-            "{} (reading shard {} of table {table} on node {})",
-            e.message, fr.shard_id, fr.node
-        );
+        // Pushed-down fragments and shuffles are named after their tables.
+        let what = if let Some(t) = table.strip_prefix("fragment_") {
+            format!("shard {} of table {t}", fr.shard_id)
+        } else if let Some(t) = table.strip_prefix("shuffle_") {
+            format!("bucket {} of a shuffle of {t}", fr.shard_id)
+        } else {
+            format!("shard {} of table {table}", fr.shard_id)
+        };
+        e.message = format!("{} (reading {what} on node {})", e.message, fr.node);
     }
     DataFusionError::External(Box::new(e))
 }
