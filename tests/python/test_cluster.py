@@ -382,6 +382,14 @@ def test_joins_on_other_keys_shuffle_between_workers(cluster):
             "JOIN reg r ON c.region = r.rid GROUP BY r.label ORDER BY 1",
             "SELECT r.label, c.name, o.amount * 2 AS a2 FROM ord o JOIN cust c ON o.cust = c.id "
             "LEFT JOIN reg r ON c.region + 1 = r.rid WHERE o.amount < 40 ORDER BY 3, 2",
+            # window functions, CTEs and subqueries give the same answers
+            "SELECT c.id, c.region, rank() OVER (PARTITION BY c.region ORDER BY c.id DESC), "
+            "sum(c.id) OVER (ORDER BY c.id ROWS BETWEEN 2 PRECEDING AND CURRENT ROW) "
+            "FROM cust c WHERE c.id < 40 ORDER BY c.id",
+            "WITH big AS (SELECT o.cust, sum(o.amount) AS s FROM ord o GROUP BY o.cust) "
+            "SELECT count(*), max(s) FROM big WHERE s > (SELECT avg(o.amount) * 5 FROM ord o)",
+            "SELECT c.name FROM cust c WHERE c.id IN (SELECT o.cust FROM ord o WHERE o.amount > 1990) "
+            "AND NOT EXISTS (SELECT 1 FROM ord o WHERE o.cust = c.id AND o.amount < 5) ORDER BY 1",
         ]
         for q in queries:
             local = (q.replace(" ord o ", " ord_local o ").replace(" cust c ", " cust_local c ")
