@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::sqlparser::ast::Statement;
-use futures::Sink;
+use futures::{Sink, SinkExt};
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{FieldInfo, Response};
@@ -20,6 +20,8 @@ use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::extendedquery::{Flush, Sync as PgSync};
+use pgwire::messages::response::ReadyForQuery;
 use pgwire::messages::PgWireBackendMessage;
 use tokio::sync::Mutex;
 
@@ -58,16 +60,24 @@ pub struct Conn {
     in_flight: Arc<InFlight>,
     /// Set when a result stream failed after its response started.
     stream_failed: Arc<std::sync::atomic::AtomicBool>,
+    /// Holds extended-protocol output until Sync or Flush.
+    pub(super) cork: super::batching::Cork,
 }
 
 impl Conn {
-    pub fn new(session: Session, metrics: Arc<Metrics>, in_flight: Arc<InFlight>) -> Arc<Self> {
+    pub fn new(
+        session: Session,
+        metrics: Arc<Metrics>,
+        in_flight: Arc<InFlight>,
+        cork: super::batching::Cork,
+    ) -> Arc<Self> {
         Arc::new(Conn {
             session: Mutex::new(session),
             copy: Mutex::new(None),
             metrics,
             in_flight,
             stream_failed: Arc::default(),
+            cork,
         })
     }
 
@@ -169,6 +179,8 @@ impl SimpleQueryHandler for Handler {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        // pgwire writes a simple query's answer with one flush at the end.
+        self.conn.cork.release();
         let stmts = {
             let mut session = self.conn.session.lock().await;
             match session.parse(query) {
@@ -388,6 +400,41 @@ impl ExtendedQueryHandler for Handler {
         self.parser.clone()
     }
 
+    /// ReadyForQuery, then everything held goes out at once; later output
+    /// is held again until the next Sync or Flush.
+    async fn on_sync<C>(&self, client: &mut C, _message: PgSync) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        client.portal_store().rm_portal(pgwire::api::DEFAULT_NAME);
+        let status = client.transaction_status();
+        client
+            .send(PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(
+                status,
+            )))
+            .await?;
+        self.conn.cork.release();
+        self.conn.cork.hold();
+        Ok(())
+    }
+
+    async fn on_flush<C>(&self, client: &mut C, _message: Flush) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        client.flush().await?;
+        if self.conn.cork.is_held() {
+            self.conn.cork.release();
+            self.conn.cork.hold();
+        }
+        Ok(())
+    }
+
     async fn do_query<C>(
         &self,
         client: &mut C,
@@ -401,6 +448,10 @@ impl ExtendedQueryHandler for Handler {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let prepared = &portal.statement.statement;
+        if matches!(prepared.stmt, Statement::Copy { .. }) {
+            // COPY FROM STDIN waits for the client, which must see CopyInResponse.
+            self.conn.cork.release();
+        }
         let n = portal.parameters.len();
         let params = if n == 0 {
             None

@@ -6,6 +6,7 @@
 //! trust (loopback only) or SCRAM-SHA-256.
 
 pub mod auth;
+pub mod batching;
 pub mod copy_in;
 pub mod handler;
 pub mod results;
@@ -155,7 +156,8 @@ pub async fn serve(
             }
         };
         let _ = socket.set_nodelay(true);
-        let conn = Conn::new(db.session(), metrics.clone(), in_flight.clone());
+        let cork = batching::Cork::for_socket(&socket);
+        let conn = Conn::new(db.session(), metrics.clone(), in_flight.clone(), cork);
         let handlers = ConnHandlers {
             handler: Arc::new(Handler::new(conn)),
             startup: Arc::new(Startup::new(secret.as_ref(), &manager)),
