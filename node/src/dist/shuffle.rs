@@ -89,6 +89,17 @@ pub struct ShuffleStage {
     clients: Arc<WorkerClients>,
     started: AtomicBool,
     done: tokio::sync::OnceCell<Result<(), SqlError>>,
+    /// What each map task did, for `EXPLAIN ANALYZE`.
+    ran: parking_lot::Mutex<Vec<MapRun>>,
+}
+
+/// One finished map task.
+#[derive(Debug, Clone)]
+struct MapRun {
+    side: String,
+    addr: String,
+    rows: u64,
+    took: std::time::Duration,
 }
 
 impl fmt::Debug for ShuffleStage {
@@ -106,10 +117,20 @@ impl ShuffleStage {
                 for step in &self.steps {
                     let calls = step.iter().map(|(addr, task)| {
                         let action = Action::ShuffleMap(task.clone());
-                        async move { self.clients.action(addr, &action).await }
+                        async move {
+                            let started = std::time::Instant::now();
+                            let reply = self.clients.action(addr, &action).await?;
+                            Ok::<_, SqlError>(MapRun {
+                                side: task.side.clone(),
+                                addr: addr.clone(),
+                                rows: reply.rows,
+                                took: started.elapsed(),
+                            })
+                        }
                     });
                     for r in futures::future::join_all(calls).await {
-                        r?;
+                        let run = r?;
+                        self.ran.lock().push(run);
                     }
                 }
                 Ok(())
@@ -141,6 +162,23 @@ impl ShuffleStage {
                 " ({} steps: inputs that are themselves shuffled joins go first)",
                 self.steps.len()
             ));
+        }
+        // After a run (EXPLAIN ANALYZE): rows and time of every map task.
+        let ran = self.ran.lock();
+        if !ran.is_empty() {
+            let runs: Vec<String> = ran
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{}@{} {} rows in {:.1} ms",
+                        r.side,
+                        r.addr,
+                        r.rows,
+                        r.took.as_secs_f64() * 1000.0
+                    )
+                })
+                .collect();
+            out.push_str(&format!("; map tasks ran: {}", runs.join(", ")));
         }
         out
     }
@@ -342,6 +380,7 @@ impl TableProvider for ShuffleTable {
             clients: self.clients.clone(),
             started: AtomicBool::new(false),
             done: tokio::sync::OnceCell::new(),
+            ran: parking_lot::Mutex::new(Vec::new()),
         });
         let fragments: Vec<Fragment> = self
             .targets
