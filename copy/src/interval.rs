@@ -296,7 +296,7 @@ fn parse_iso(t: &str) -> Result<Acc, Fail> {
 }
 
 /// Parses `interval` input.
-pub(crate) fn parse_interval(s: &[u8]) -> Result<IntervalMonthDayNano, ValueError> {
+pub fn parse_interval(s: &[u8]) -> Result<IntervalMonthDayNano, ValueError> {
     let err = |f: Fail| {
         let v = String::from_utf8_lossy(s);
         match f {

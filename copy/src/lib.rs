@@ -42,6 +42,7 @@ pub use columns::{is_json_field, is_supported_type, EXTENSION_NAME_KEY, JSON_EXT
 pub use decoder::CopyDecoder;
 pub use encode::{encode_batch, encode_header};
 pub use error::{sqlstate, CopyError, DataError, DataErrorKind, ValueError};
+pub use interval::parse_interval;
 pub use options::{CopyFormat, CopyOptions, ForceQuote};
 pub use split::RecordSplitter;
 

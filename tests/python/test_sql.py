@@ -140,3 +140,15 @@ def test_explain(conn, tname):
     assert plan and all(isinstance(r[-1], str) for r in plan)
     plan = conn.execute(f"EXPLAIN ANALYZE SELECT count(*) FROM {tname}").fetchall()
     assert plan
+
+
+def test_interval_literals_in_postgres_text_form(conn):
+    import datetime as dt
+
+    row = conn.execute(
+        "SELECT INTERVAL '1 day 02:03:04', '3 days 04:05:06.000007'::interval, "
+        "CAST('-1:30:00' AS interval), interval '2 hours 30 minutes'").fetchone()
+    assert row == (dt.timedelta(days=1, hours=2, minutes=3, seconds=4),
+                   dt.timedelta(days=3, hours=4, minutes=5, seconds=6, microseconds=7),
+                   -dt.timedelta(hours=1, minutes=30),
+                   dt.timedelta(hours=2, minutes=30))

@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod copy;
 pub mod ddl;
 pub mod error;
+pub mod literals;
 pub mod names;
 pub mod point;
 pub mod provider;

@@ -137,6 +137,7 @@ impl Session {
             .map_err(|e| super::error::syntax_error(&e.to_string()))?;
         for s in stmts.iter_mut() {
             json_casts_to_text(s);
+            super::literals::interval_literals(s);
         }
         Ok(stmts)
     }
