@@ -263,6 +263,23 @@ fn unknown_key_is_an_error_naming_the_key() {
 }
 
 #[test]
+fn bad_executor_setting_is_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("quiver.toml");
+    std::fs::write(
+        &config,
+        "[executor]\nexecutor_slow_start_interval = \"soon\"\n",
+    )
+    .unwrap();
+    let out = run_to_end(quiver().arg("--config").arg(&config));
+    let line = one_error_line(&out, 2);
+    assert!(
+        line.contains("executor.executor_slow_start_interval") && line.contains("soon"),
+        "{line}"
+    );
+}
+
+#[test]
 fn missing_config_file_is_one_line() {
     let out = run_to_end(quiver().args(["--config", "/nonexistent/quiver.toml"]));
     let line = one_error_line(&out, 2);

@@ -120,11 +120,6 @@ impl Intermediates {
             self.db.remove_external(&n);
         }
     }
-
-    /// Names held, for tests and diagnostics.
-    pub fn names(&self) -> Vec<String> {
-        self.entries.lock().keys().cloned().collect()
-    }
 }
 
 /// Splits `batch` into `n` buckets by the hash of its `keys` columns.

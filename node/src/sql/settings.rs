@@ -283,14 +283,21 @@ pub fn parse_millis(text: &str) -> Option<u64> {
 
 /// The executor's per-query limits from a session's settings.
 pub fn exec_limits(settings: &Settings) -> (usize, std::time::Duration) {
-    let pool = settings
-        .get("quiver.max_adaptive_executor_pool_size")
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(16);
-    let slow = settings
-        .get("quiver.executor_slow_start_interval")
-        .and_then(|v| parse_millis(&v))
-        .unwrap_or(10);
+    // SET and the config file check these values; the table's defaults
+    // stand in only if one is somehow missing.
+    let value = |name: &str| {
+        settings.get(name).unwrap_or_else(|| {
+            DEFAULTS
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+                .unwrap_or_default()
+        })
+    };
+    let pool = value("quiver.max_adaptive_executor_pool_size")
+        .parse::<usize>()
+        .unwrap_or(1);
+    let slow = parse_millis(&value("quiver.executor_slow_start_interval")).unwrap_or(0);
     (pool.max(1), std::time::Duration::from_millis(slow))
 }
 
