@@ -102,9 +102,10 @@ def test_sigkill_twice_and_during_recovery_writes(own_server):
 class Loader(threading.Thread):
     """Loads batches with COPY, one transaction per batch, and records which were acknowledged."""
 
-    def __init__(self, dsn, rows_per_batch, max_batches):
+    def __init__(self, dsn, rows_per_batch, max_batches, pad=40):
         super().__init__(daemon=True)
         self.dsn = dsn
+        self.pad = pad
         self.rows_per_batch = rows_per_batch
         self.max_batches = max_batches
         self.acked: list[int] = []
@@ -113,7 +114,7 @@ class Loader(threading.Thread):
         self.progress = threading.Condition()
 
     def batch_data(self, b):
-        pad = "x" * 40
+        pad = "x" * self.pad
         return "".join(f"{b}\t{i}\t{pad}{b}-{i}\n" for i in range(self.rows_per_batch)).encode()
 
     def run(self):
@@ -139,13 +140,16 @@ class Loader(threading.Thread):
                 self.progress.notify_all()
 
 
-@pytest.mark.parametrize("kill_after", [5, 23])
-def test_crash_during_copy_load(own_server, kill_after):
+@pytest.mark.parametrize("kill_after,rows_per_batch,pad", [
+    (5, 5000, 40), (23, 5000, 40),
+    # About 11 MB per batch: each COPY logs full chunks ahead of its commit (staged WAL
+    # records), so the kill lands among staged records of an uncommitted batch.
+    (3, 60_000, 160)])
+def test_crash_during_copy_load(own_server, kill_after, rows_per_batch, pad):
     s = own_server
-    rows_per_batch = 5000
     with _connect(s) as c:
         c.execute("CREATE TABLE crash_load (batch INT NOT NULL, seq INT NOT NULL, payload TEXT, PRIMARY KEY (batch, seq))")
-    loader = Loader(s.dsn, rows_per_batch, max_batches=10_000)
+    loader = Loader(s.dsn, rows_per_batch, max_batches=10_000, pad=pad)
     loader.start()
     deadline = time.monotonic() + 300
     with loader.progress:
@@ -174,8 +178,66 @@ def test_crash_during_copy_load(own_server, kill_after):
         # contents, not just counts
         b = max(acked)
         got = c.execute("SELECT seq, payload FROM crash_load WHERE batch = %s ORDER BY seq", (b,)).fetchall()
-        assert got == [(i, f"{'x' * 40}{b}-{i}") for i in range(rows_per_batch)]
+        assert got == [(i, f"{'x' * pad}{b}-{i}") for i in range(rows_per_batch)]
         # the table takes writes again, and the in-flight batch number can be loaded
         nxt = max(counts) + 1
         c.execute("INSERT INTO crash_load VALUES (%s, 0, 'after')", (nxt,))
         assert c.execute("SELECT count(*) FROM crash_load WHERE batch = %s", (nxt,)).fetchone() == (1,)
+
+
+def _big_copy(cur, table, first, n, pad=200):
+    """COPY of n rows (ids first..first+n-1), about n * (pad + 10) bytes: big enough that
+    full chunks are logged ahead of the commit."""
+    data = "".join(f"{i}\t{'z' * pad}{i}\n" for i in range(first, first + n)).encode()
+    with cur.copy(f"COPY {table} FROM STDIN") as cp:
+        for i in range(0, len(data), 1 << 20):
+            cp.write(data[i:i + (1 << 20)])
+
+
+def test_staged_copy_rows_follow_savepoints_rollbacks_and_failures_across_sigkill(own_server):
+    """Large COPYs log their rows ahead of the commit. Only what the transaction finally
+    commits may come back after a crash: not a statement rolled back to a savepoint, not
+    a rolled-back transaction, not a COPY that failed late."""
+    s = own_server
+    n = 40_000  # about 8.5 MB per COPY
+    with _connect(s) as c:
+        c.execute("CREATE TABLE staged (id INT PRIMARY KEY, s TEXT NOT NULL)")
+        cur = c.cursor()
+        with c.transaction():
+            _big_copy(cur, "staged", 0, n)
+            c.execute("SAVEPOINT sp")
+            _big_copy(cur, "staged", n, n)
+            c.execute("ROLLBACK TO SAVEPOINT sp")
+            _big_copy(cur, "staged", 2 * n, n)
+            # own rows visible inside the transaction
+            assert c.execute("SELECT count(*) FROM staged").fetchone() == (2 * n,)
+        c.execute("BEGIN")
+        _big_copy(cur, "staged", 10 * n, n)
+        c.execute("ROLLBACK")
+        # A duplicate key at the very end fails the whole COPY after its chunks were staged.
+        dup = "".join(f"{i}\t{'q' * 200}\n" for i in range(20 * n, 21 * n)) + "5\tdup\n"
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            with cur.copy("COPY staged FROM STDIN") as cp:
+                cp.write(dup.encode())
+        # A NULL into NOT NULL near the end, in its own chunk.
+        bad = "".join(f"{i}\t{'q' * 200}\n" for i in range(30 * n, 31 * n)) + "7\t\\N\n"
+        with pytest.raises(psycopg.errors.NotNullViolation):
+            with cur.copy("COPY staged FROM STDIN") as cp:
+                cp.write(bad.encode())
+        _big_copy(cur, "staged", 40 * n, n)
+        expect = c.execute("SELECT count(*), sum(id), min(id), max(id) FROM staged").fetchone()
+    assert expect == (3 * n, sum(range(n)) + sum(range(2 * n, 3 * n)) + sum(range(40 * n, 41 * n)), 0, 41 * n - 1)
+    s.kill()
+    s.start()
+    with _connect(s) as c:
+        assert c.execute("SELECT count(*), sum(id), min(id), max(id) FROM staged").fetchone() == expect
+        assert c.execute("SELECT s FROM staged WHERE id = %s", (2 * n + 7,)).fetchone() == (f"{'z' * 200}{2 * n + 7}",)
+        assert c.execute("SELECT count(*) FROM staged WHERE id >= %s AND id < %s", (n, 2 * n)).fetchone() == (0,)
+        # the key index came back too
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            c.execute("INSERT INTO staged VALUES (%s, 'again')", (40 * n,))
+    # and once more after a clean stop (checkpointed into parts)
+    assert s.stop() == 0
+    s.start()
+    with _connect(s) as c:
+        assert c.execute("SELECT count(*), sum(id), min(id), max(id) FROM staged").fetchone() == expect

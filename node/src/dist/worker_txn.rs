@@ -399,10 +399,11 @@ fn write_prepared(path: &Path, ws: &WriteSet) -> Result<(), WorkerTxnError> {
             ops.push(Op::Insert {
                 table: *id,
                 batches: w.inserts.clone(),
+                staged: None,
             });
         }
     }
-    let payload = codec::encode(&ops)?;
+    let payload = codec::encode(&ops)?.concat();
     let mut bytes = Vec::with_capacity(payload.len() + 20);
     bytes.extend_from_slice(MAGIC);
     bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
@@ -449,7 +450,7 @@ fn read_prepared(path: &Path) -> Result<WriteSet, WorkerTxnError> {
             Op::Delete { table, rowids } => {
                 ws.tables.entry(table).or_default().deletes.extend(rowids)
             }
-            Op::Insert { table, batches } => {
+            Op::Insert { table, batches, .. } => {
                 ws.tables.entry(table).or_default().inserts.extend(batches)
             }
             _ => return Err(damaged("unexpected operation")),

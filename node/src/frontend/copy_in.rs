@@ -6,6 +6,11 @@
 //! At most [`max_in_flight`] chunks are decoded at a time, so memory stays
 //! bounded (about that many times [`CHUNK_BYTES`] of raw input) and a slow
 //! decoder pushes back on the client through the socket.
+//!
+//! A full chunk of a COPY into a local table with every column is also
+//! encoded for the WAL on its decoder thread and logged ahead of the commit
+//! (a staged record): the COPY's WAL is written while the data still
+//! arrives, and the commit only adds a short record and an fsync.
 
 use std::collections::VecDeque;
 use std::fmt::Debug;
@@ -26,12 +31,18 @@ use tokio::task::JoinHandle;
 
 use super::handler::{pg_error, Conn, Handler};
 use crate::server::metrics::QueryKind;
+use crate::sql::copy::stage_form;
 use crate::sql::{CopyIn, SqlError};
+use crate::storage::codec::ipc_stream;
+use crate::storage::table::TableMeta;
 
 /// Rows per batch decoded from COPY data.
 const COPY_BATCH_ROWS: usize = 8192;
 /// Raw bytes per chunk handed to a decoder thread.
 pub const CHUNK_BYTES: usize = 4 << 20;
+/// Chunks at least this large are logged ahead of the commit; smaller
+/// COPYs log their rows in the commit record.
+const STAGE_MIN_BYTES: usize = CHUNK_BYTES / 2;
 
 /// Chunks decoded at the same time: one per core, and at least two so that
 /// reading the socket and decoding overlap.
@@ -49,6 +60,8 @@ struct Decoded {
     lines: u64,
     /// The chunk held the `\.` end marker: ignore what follows.
     ended: bool,
+    /// The batches in the table's form, encoded for a staged WAL record.
+    staged: Option<Vec<u8>>,
 }
 
 /// A COPY FROM STDIN in progress.
@@ -63,6 +76,8 @@ pub struct CopyState {
     ended: bool,
     started: Instant,
     rows: u64,
+    /// Chunks are logged ahead of the commit.
+    staging: bool,
 }
 
 impl CopyState {
@@ -70,10 +85,14 @@ impl CopyState {
         let schema: SchemaRef = self.copy.schema.clone();
         let opts = self.opts.for_chunk(self.chunks == 0);
         let table = self.copy.table.name.clone();
+        // Once one chunk is staged, the rest (the short last one too) are,
+        // so the staged rows stay the leading ones for a later COPY.
+        self.staging |= self.copy.stageable && data.len() >= STAGE_MIN_BYTES;
+        let stage = self.staging.then(|| self.copy.table.clone());
         self.chunks += 1;
         self.in_flight
             .push_back(tokio::task::spawn_blocking(move || {
-                decode_chunk(schema, opts, table, &data)
+                decode_chunk(schema, opts, table, &data, stage.as_deref())
             }));
     }
 }
@@ -83,16 +102,28 @@ fn decode_chunk(
     opts: CopyOptions,
     table: String,
     data: &[u8],
+    stage: Option<&TableMeta>,
 ) -> Result<Decoded, CopyError> {
     let mut d = CopyDecoder::new(schema, opts, COPY_BATCH_ROWS)?.with_table_name(table);
     let mut batches = d.push(data)?;
     let ended = d.saw_end_marker();
     let lines = d.lines();
     batches.extend(d.finish()?);
+    // Anything that fails here (a NULL in a NOT NULL column) is reported
+    // when the rows join the transaction: then they are simply not staged.
+    let staged = stage.filter(|_| !batches.is_empty()).and_then(|meta| {
+        let rows = batches
+            .iter()
+            .map(|b| stage_form(meta, b.clone()))
+            .collect::<Result<Vec<_>, _>>()
+            .ok()?;
+        ipc_stream(&rows).ok()
+    });
     Ok(Decoded {
         batches,
         lines,
         ended,
+        staged,
     })
 }
 
@@ -131,6 +162,7 @@ impl Conn {
             ended: false,
             started: Instant::now(),
             rows: 0,
+            staging: false,
         });
         Ok(CopyResponse::new(0, ncols, futures::stream::empty()))
     }
@@ -168,12 +200,16 @@ impl Conn {
                 .map_err(|e| SqlError::new("XX000", format!("COPY decoder failed: {e}")))?
                 .map_err(|e| copy_error(e.shift_lines(state.lines), &table))?;
             state.lines += decoded.lines;
-            let mut session = self.session.lock().await;
-            for b in decoded.batches {
-                state.rows += b.num_rows() as u64;
-                session.copy_rows(&state.copy, b).await?;
-            }
-            drop(session);
+            state.rows += decoded
+                .batches
+                .iter()
+                .map(|b| b.num_rows() as u64)
+                .sum::<u64>();
+            self.session
+                .lock()
+                .await
+                .copy_chunk(&state.copy, decoded.batches, decoded.staged)
+                .await?;
             if decoded.ended {
                 state.ended = true;
                 for h in state.in_flight.drain(..) {

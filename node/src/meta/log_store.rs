@@ -369,7 +369,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let index = entry.log_id.index;
             durable = Some(
                 self.writer
-                    .submit(index, &payload)
+                    .submit(index, vec![payload])
                     .map_err(write_logs_err)?,
             );
             // Readable as soon as append returns, durable once flushed.

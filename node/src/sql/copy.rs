@@ -87,17 +87,61 @@ impl Session {
             full.project(&cols)
                 .map_err(|e| SqlError::new("XX000", e.to_string()))?,
         );
+        let distributed = self
+            .db
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.layout(&t.meta.name).is_some());
+        let stageable = !distributed && cols.iter().copied().eq(0..t.meta.columns.len());
         Ok(Outcome::CopyIn(CopyIn {
             table: t.meta.clone(),
             columns: cols,
             schema,
             options: opts,
+            stageable,
         }))
+    }
+
+    /// Adds the decoded rows of one chunk of COPY data. With `staged`
+    /// (only for a [`CopyIn::stageable`] COPY): `codec::ipc_stream` of
+    /// [`stage_form`] of `batches`, which is logged ahead of the commit so
+    /// that a large COPY writes its WAL while it reads.
+    pub async fn copy_chunk(
+        &mut self,
+        copy: &CopyIn,
+        batches: Vec<RecordBatch>,
+        staged: Option<Vec<u8>>,
+    ) -> Result<(), SqlError> {
+        let (Some(ipc), true) = (staged, copy.stageable) else {
+            for b in batches {
+                self.copy_rows(copy, b).await?;
+            }
+            return Ok(());
+        };
+        let snap = self.txn.snapshot();
+        let t = snap.tables.get(&copy.table.id).cloned().ok_or_else(|| {
+            SqlError::new(
+                "42P01",
+                format!("relation \"{}\" does not exist", copy.table.name),
+            )
+        })?;
+        if t.meta.schema() != copy.table.schema() {
+            return Err(SqlError::new(
+                "40001",
+                format!("relation \"{}\" changed during COPY", copy.table.name),
+            ));
+        }
+        let rows = batches
+            .into_iter()
+            .map(|b| stage_form(&t.meta, b))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.txn.add_staged_inserts(&t, rows, ipc)?;
+        Ok(())
     }
 
     /// Adds decoded COPY rows (columns as in `copy.schema`) to the
     /// transaction, filling missing columns with their defaults.
-    pub async fn copy_rows(&mut self, copy: &CopyIn, batch: RecordBatch) -> Result<(), SqlError> {
+    async fn copy_rows(&mut self, copy: &CopyIn, batch: RecordBatch) -> Result<(), SqlError> {
         let snap = self.txn.snapshot();
         let t = snap.tables.get(&copy.table.id).cloned().ok_or_else(|| {
             SqlError::new(
@@ -177,6 +221,15 @@ impl Session {
             }
         }
     }
+}
+
+/// A decoded batch of a [`CopyIn::stageable`] COPY as the table stores it
+/// (NOT NULL checked). Pure, so a decoder thread can compute it to stage.
+pub fn stage_form(
+    meta: &TableMeta,
+    batch: RecordBatch,
+) -> datafusion::error::Result<RecordBatch> {
+    super::provider::from_columns(meta, &meta.schema(), batch.columns().to_vec())
 }
 
 /// COPY options as `(name, value)` pairs.

@@ -46,6 +46,10 @@ pub struct CopyIn {
     /// Schema of the incoming data (those columns).
     pub schema: SchemaRef,
     pub options: Vec<(String, Option<String>)>,
+    /// The data has every column in table order and goes to this node's
+    /// storage: large chunks may be logged ahead of the commit (see
+    /// [`Session::copy_chunk`]).
+    pub stageable: bool,
 }
 
 /// What a statement produced.

@@ -14,6 +14,7 @@ use datafusion::arrow::array::{BooleanArray, RecordBatch};
 use datafusion::arrow::compute::filter_record_batch;
 use parking_lot::Mutex;
 
+use crate::storage::engine::{StageTicket, StagedWrites};
 use crate::storage::table::{rowids, with_rowids, TableData};
 use crate::storage::{DbVersion, Engine, StorageError, TableWrites, WriteSet};
 
@@ -27,6 +28,17 @@ pub struct PendingTable {
     pub deletes: BTreeSet<u64>,
     /// Stored batches with provisional row ids.
     pub inserts: Vec<RecordBatch>,
+    /// The leading `inserts` already logged as staged WAL records.
+    pub staged: Option<PendingStage>,
+}
+
+/// Which pending inserts were logged ahead of the commit.
+#[derive(Debug, Clone)]
+pub struct PendingStage {
+    pub ticket: Arc<StageTicket>,
+    /// The first `batches` entries of `inserts`, holding `rows` rows.
+    pub batches: usize,
+    pub rows: u64,
 }
 
 /// Everything a transaction has written so far.
@@ -66,6 +78,10 @@ fn to_table_writes(t: &PendingTable) -> TableWrites {
                     .ok()
             })
             .collect(),
+        staged: t.staged.as_ref().map(|s| StagedWrites {
+            ticket: s.ticket.clone(),
+            rows: s.rows,
+        }),
     }
 }
 
@@ -200,6 +216,53 @@ impl TxnContext {
         Ok(())
     }
 
+    /// Adds user batches as pending inserts and logs them ahead of the
+    /// commit: `ipc` is `codec::ipc_stream(&batches)`. When the table's
+    /// pending inserts do not end in staged ones (rows were added without
+    /// staging), the batches are only added.
+    pub fn add_staged_inserts(
+        &self,
+        table: &TableData,
+        batches: Vec<RecordBatch>,
+        ipc: Vec<u8>,
+    ) -> Result<(), StorageError> {
+        let id = table.meta.id;
+        // Staged rows must stay the leading inserts, in staging order, and
+        // the ticket's rows must all be ours (a rolled-back statement's
+        // staged rows would otherwise sit in the middle).
+        let (stageable, ticket) = {
+            let inner = self.inner.lock();
+            match inner.pending.tables.get(&id) {
+                None => (true, None),
+                Some(t) => match &t.staged {
+                    None => (t.inserts.is_empty(), None),
+                    Some(s) => (
+                        t.inserts.len() == s.batches && s.ticket.rows() == s.rows,
+                        Some(s.ticket.clone()),
+                    ),
+                },
+            }
+        };
+        if !stageable {
+            return self.add_inserts(table, batches);
+        }
+        let n: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+        let count = batches.len();
+        let ticket = ticket.unwrap_or_else(|| self.engine.begin_stage());
+        self.engine.stage(&ticket, id, n, ipc)?;
+        self.add_inserts(table, batches)?;
+        let mut inner = self.inner.lock();
+        let t = inner.pending.tables.entry(id).or_default();
+        let st = t.staged.get_or_insert(PendingStage {
+            ticket,
+            batches: 0,
+            rows: 0,
+        });
+        st.batches += count;
+        st.rows += n;
+        Ok(())
+    }
+
     /// Deletes rows by id: committed ones become pending deletes, pending
     /// ones are dropped from the pending inserts.
     pub fn delete_rows(&self, table: u64, ids: &[u64]) -> Result<(), StorageError> {
@@ -228,6 +291,8 @@ impl TxnContext {
                 }
             }
             t.inserts = kept;
+            // The staged rows no longer match: commit them inline.
+            t.staged = None;
         }
         Ok(())
     }
@@ -238,6 +303,7 @@ impl TxnContext {
         t.truncate = true;
         t.deletes.clear();
         t.inserts.clear();
+        t.staged = None;
     }
 
     /// Checks unique keys of the pending inserts of `table` against the

@@ -52,10 +52,13 @@ impl Engine {
     /// Runs a checkpoint. Blocking: call it from a blocking thread.
     pub fn checkpoint(&self) -> Result<CheckpointStats, StorageError> {
         let _only_one = self.checkpoint_lock.lock();
-        let (snap, rotate_lsn, rotated) = {
+        let (snap, rotate_lsn, stage_floor, rotated) = {
             let head = self.head.lock();
             let rx = self.wal.rotate_request(head.next_lsn)?;
-            (head.version.clone(), head.next_lsn, rx)
+            // Staging transactions still open may have records in files
+            // before the rotation; their commits come after `snap`.
+            let floor = self.stages.lock().values().min().copied();
+            (head.version.clone(), head.next_lsn, floor, rx)
         };
         rotated
             .blocking_recv()
@@ -100,9 +103,12 @@ impl Engine {
             self.publish_if_durable(&head.version);
         }
 
-        // The WAL before the rotation point and unreferenced files can go.
-        for (first, path) in wal::list_files(&self.root.join("wal"))? {
-            if first < rotate_lsn {
+        // The WAL before the rotation point and unreferenced files can go,
+        // except files that may hold staged records of open transactions.
+        let files = wal::list_files(&self.root.join("wal"))?;
+        let cutoff = wal_cutoff(&files, rotate_lsn, stage_floor);
+        for (first, path) in files {
+            if first < cutoff {
                 std::fs::remove_file(&path).map_err(|source| StorageError::Io {
                     path: path.clone(),
                     source,
@@ -305,5 +311,46 @@ fn install_into(
             }
             Ok(Some(new))
         }
+    }
+}
+/// WAL files whose first LSN is below the returned value may be deleted.
+///
+/// A staging transaction that began when the head's next LSN was `floor`
+/// wrote its records into the file that was current then (the newest file
+/// starting below `floor`, or one starting at `floor`) or a later one: keep
+/// from that file on.
+fn wal_cutoff(files: &[(u64, std::path::PathBuf)], rotate_lsn: u64, floor: Option<u64>) -> u64 {
+    let Some(floor) = floor else {
+        return rotate_lsn;
+    };
+    let keep_from = files
+        .iter()
+        .map(|(first, _)| *first)
+        .filter(|&first| first < floor)
+        .max()
+        .unwrap_or(floor);
+    rotate_lsn.min(keep_from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wal_cutoff;
+    use std::path::PathBuf;
+
+    #[test]
+    fn open_stages_keep_their_wal_files() {
+        let files: Vec<(u64, PathBuf)> = [1u64, 40, 90]
+            .iter()
+            .map(|&f| (f, PathBuf::from(format!("{f}.log"))))
+            .collect();
+        // No staging: everything before the rotation goes.
+        assert_eq!(wal_cutoff(&files, 120, None), 120);
+        // A stage that began at next LSN 60 wrote into file 40 or later.
+        assert_eq!(wal_cutoff(&files, 120, Some(60)), 40);
+        // ...and one that began at 40 may have written into file 1 (file
+        // 40 may have been created after it began).
+        assert_eq!(wal_cutoff(&files, 120, Some(40)), 1);
+        // The rotation point still bounds it.
+        assert_eq!(wal_cutoff(&files, 30, Some(60)), 30);
     }
 }

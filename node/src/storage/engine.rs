@@ -18,7 +18,7 @@ use datafusion::arrow::array::{new_null_array, ArrayRef, RecordBatch};
 use datafusion::arrow::util::display::array_value_to_string;
 use parking_lot::{Mutex, RwLock};
 
-use super::codec::{self, Op};
+use super::codec::{self, Op, StagedRows};
 use super::index::TableIndexes;
 use super::parts;
 use super::table::{check_not_null, chunk, with_rowids, Segment, TableData, TableMeta};
@@ -56,6 +56,47 @@ pub struct TableWrites {
     pub deletes: BTreeSet<u64>,
     /// New rows (user columns only; row ids are assigned at commit).
     pub inserts: Vec<RecordBatch>,
+    /// The leading inserted rows that were logged ahead (see
+    /// [`Engine::stage`]).
+    pub staged: Option<StagedWrites>,
+}
+
+/// Rows of [`TableWrites::inserts`] already in the WAL as staged records.
+#[derive(Debug, Clone)]
+pub struct StagedWrites {
+    pub ticket: Arc<StageTicket>,
+    /// The first `rows` inserted rows, exactly as staged.
+    pub rows: u64,
+}
+
+/// A transaction's licence to log rows ahead of its commit. While it lives,
+/// checkpoints keep the WAL files its staged records may be in; dropping it
+/// (commit or abort) releases them.
+#[derive(Debug)]
+pub struct StageTicket {
+    txn: u64,
+    open: Arc<Mutex<BTreeMap<u64, u64>>>,
+    bytes: AtomicU64,
+    rows: AtomicU64,
+}
+
+impl StageTicket {
+    /// The staging transaction's id.
+    pub fn txn(&self) -> u64 {
+        self.txn
+    }
+
+    /// Rows staged under this ticket so far. A commit names a prefix of
+    /// them (a rolled-back statement may have staged more).
+    pub fn rows(&self) -> u64 {
+        self.rows.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for StageTicket {
+    fn drop(&mut self) {
+        self.open.lock().remove(&self.txn);
+    }
 }
 
 impl TableWrites {
@@ -93,6 +134,9 @@ pub struct Engine {
     pub(super) next_part_id: AtomicU64,
     pub(super) wal_bytes: AtomicU64,
     pub(super) disk_bytes: AtomicU64,
+    /// Open staging transactions: id -> the head's next LSN when it began.
+    pub(super) stages: Arc<Mutex<BTreeMap<u64, u64>>>,
+    next_stage_txn: AtomicU64,
 }
 
 impl Engine {
@@ -141,6 +185,7 @@ impl Engine {
         let wal_dir = root.join("wal");
         let files = wal::list_files(&wal_dir)?;
         let mut wal_bytes = 0u64;
+        let mut staged = Staged::default();
         let nfiles = files.len();
         for (i, (_, path)) in files.iter().enumerate() {
             let (records, torn) = wal::read_file(path)?;
@@ -155,13 +200,20 @@ impl Engine {
             }
             for rec in records {
                 wal_bytes += rec.payload.len() as u64;
+                let ops = codec::decode(&rec.payload)?;
+                if rec.lsn == 0 {
+                    staged.keep(ops);
+                    continue;
+                }
+                let ops = staged.resolve(&version, ops)?;
                 if rec.lsn <= version.lsn {
                     continue;
                 }
-                let ops = codec::decode(&rec.payload)?;
                 version = apply(&version, &ops, rec.lsn, &mut indexes)?;
             }
         }
+        let next_stage_txn = staged.max_txn + 1;
+        drop(staged);
         let next_lsn = version.lsn + 1;
         let version = Arc::new(version);
         let published = Arc::new(RwLock::new(version.clone()));
@@ -189,7 +241,43 @@ impl Engine {
             next_part_id: AtomicU64::new(manifest.next_part_id.max(1)),
             wal_bytes: AtomicU64::new(wal_bytes),
             disk_bytes: AtomicU64::new(0),
+            stages: Arc::default(),
+            next_stage_txn: AtomicU64::new(next_stage_txn),
         }))
+    }
+
+    /// Starts a staging transaction (see [`Engine::stage`]).
+    pub fn begin_stage(&self) -> Arc<StageTicket> {
+        let txn = self.next_stage_txn.fetch_add(1, Ordering::Relaxed);
+        // Under the commit lock, so that a checkpoint either sees this
+        // ticket or rotated the WAL before any of its records.
+        let head = self.head.lock();
+        self.stages.lock().insert(txn, head.next_lsn);
+        Arc::new(StageTicket {
+            txn,
+            open: self.stages.clone(),
+            bytes: AtomicU64::new(0),
+            rows: AtomicU64::new(0),
+        })
+    }
+
+    /// Logs rows of an uncommitted transaction ahead of its commit: `ipc`
+    /// is [`codec::ipc_stream`] of user batches of `table`. They count only
+    /// if the commit names them ([`TableWrites::staged`]); the caller keeps
+    /// the batches as its pending inserts, in staging order.
+    pub fn stage(
+        &self,
+        ticket: &StageTicket,
+        table: u64,
+        rows: u64,
+        ipc: Vec<u8>,
+    ) -> Result<(), StorageError> {
+        let payload = codec::stage_payload(ticket.txn, table, ipc)?;
+        let bytes: usize = payload.iter().map(Vec::len).sum();
+        self.wal.stage(payload)?;
+        ticket.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        ticket.rows.fetch_add(rows, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Publishes `head` to readers when no commit is still waiting for its
@@ -238,14 +326,14 @@ impl Engine {
             }
             let lsn = head.next_lsn;
             let payload = codec::encode(&ops)?;
+            let bytes: usize = payload.iter().map(Vec::len).sum();
             let version = {
                 let mut idx = self.indexes.write();
                 Arc::new(apply(&head.version, &ops, lsn, &mut idx)?)
             };
             self.pending.lock().push_back(version.clone());
-            let rx = self.wal.submit(lsn, &payload)?;
-            self.wal_bytes
-                .fetch_add(payload.len() as u64, Ordering::Relaxed);
+            let rx = self.wal.submit(lsn, payload)?;
+            self.wal_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
             head.version = version.clone();
             head.next_lsn = lsn + 1;
             (rx, version)
@@ -334,8 +422,17 @@ impl Engine {
         if ws.is_empty() {
             return Ok(self.snapshot());
         }
-        self.commit_with(|head, indexes| validate_writes(head, indexes, ws))
-            .await
+        let staged_bytes: u64 = ws
+            .tables
+            .values()
+            .filter_map(|w| w.staged.as_ref())
+            .map(|s| s.ticket.bytes.load(Ordering::Relaxed))
+            .sum();
+        let v = self
+            .commit_with(|head, indexes| validate_writes(head, indexes, ws))
+            .await?;
+        self.wal_bytes.fetch_add(staged_bytes, Ordering::Relaxed);
+        Ok(v)
     }
 }
 
@@ -368,6 +465,11 @@ fn validate_writes(
         let schema = t.meta.schema();
         let stored_schema = t.meta.stored_schema();
         let mut next = t.next_rowid;
+        let staged = w.staged.as_ref().map(|s| StagedRows {
+            txn: s.ticket.txn,
+            rows: s.rows,
+            first_rowid: next,
+        });
         let mut batches = Vec::new();
         for b in &w.inserts {
             if b.schema().fields() != schema.fields() {
@@ -384,7 +486,11 @@ fn validate_writes(
         if let Some(idx) = indexes.get(&id) {
             check_unique(t, idx, &w, &batches)?;
         }
-        ops.push(Op::Insert { table: id, batches });
+        ops.push(Op::Insert {
+            table: id,
+            batches,
+            staged,
+        });
     }
     Ok(ops)
 }
@@ -497,7 +603,8 @@ pub(super) fn apply(
                 indexes.insert(meta.id, Arc::new(idx));
                 v.tables.insert(meta.id, Arc::new(data));
             }
-            Op::Insert { table, batches } => {
+            Op::Stage { .. } => {}
+            Op::Insert { table, batches, .. } => {
                 let Some(t) = v.tables.get(table) else {
                     continue;
                 };
@@ -545,6 +652,76 @@ pub(super) fn apply(
         }
     }
     Ok(v)
+}
+
+/// Staged rows met during recovery, waiting for their commit record.
+#[derive(Default)]
+struct Staged {
+    rows: HashMap<(u64, u64), Vec<RecordBatch>>,
+    max_txn: u64,
+}
+
+impl Staged {
+    fn keep(&mut self, ops: Vec<Op>) {
+        for op in ops {
+            if let Op::Stage {
+                txn,
+                table,
+                batches,
+            } = op
+            {
+                self.max_txn = self.max_txn.max(txn);
+                self.rows.entry((txn, table)).or_default().extend(batches);
+            }
+        }
+    }
+
+    /// Puts staged rows back into the inserts of a commit record (stored
+    /// batches, row ids as the commit assigned them).
+    fn resolve(&mut self, v: &DbVersion, ops: Vec<Op>) -> Result<Vec<Op>, StorageError> {
+        let mut out = Vec::with_capacity(ops.len());
+        for op in ops {
+            let Op::Insert {
+                table,
+                batches,
+                staged: Some(st),
+            } = op
+            else {
+                out.push(op);
+                continue;
+            };
+            let user = self.rows.remove(&(st.txn, table)).unwrap_or_default();
+            let n: u64 = user.iter().map(|b| b.num_rows() as u64).sum();
+            if n < st.rows {
+                return Err(StorageError::Corrupt(format!(
+                    "WAL: the commit of staging transaction {} names {} rows of table {table}, \
+                     only {n} were staged",
+                    st.txn, st.rows
+                )));
+            }
+            // Rows staged by statements rolled back later follow the prefix.
+            let user = codec::take_rows(&user, st.rows);
+            let mut all = Vec::with_capacity(user.len() + batches.len());
+            if let Some(t) = v.tables.get(&table) {
+                let stored = t.meta.stored_schema();
+                let mut next = st.first_rowid;
+                for b in &user {
+                    for piece in chunk(b) {
+                        let n = piece.num_rows() as u64;
+                        all.push(with_rowids(&piece, &stored, next)?);
+                        next += n;
+                    }
+                }
+            }
+            all.extend(batches);
+            out.push(Op::Insert {
+                table,
+                batches: all,
+                staged: None,
+            });
+        }
+        Ok(out)
+    }
 }
 
 /// Rebuilds a stored batch for a new column layout.

@@ -234,3 +234,148 @@ async fn torn_wal_tail_is_cut_and_earlier_commits_survive() {
     let e = Engine::open(dir.path(), EngineOptions::default()).unwrap();
     assert_eq!(ids(&e), vec![1, 3]);
 }
+
+/// Stages `rows` of table `t` under `ticket`; returns the user batch.
+fn stage(e: &Engine, ticket: &super::engine::StageTicket, rows: &[i32]) -> RecordBatch {
+    let id = e.snapshot().names["t"];
+    let b = batch(rows);
+    let ipc = super::codec::ipc_stream(std::slice::from_ref(&b)).unwrap();
+    e.stage(ticket, id, rows.len() as u64, ipc).unwrap();
+    b
+}
+
+async fn commit_staged(
+    e: &Engine,
+    ticket: Arc<super::engine::StageTicket>,
+    staged_rows: u64,
+    inserts: Vec<RecordBatch>,
+) -> Result<(), StorageError> {
+    let id = e.snapshot().names["t"];
+    let mut ws = WriteSet::default();
+    ws.tables.insert(
+        id,
+        TableWrites {
+            inserts,
+            staged: Some(super::engine::StagedWrites {
+                ticket,
+                rows: staged_rows,
+            }),
+            ..Default::default()
+        },
+    );
+    e.commit(ws).await.map(|_| ())
+}
+
+fn rowid_count(e: &Engine) -> (usize, usize) {
+    let snap = e.snapshot();
+    let t = snap.table_by_name("t").unwrap();
+    let mut all = Vec::new();
+    for b in t.live_batches().unwrap() {
+        all.extend(super::table::rowids(&b).unwrap().values().iter().copied());
+    }
+    let n = all.len();
+    all.sort();
+    all.dedup();
+    (n, all.len())
+}
+
+async fn checkpoint(e: &Arc<Engine>) -> super::checkpoint::CheckpointStats {
+    let e2 = e.clone();
+    tokio::task::spawn_blocking(move || e2.checkpoint())
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn staged_rows_count_once_committed_across_checkpoint_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let e = Engine::open(dir.path(), EngineOptions::default()).unwrap();
+        e.create_table(meta(), false).await.unwrap();
+        insert(&e, &[1]).await.unwrap();
+        let ticket = e.begin_stage();
+        let b1 = stage(&e, &ticket, &[10, 11]);
+        let b2 = stage(&e, &ticket, &[12]);
+        // Not visible before the commit.
+        assert_eq!(ids(&e), vec![1]);
+        // A checkpoint while the stage is open must keep its WAL file.
+        checkpoint(&e).await;
+        insert(&e, &[2]).await.unwrap();
+        commit_staged(&e, ticket, 3, vec![b1, b2, batch(&[13])])
+            .await
+            .unwrap();
+        assert_eq!(ids(&e), vec![1, 2, 10, 11, 12, 13]);
+        assert!(e.stages.lock().is_empty());
+    }
+    let e = Engine::open(dir.path(), EngineOptions::default()).unwrap();
+    assert_eq!(ids(&e), vec![1, 2, 10, 11, 12, 13]);
+    assert_eq!(rowid_count(&e), (6, 6));
+    // Folded into parts, the staged records' files can go.
+    let stats = checkpoint(&e).await;
+    drop(e);
+    let wal = super::wal::list_files(&dir.path().join("wal")).unwrap();
+    assert!(wal.iter().all(|(first, _)| *first > stats.lsn));
+    let e = Engine::open(dir.path(), EngineOptions::default()).unwrap();
+    assert_eq!(ids(&e), vec![1, 2, 10, 11, 12, 13]);
+}
+
+#[tokio::test]
+async fn uncommitted_stage_is_ignored_and_its_id_never_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let old_txn;
+    {
+        let e = Engine::open(dir.path(), EngineOptions::default()).unwrap();
+        e.create_table(meta(), false).await.unwrap();
+        let ticket = e.begin_stage();
+        old_txn = ticket.txn();
+        stage(&e, &ticket, &[20, 21]);
+        drop(ticket);
+        assert!(e.stages.lock().is_empty());
+        insert(&e, &[3]).await.unwrap();
+    }
+    let e = Engine::open(dir.path(), EngineOptions::default()).unwrap();
+    assert_eq!(ids(&e), vec![3]);
+    // A new transaction must not pick up the dead one's staged rows.
+    let ticket = e.begin_stage();
+    assert!(ticket.txn() > old_txn);
+    let b = stage(&e, &ticket, &[30]);
+    commit_staged(&e, ticket, 1, vec![b]).await.unwrap();
+    drop(e);
+    let e = Engine::open(dir.path(), EngineOptions::default()).unwrap();
+    assert_eq!(ids(&e), vec![3, 30]);
+}
+
+#[tokio::test]
+async fn a_commit_takes_the_staged_prefix_it_names() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let e = Engine::open(dir.path(), EngineOptions::default()).unwrap();
+        e.create_table(meta(), false).await.unwrap();
+        let ticket = e.begin_stage();
+        let b = stage(&e, &ticket, &[40, 41]);
+        // A statement that staged more was rolled back.
+        stage(&e, &ticket, &[42]);
+        commit_staged(&e, ticket, 2, vec![b]).await.unwrap();
+        assert_eq!(ids(&e), vec![40, 41]);
+    }
+    let e = Engine::open(dir.path(), EngineOptions::default()).unwrap();
+    assert_eq!(ids(&e), vec![40, 41]);
+}
+
+#[tokio::test]
+async fn a_failed_staged_commit_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let e = Engine::open(dir.path(), EngineOptions::default()).unwrap();
+        e.create_table(meta(), false).await.unwrap();
+        insert(&e, &[50]).await.unwrap();
+        let ticket = e.begin_stage();
+        let b = stage(&e, &ticket, &[51, 50]);
+        let err = commit_staged(&e, ticket, 2, vec![b]).await.unwrap_err();
+        assert!(matches!(err, StorageError::UniqueViolation { .. }), "{err}");
+        assert!(e.stages.lock().is_empty());
+    }
+    let e = Engine::open(dir.path(), EngineOptions::default()).unwrap();
+    assert_eq!(ids(&e), vec![50]);
+}

@@ -10,6 +10,13 @@
 //! issues one `fdatasync`, then runs the caller's `on_durable` hook (which
 //! publishes the new database version) and wakes every committer.
 //!
+//! Staged records ([`WalWriter::stage`]) carry the rows of a large
+//! transaction that has not committed yet: the writer appends them with LSN
+//! 0 and no fsync, so a long COPY streams its data to disk while it is still
+//! reading; the transaction's commit record, fsynced as usual, makes them
+//! count (see `engine.rs`). Writeback of what was appended is started every
+//! [`WRITEBACK_BYTES`], so that the fsync at commit finds little left to do.
+//!
 //! Recovery reads records in order and stops at the first frame that is
 //! short or fails its checksum: that torn tail is cut off (the file is
 //! truncated) and never replayed.
@@ -27,6 +34,9 @@ use tokio::sync::oneshot;
 const HEADER: usize = 16;
 /// Largest record accepted when reading: guards against a corrupt length.
 const MAX_RECORD: usize = 1 << 31;
+/// Appended bytes after which the writer asks the kernel to start writing
+/// them back (without waiting), so dirty pages do not pile up until fsync.
+const WRITEBACK_BYTES: u64 = 8 << 20;
 
 /// Errors of the write-ahead log.
 #[derive(Debug, Error)]
@@ -56,20 +66,40 @@ pub struct WalRecord {
     pub payload: Vec<u8>,
 }
 
-/// Encodes one frame.
-fn frame(lsn: u64, payload: &[u8]) -> Result<Vec<u8>, WalError> {
-    let len = payload.len() + 8;
+/// A record's payload, in pieces that are written back to back (so a
+/// caller never concatenates large buffers just to log them).
+pub type Payload = Vec<Vec<u8>>;
+
+/// Checks a payload's size; returns the frame's `len` field.
+fn frame_len(payload: &Payload) -> Result<u32, WalError> {
+    let len = payload.iter().map(Vec::len).sum::<usize>() + 8;
     if len > MAX_RECORD {
         return Err(WalError::TooLarge(len));
     }
-    let mut buf = Vec::with_capacity(HEADER + payload.len());
+    Ok(len as u32)
+}
+
+/// The frame header of a record.
+fn header(lsn: u64, len: u32, payload: &Payload) -> [u8; HEADER] {
     let mut hasher = crc32fast::Hasher::new();
     hasher.update(&lsn.to_le_bytes());
-    hasher.update(payload);
-    buf.extend_from_slice(&(len as u32).to_le_bytes());
-    buf.extend_from_slice(&hasher.finalize().to_le_bytes());
-    buf.extend_from_slice(&lsn.to_le_bytes());
-    buf.extend_from_slice(payload);
+    for p in payload {
+        hasher.update(p);
+    }
+    let mut h = [0u8; HEADER];
+    h[0..4].copy_from_slice(&len.to_le_bytes());
+    h[4..8].copy_from_slice(&hasher.finalize().to_le_bytes());
+    h[8..16].copy_from_slice(&lsn.to_le_bytes());
+    h
+}
+
+/// Encodes one whole frame (tests and small records).
+#[cfg(test)]
+fn frame(lsn: u64, payload: &[u8]) -> Result<Vec<u8>, WalError> {
+    let payload = vec![payload.to_vec()];
+    let len = frame_len(&payload)?;
+    let mut buf = header(lsn, len, &payload).to_vec();
+    buf.extend_from_slice(&payload[0]);
     Ok(buf)
 }
 
@@ -166,9 +196,12 @@ pub type DurableHook = Box<dyn FnMut(u64) + Send>;
 enum Request {
     Append {
         lsn: u64,
-        bytes: Vec<u8>,
+        len: u32,
+        payload: Payload,
         done: oneshot::Sender<Result<(), WalError>>,
     },
+    /// A staged record: appended with LSN 0, nobody waits for it.
+    Stage { len: u32, payload: Payload },
     /// Start a new file whose first record will be `first_lsn`.
     Rotate {
         first_lsn: u64,
@@ -219,20 +252,31 @@ impl WalWriter {
                     let mut stop = false;
                     for req in batch {
                         match req {
-                            Request::Append { lsn, bytes, done } => {
+                            Request::Append {
+                                lsn,
+                                len,
+                                payload,
+                                done,
+                            } => {
                                 if result.is_ok() {
-                                    result = file.1.write_all(&bytes).map_err(io_err(&file.0));
-                                    bytes_written += bytes.len() as u64;
+                                    result = file.append(lsn, len, &payload);
+                                    bytes_written += u64::from(len) + 8;
                                     max_lsn = Some(lsn);
                                 }
                                 waiters.push(done);
+                            }
+                            Request::Stage { len, payload } => {
+                                if result.is_ok() {
+                                    result = file.append(0, len, &payload);
+                                    bytes_written += u64::from(len) + 8;
+                                }
                             }
                             Request::Rotate { first_lsn, done } => {
                                 // Make what was written so far durable first.
                                 let r = result
                                     .as_ref()
                                     .map_err(|_| WalError::Stopped)
-                                    .and_then(|_| sync(&file))
+                                    .and_then(|_| file.sync())
                                     .and_then(|_| open_segment(&dir, first_lsn));
                                 match r {
                                     Ok(f) => {
@@ -248,14 +292,18 @@ impl WalWriter {
                         }
                     }
                     if result.is_ok() && !waiters.is_empty() {
-                        result = sync(&file);
+                        result = file.sync();
+                    } else if result.is_ok() {
+                        file.start_writeback();
                     }
                     match &result {
                         Ok(()) => {
-                            if let Some(lsn) = max_lsn {
-                                if let Some(obs) = &observer {
+                            if let Some(obs) = &observer {
+                                if !waiters.is_empty() {
                                     obs.fsynced(bytes_written);
                                 }
+                            }
+                            if let Some(lsn) = max_lsn {
                                 on_durable(lsn);
                             }
                         }
@@ -288,14 +336,29 @@ impl WalWriter {
     pub fn submit(
         &self,
         lsn: u64,
-        payload: &[u8],
+        payload: Payload,
     ) -> Result<oneshot::Receiver<Result<(), WalError>>, WalError> {
-        let bytes = frame(lsn, payload)?;
+        let len = frame_len(&payload)?;
         let (done, rx) = oneshot::channel();
         self.tx
-            .send(Request::Append { lsn, bytes, done })
+            .send(Request::Append {
+                lsn,
+                len,
+                payload,
+                done,
+            })
             .map_err(|_| WalError::Stopped)?;
         Ok(rx)
+    }
+
+    /// Queues a staged record (LSN 0): it is written in submission order,
+    /// before any record submitted after it, and becomes durable with the
+    /// next fsync. Nothing waits for it.
+    pub fn stage(&self, payload: Payload) -> Result<(), WalError> {
+        let len = frame_len(&payload)?;
+        self.tx
+            .send(Request::Stage { len, payload })
+            .map_err(|_| WalError::Stopped)
     }
 
     /// Asks the writer to switch to a new file whose first record is
@@ -321,22 +384,85 @@ impl Drop for WalWriter {
     }
 }
 
-fn open_segment(dir: &Path, first_lsn: u64) -> Result<(PathBuf, File), WalError> {
+/// The file the writer appends to.
+struct Segment {
+    path: PathBuf,
+    file: File,
+    /// Bytes in the file.
+    pos: u64,
+    /// Bytes whose writeback has been started (or synced).
+    flushed: u64,
+}
+
+impl Segment {
+    fn append(&mut self, lsn: u64, len: u32, payload: &Payload) -> Result<(), WalError> {
+        let h = header(lsn, len, payload);
+        self.file.write_all(&h).map_err(io_err(&self.path))?;
+        for p in payload {
+            self.file.write_all(p).map_err(io_err(&self.path))?;
+        }
+        self.pos += HEADER as u64 + u64::from(len) - 8;
+        if self.pos - self.flushed >= WRITEBACK_BYTES {
+            self.start_writeback();
+        }
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), WalError> {
+        self.file.sync_data().map_err(io_err(&self.path))?;
+        self.flushed = self.pos;
+        Ok(())
+    }
+
+    /// Asks the kernel to start writing back what was appended since the
+    /// last call; does not wait. Best effort: an error here only means the
+    /// next fsync has more to do.
+    fn start_writeback(&mut self) {
+        if self.pos == self.flushed {
+            return;
+        }
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            let (Ok(off), Ok(n)) = (
+                libc::off64_t::try_from(self.flushed),
+                libc::off64_t::try_from(self.pos - self.flushed),
+            ) else {
+                return;
+            };
+            // SAFETY: the descriptor is open for as long as `self.file` is;
+            // sync_file_range only reads its arguments.
+            unsafe {
+                libc::sync_file_range(
+                    self.file.as_raw_fd(),
+                    off,
+                    n,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                );
+            }
+        }
+        self.flushed = self.pos;
+    }
+}
+
+fn open_segment(dir: &Path, first_lsn: u64) -> Result<Segment, WalError> {
     let path = dir.join(format!("{first_lsn:020}.log"));
     let file = OpenOptions::new()
         .create(true)
         .append(true)
         .open(&path)
         .map_err(io_err(&path))?;
+    let pos = file.metadata().map_err(io_err(&path))?.len();
     // Make the new file's directory entry durable.
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io_err(dir))?;
-    Ok((path, file))
-}
-
-fn sync(file: &(PathBuf, File)) -> Result<(), WalError> {
-    file.1.sync_data().map_err(io_err(&file.0))
+    Ok(Segment {
+        path,
+        file,
+        pos,
+        flushed: pos,
+    })
 }
 
 #[cfg(test)]
@@ -359,7 +485,7 @@ mod tests {
         .unwrap();
         let mut rxs = Vec::new();
         for i in 1..=50u64 {
-            rxs.push(w.submit(i, format!("rec{i}").as_bytes()).unwrap());
+            rxs.push(w.submit(i, vec![format!("rec{i}").into_bytes()]).unwrap());
         }
         for rx in rxs {
             rx.await.unwrap().unwrap();
@@ -381,6 +507,35 @@ mod tests {
         let (recs, torn) = read_file(path).unwrap();
         assert!(!torn);
         assert_eq!(recs.len(), 49);
+    }
+
+    #[tokio::test]
+    async fn staged_records_precede_and_share_the_next_fsync() {
+        let dir = tempfile::tempdir().unwrap();
+        let durable = Arc::new(AtomicU64::new(0));
+        let d2 = durable.clone();
+        let w = WalWriter::start(
+            dir.path(),
+            1,
+            Box::new(move |lsn| d2.store(lsn, Ordering::SeqCst)),
+            None,
+        )
+        .unwrap();
+        // A large staged record, in two pieces, then a commit record.
+        let big = vec![7u8; (WRITEBACK_BYTES as usize) + 5];
+        w.stage(vec![b"head".to_vec(), big.clone()]).unwrap();
+        assert_eq!(durable.load(Ordering::SeqCst), 0);
+        w.submit(1, vec![b"commit".to_vec()]).unwrap().await.unwrap().unwrap();
+        assert_eq!(durable.load(Ordering::SeqCst), 1);
+        drop(w);
+        let files = list_files(dir.path()).unwrap();
+        let (recs, torn) = read_file(&files[0].1).unwrap();
+        assert!(!torn);
+        assert_eq!(recs.len(), 2);
+        assert_eq!(recs[0].lsn, 0);
+        assert_eq!(&recs[0].payload[..4], b"head");
+        assert_eq!(&recs[0].payload[4..], &big[..]);
+        assert_eq!((recs[1].lsn, recs[1].payload.as_slice()), (1, &b"commit"[..]));
     }
 
     #[test]
