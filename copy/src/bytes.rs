@@ -13,7 +13,7 @@ fn hex_val(b: u8) -> Option<u8> {
 }
 
 /// Decodes `bytea` input into `out` (cleared first), as `byteain` does.
-pub(crate) fn parse_bytea(s: &[u8], out: &mut Vec<u8>) -> Result<(), ValueError> {
+pub fn parse_bytea(s: &[u8], out: &mut Vec<u8>) -> Result<(), ValueError> {
     out.clear();
     if let [b'\\', b'x' | b'X', hex @ ..] = s {
         out.reserve(hex.len() / 2);

@@ -38,6 +38,7 @@ mod record;
 mod split;
 mod text;
 
+pub use bytes::parse_bytea;
 pub use columns::{is_json_field, is_supported_type, EXTENSION_NAME_KEY, JSON_EXTENSION_NAME};
 pub use decoder::CopyDecoder;
 pub use encode::{encode_batch, encode_header};

@@ -149,16 +149,6 @@ KNOWN_GAPS = {
         "pgwire 0.41 accepts a message length below 4 instead of closing the connection",
     "test_protocol.py::test_psql_query_and_describe":
         "pg_catalog reports numeric without (precision,scale)",
-    "test_types.py::test_round_trip_with_parameters[text]":
-        "interval parameters in PostgreSQL text form are rejected by arrow-pg; json reported as text",
-    "test_types.py::test_round_trip_with_parameters[binary]":
-        "interval parameters; json reported as text",
-    "test_types.py::test_round_trip_with_literals[text]":
-        "char(n) is not blank-padded; json reported as text",
-    "test_types.py::test_round_trip_with_literals[binary]":
-        "char(n) is not blank-padded; json reported as text",
-    "test_types.py::test_text_output_format":
-        "char(n) padding and timestamptz/interval text formats differ from PostgreSQL",
     "test_types.py::test_special_floats_and_extremes[text]":
         "numeric beyond 38 digits (Decimal128) and float extremes as parameters",
     "test_types.py::test_special_floats_and_extremes[binary]":

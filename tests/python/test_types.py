@@ -4,6 +4,7 @@ import datetime as dt
 import math
 from decimal import Decimal
 
+import psycopg
 import pytest
 from psycopg.types.json import Json
 from psycopg.types.string import TextLoader
@@ -128,3 +129,46 @@ def test_expression_result_types(conn, binary):
                 "'a'::text || 'b', DATE '2024-01-31' + 1, 7 / 2, 7 % 3, 'x' = 'x', NULL::int4")
     assert [d.type_code for d in cur.description] == [21, 23, 20, 701, 25, 1082, 23, 23, 16, 23]
     assert cur.fetchone() == (2, 6, 6, 0.75, "ab", dt.date(2024, 2, 1), 3, 1, True, None)
+
+
+def test_char_and_varchar_lengths(conn, tname):
+    """character(n) is blank-padded on output, compares without its trailing blanks, and
+    both it and varchar(n) refuse longer values (22001) unless the excess is blanks."""
+    conn.execute(f"CREATE TABLE {tname} (id INT, c CHAR(4), v VARCHAR(3))")
+    conn.execute(f"INSERT INTO {tname} VALUES (1, 'ab', 'xy'), (2, 'abcd   ', 'xyz  '), (3, NULL, NULL)")
+    assert conn.execute(f"SELECT id, c, v FROM {tname} ORDER BY id").fetchall() == [
+        (1, "ab  ", "xy"), (2, "abcd", "xyz"), (3, None, None)]
+    assert conn.execute(f"SELECT id FROM {tname} WHERE c = 'ab'").fetchall() == [(1,)]
+    assert conn.execute(f"SELECT length(c), c::text || '|' FROM {tname} WHERE id = 1").fetchone() == (2, "ab|")
+    for bad in [f"INSERT INTO {tname} VALUES (4, 'abcde', NULL)", f"INSERT INTO {tname} VALUES (4, NULL, 'wxyz')"]:
+        with pytest.raises(psycopg.errors.StringDataRightTruncation) as e:
+            conn.execute(bad)
+        assert e.value.sqlstate == "22001"
+        assert "value too long for type" in str(e.value)
+    with pytest.raises(psycopg.errors.StringDataRightTruncation):
+        conn.execute(f"UPDATE {tname} SET v = 'toolong' WHERE id = 1")
+    # multi-byte characters count as one
+    conn.execute(f"INSERT INTO {tname} VALUES (5, 'éé', '☃☃☃')")
+    assert conn.execute(f"SELECT c, v FROM {tname} WHERE id = 5").fetchone() == ("éé  ", "☃☃☃")
+    cur = conn.cursor()
+    with cur.copy(f"COPY {tname} (id, c) TO STDOUT") as cp:
+        out = b"".join(bytes(b) for b in cp).decode()
+    assert "1\tab  \n" in out
+
+
+def test_bytea_and_interval_input_text_in_inserts(conn, tname):
+    conn.execute(f"CREATE TABLE {tname} (id INT, b BYTEA, iv INTERVAL)")
+    conn.execute(f"INSERT INTO {tname} VALUES (1, '\\x00ff41', '1 day 02:03:04'), (2, 'a\\\\b', '-1:30:00'), "
+                 f"(3, NULL, NULL)")
+    conn.execute(f"INSERT INTO {tname} (iv, id, b) VALUES ('3 days', 4, '\\x')")
+    rows = conn.execute(f"SELECT id, b, iv FROM {tname} ORDER BY id").fetchall()
+    assert rows == [
+        (1, b"\x00\xffA", dt.timedelta(days=1, hours=2, minutes=3, seconds=4)),
+        (2, b"a\\b", dt.timedelta(hours=-1, minutes=-30)),
+        (3, None, None),
+        (4, b"", dt.timedelta(days=3)),
+    ]
+    assert conn.execute("SELECT '\\x4142'::bytea, BYTEA '\\x43'").fetchone() == (b"AB", b"C")
+    with pytest.raises(psycopg.errors.InvalidParameterValue) as e:
+        conn.execute(f"INSERT INTO {tname} (id, b) VALUES (9, '\\x0g')")
+    assert 'invalid hexadecimal digit: "g"' in str(e.value)

@@ -10,6 +10,7 @@ pub mod batching;
 pub mod copy_in;
 pub mod handler;
 pub mod results;
+pub mod rows;
 
 use std::fs::File;
 use std::io::BufReader;

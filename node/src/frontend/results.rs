@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch};
+use arrow_pg::datatypes::arrow_schema_to_pg_fields;
 use pgwire::messages::data::DataRow;
 
 use bytes::Bytes;
@@ -20,6 +20,8 @@ use pgwire::types::format::FormatOptions;
 use quiver_copy::{encode_batch, encode_header, CopyOptions};
 
 use super::handler::pg_error;
+use super::rows::encode_rows;
+use crate::sql::chars::pad_output;
 use crate::sql::{Outcome, SqlError};
 use crate::storage::table::PG_TYPE_KEY;
 
@@ -130,13 +132,14 @@ pub fn result_fields(
         .collect())
 }
 
-/// The PostgreSQL type of a result column: varchar and char columns are
-/// tagged in their Arrow field's metadata. (json columns are reported as
-/// text: the row encoder cannot write strings as the json type.)
+/// The PostgreSQL type of a result column: varchar, char and json columns
+/// are tagged in their Arrow field's metadata. (A json value's binary form
+/// is its text, so the string encoder writes it as is.)
 fn pg_type(af: &datafusion::arrow::datatypes::Field, f: &FieldInfo) -> Type {
     match af.metadata().get(PG_TYPE_KEY).map(|s| s.as_str()) {
         Some("varchar") => Type::VARCHAR,
         Some("bpchar") => Type::BPCHAR,
+        Some("json") => Type::JSON,
         _ => f.datatype().clone(),
     }
 }
@@ -168,7 +171,7 @@ pub async fn outcome_to_response<C: ClientInfo>(
                 .map(move |rb| {
                     let rows: Box<dyn Iterator<Item = PgWireResult<DataRow>> + Send + Sync> =
                         match rb {
-                            Ok(rb) => encode_recordbatch(f2.clone(), rb),
+                            Ok(rb) => encode_rows(f2.clone(), rb),
                             Err(e) => {
                                 failed.store(true, Ordering::SeqCst);
                                 Box::new(std::iter::once(Err(pg_error(e))))
@@ -184,7 +187,7 @@ pub async fn outcome_to_response<C: ClientInfo>(
             let fields = Arc::new(result_fields(&schema, None, format, opts)?);
             let mut rows = Vec::new();
             for b in batches {
-                rows.extend(encode_recordbatch(fields.clone(), b));
+                rows.extend(encode_rows(fields.clone(), b));
             }
             Ok(Response::Query(QueryResponse::new(
                 fields,
@@ -234,6 +237,7 @@ pub async fn outcome_to_response<C: ClientInfo>(
 
 fn encode(b: datafusion::error::Result<RecordBatch>, opts: &CopyOptions) -> PgWireResult<CopyData> {
     let b = b.map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+    let b = pad_output(b).map_err(|e| PgWireError::ApiError(Box::new(e)))?;
     let mut out = Vec::with_capacity(b.num_rows() * 64);
     encode_batch(&b, opts, &mut out).map_err(|e| PgWireError::ApiError(Box::new(e)))?;
     Ok(CopyData::new(Bytes::from(out)))

@@ -225,10 +225,7 @@ impl Session {
 
 /// A decoded batch of a [`CopyIn::stageable`] COPY as the table stores it
 /// (NOT NULL checked). Pure, so a decoder thread can compute it to stage.
-pub fn stage_form(
-    meta: &TableMeta,
-    batch: RecordBatch,
-) -> datafusion::error::Result<RecordBatch> {
+pub fn stage_form(meta: &TableMeta, batch: RecordBatch) -> datafusion::error::Result<RecordBatch> {
     super::provider::from_columns(meta, &meta.schema(), batch.columns().to_vec())
 }
 

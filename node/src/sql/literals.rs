@@ -8,10 +8,19 @@
 //! and written back in the unit form DataFusion's parser reads (`13 months
 //! 2 days 7384000000000 nanoseconds`). Text either parser reads alike, or
 //! that only DataFusion reads, is left as it is.
+//!
+//! [`bytea_literals`] reads `'\x0a0b'::bytea` (and `BYTEA '...'`) as bytea
+//! input text, as PostgreSQL does, where DataFusion would take the string's
+//! own bytes. [`insert_literals`] does both for untyped string literals that
+//! `INSERT ... VALUES` puts into interval and bytea columns.
 
 use datafusion::sql::sqlparser::ast::{
-    visit_expressions_mut, DataType, Expr, Statement, Value, ValueWithSpan,
+    visit_expressions_mut, DataType, Expr, ObjectName, SetExpr, Statement, TableObject, Value,
+    ValueWithSpan,
 };
+
+use super::error::SqlError;
+use crate::storage::table::SqlType;
 
 fn rewrite(v: &mut ValueWithSpan) {
     let Value::SingleQuotedString(s) = &mut v.value else {
@@ -23,6 +32,102 @@ fn rewrite(v: &mut ValueWithSpan) {
             iv.months, iv.days, iv.nanoseconds
         );
     }
+}
+
+/// `bytea` input text as a hex literal (other values are left alone).
+fn rewrite_bytea(v: &mut ValueWithSpan) -> Result<(), SqlError> {
+    let Value::SingleQuotedString(s) = &v.value else {
+        return Ok(());
+    };
+    let mut bytes = Vec::new();
+    quiver_copy::parse_bytea(s.as_bytes(), &mut bytes)
+        .map_err(|e| SqlError::new(e.kind.sqlstate(), e.message))?;
+    v.value = Value::HexStringLiteral(bytes.iter().map(|b| format!("{b:02x}")).collect());
+    Ok(())
+}
+
+/// Rewrites `'...'::bytea`, `CAST('...' AS bytea)` and `BYTEA '...'`;
+/// text that is not bytea input is an error, as in PostgreSQL.
+pub fn bytea_literals(stmt: &mut Statement) -> Result<(), SqlError> {
+    let flow = visit_expressions_mut(stmt, |e: &mut Expr| {
+        let r = match e {
+            Expr::Cast {
+                data_type: DataType::Bytea,
+                expr,
+                ..
+            } => match expr.as_mut() {
+                Expr::Value(v) => rewrite_bytea(v),
+                _ => Ok(()),
+            },
+            Expr::TypedString(ts) if ts.data_type == DataType::Bytea => {
+                let mut v = ts.value.clone();
+                let r = rewrite_bytea(&mut v);
+                if matches!(v.value, Value::HexStringLiteral(_)) {
+                    *e = Expr::Value(v);
+                }
+                r
+            }
+            _ => Ok(()),
+        };
+        match r {
+            Ok(()) => std::ops::ControlFlow::Continue(()),
+            Err(e) => std::ops::ControlFlow::Break(e),
+        }
+    });
+    match flow {
+        std::ops::ControlFlow::Break(e) => Err(e),
+        std::ops::ControlFlow::Continue(()) => Ok(()),
+    }
+}
+
+/// Rewrites the untyped string literals that `INSERT ... VALUES` puts into
+/// interval and bytea columns. `columns_of(table)` gives a table's column
+/// names and types.
+pub fn insert_literals(
+    stmt: &mut Statement,
+    columns_of: impl Fn(&ObjectName) -> Option<Vec<(String, SqlType)>>,
+) -> Result<(), SqlError> {
+    let Statement::Insert(ins) = stmt else {
+        return Ok(());
+    };
+    let TableObject::TableName(name) = &ins.table else {
+        return Ok(());
+    };
+    let Some(cols) = columns_of(name) else {
+        return Ok(());
+    };
+    let Some(source) = ins.source.as_mut() else {
+        return Ok(());
+    };
+    let SetExpr::Values(values) = source.body.as_mut() else {
+        return Ok(());
+    };
+    let targets: Vec<Option<SqlType>> = if ins.columns.is_empty() {
+        cols.iter().map(|(_, t)| Some(t.clone())).collect()
+    } else {
+        ins.columns
+            .iter()
+            .map(|c| {
+                let c = c.to_string().trim_matches('"').to_ascii_lowercase();
+                cols.iter().find(|(n, _)| *n == c).map(|(_, t)| t.clone())
+            })
+            .collect()
+    };
+    for row in values.rows.iter_mut() {
+        for (e, ty) in row.content.iter_mut().zip(&targets) {
+            let Expr::Value(v) = e else { continue };
+            match ty {
+                Some(SqlType::Bytea) => rewrite_bytea(v)?,
+                Some(SqlType::Interval) => {
+                    if matches!(v.value, Value::SingleQuotedString(_)) {
+                        rewrite(v);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Rewrites interval literals of `stmt` (see the module docs).
@@ -59,7 +164,50 @@ mod tests {
             .unwrap()
             .remove(0);
         interval_literals(&mut stmt);
+        bytea_literals(&mut stmt).unwrap();
+        insert_literals(&mut stmt, |n| {
+            (n.to_string() == "t").then(|| {
+                vec![
+                    ("i".to_string(), SqlType::Int4),
+                    ("b".to_string(), SqlType::Bytea),
+                    ("iv".to_string(), SqlType::Interval),
+                ]
+            })
+        })
+        .unwrap();
         stmt.to_string()
+    }
+
+    #[test]
+    fn bytea_text_becomes_hex() {
+        assert_eq!(
+            rewritten(r"SELECT '\x00ff'::bytea, CAST('a\\b' AS BYTEA), BYTEA '\x41'"),
+            "SELECT X'00ff'::BYTEA, CAST(X'615c62' AS BYTEA), X'41'"
+        );
+        // not bytea input text: 22P02, as in PostgreSQL
+        let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
+        let mut stmt =
+            datafusion::sql::sqlparser::parser::Parser::parse_sql(&dialect, r"SELECT '\q'::bytea")
+                .unwrap()
+                .remove(0);
+        assert_eq!(bytea_literals(&mut stmt).unwrap_err().sqlstate, "22P02");
+    }
+
+    #[test]
+    fn insert_values_into_bytea_and_interval_columns() {
+        assert_eq!(
+            rewritten(r"INSERT INTO t VALUES (1, '\x0102', '1 day 01:00:00')"),
+            "INSERT INTO t VALUES (1, X'0102', '0 months 1 days 3600000000000 nanoseconds')"
+        );
+        assert_eq!(
+            rewritten(r"INSERT INTO t (iv, b) VALUES ('-1:30:00', 'ab'), (NULL, NULL)"),
+            "INSERT INTO t (iv, b) VALUES ('0 months 0 days -5400000000000 nanoseconds', X'6162'), (NULL, NULL)"
+        );
+        // other tables and SELECT sources are untouched
+        assert_eq!(
+            rewritten(r"INSERT INTO u VALUES ('\x01')"),
+            r"INSERT INTO u VALUES ('\x01')"
+        );
     }
 
     #[test]

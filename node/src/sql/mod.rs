@@ -6,6 +6,7 @@
 //! gets a [`Session`] with its own DataFusion context and transaction.
 
 pub mod catalog;
+pub mod chars;
 pub mod copy;
 pub mod ddl;
 pub mod error;

@@ -24,6 +24,7 @@ use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPu
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::{collect, ExecutionPlan};
 
+use super::error::SqlError;
 use super::txn::{visible_batches, PendingTable, TxnContext};
 use crate::storage::table::{check_not_null, rowids, TableData, TableMeta};
 use crate::storage::{Engine, StorageError};
@@ -249,12 +250,38 @@ pub(crate) fn conform(
         .map(|(c, f)| {
             if c.data_type() == f.data_type() {
                 Ok(c.clone())
+            } else if c.data_type() == &DataType::Utf8 && f.data_type() == &DataType::Binary {
+                // A string into bytea is bytea input text (`\x0a0b`), as in
+                // PostgreSQL, not the string's own bytes.
+                bytea_from_text(c)
             } else {
                 Ok(cast(c, f.data_type())?)
             }
         })
         .collect::<Result<Vec<_>>>()?;
     from_columns(meta, schema, cols)
+}
+
+/// Reads each string as PostgreSQL `bytea` input (hex or escape format).
+fn bytea_from_text(c: &ArrayRef) -> Result<ArrayRef> {
+    let strings = c
+        .as_any()
+        .downcast_ref::<datafusion::arrow::array::StringArray>()
+        .ok_or_else(|| DataFusionError::Internal("bytea input is not Utf8".into()))?;
+    let mut out = datafusion::arrow::array::BinaryBuilder::with_capacity(strings.len(), 0);
+    let mut buf = Vec::new();
+    for v in strings.iter() {
+        match v {
+            None => out.append_null(),
+            Some(v) => {
+                quiver_copy::parse_bytea(v.as_bytes(), &mut buf).map_err(|e| {
+                    DataFusionError::External(Box::new(SqlError::new(e.kind.sqlstate(), e.message)))
+                })?;
+                out.append_value(&buf);
+            }
+        }
+    }
+    Ok(Arc::new(out.finish()))
 }
 
 /// A batch of the table's schema from columns, with NOT NULL checked first
@@ -273,6 +300,8 @@ pub(crate) fn from_columns(
     ));
     let out = RecordBatch::try_new_with_options(relaxed, cols, &Default::default())?;
     check_not_null(meta, &out).map_err(ext)?;
+    let out = super::chars::enforce_lengths(meta, out)
+        .map_err(|e| DataFusionError::External(Box::new(e)))?;
     Ok(RecordBatch::try_new(
         schema.clone(),
         out.columns().to_vec(),

@@ -117,7 +117,11 @@ pub fn take_rows(batches: &[RecordBatch], n: u64) -> Vec<RecordBatch> {
             break;
         }
         let k = b.num_rows().min(left);
-        out.push(if k == b.num_rows() { b.clone() } else { b.slice(0, k) });
+        out.push(if k == b.num_rows() {
+            b.clone()
+        } else {
+            b.slice(0, k)
+        });
         left -= k;
     }
     out
@@ -164,7 +168,11 @@ pub fn encode(ops: &[Op]) -> Result<Vec<Vec<u8>>, StorageError> {
                 for v in [*table, st.txn, st.rows, st.first_rowid] {
                     head.extend_from_slice(&v.to_le_bytes());
                 }
-                (INSERT_STAGED, head, ipc_stream(&skip_rows(batches, st.rows))?)
+                (
+                    INSERT_STAGED,
+                    head,
+                    ipc_stream(&skip_rows(batches, st.rows))?,
+                )
             }
             Op::Stage {
                 txn,

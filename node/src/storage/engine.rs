@@ -209,6 +209,7 @@ impl Engine {
                 if rec.lsn <= version.lsn {
                     continue;
                 }
+                let ops = with_current_schemas(&version, ops)?;
                 version = apply(&version, &ops, rec.lsn, &mut indexes)?;
             }
         }
@@ -654,6 +655,37 @@ pub(super) fn apply(
     Ok(v)
 }
 
+/// Logged batches under the schema their table has now (the field metadata
+/// derived from column types may have changed since they were logged).
+fn with_current_schemas(v: &DbVersion, ops: Vec<Op>) -> Result<Vec<Op>, StorageError> {
+    ops.into_iter()
+        .map(|op| match op {
+            Op::Insert {
+                table,
+                batches,
+                staged,
+            } => {
+                let batches = match v.tables.get(&table) {
+                    Some(t) => {
+                        let stored = t.meta.stored_schema();
+                        batches
+                            .into_iter()
+                            .map(|b| RecordBatch::try_new(stored.clone(), b.columns().to_vec()))
+                            .collect::<Result<Vec<_>, _>>()?
+                    }
+                    None => batches,
+                };
+                Ok(Op::Insert {
+                    table,
+                    batches,
+                    staged,
+                })
+            }
+            other => Ok(other),
+        })
+        .collect()
+}
+
 /// Staged rows met during recovery, waiting for their commit record.
 #[derive(Default)]
 struct Staged {
@@ -704,6 +736,10 @@ impl Staged {
             let mut all = Vec::with_capacity(user.len() + batches.len());
             if let Some(t) = v.tables.get(&table) {
                 let stored = t.meta.stored_schema();
+                let user = user
+                    .iter()
+                    .map(|b| RecordBatch::try_new(t.meta.schema(), b.columns().to_vec()))
+                    .collect::<Result<Vec<_>, _>>()?;
                 let mut next = st.first_rowid;
                 for b in &user {
                     for piece in chunk(b) {

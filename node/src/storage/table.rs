@@ -117,6 +117,9 @@ pub struct TableMeta {
 /// Field metadata key naming the PostgreSQL type where Arrow's type alone
 /// does not tell (varchar, char, json all store as Utf8).
 pub const PG_TYPE_KEY: &str = "quiver.pg_type";
+/// Field metadata key holding `n` of a `character(n)` column (results are
+/// blank-padded to it, see `sql/chars.rs`).
+pub const CHAR_LENGTH_KEY: &str = "quiver.char_length";
 
 impl ColumnMeta {
     /// The Arrow field of this column.
@@ -128,7 +131,11 @@ impl ColumnMeta {
             SqlType::Json => "json",
             _ => return f,
         };
-        f.with_metadata([(PG_TYPE_KEY.to_string(), tag.to_string())].into())
+        let mut md = std::collections::HashMap::from([(PG_TYPE_KEY.to_string(), tag.to_string())]);
+        if let SqlType::Char(Some(n)) = self.ty {
+            md.insert(CHAR_LENGTH_KEY.to_string(), n.to_string());
+        }
+        f.with_metadata(md)
     }
 }
 

@@ -201,7 +201,10 @@ enum Request {
         done: oneshot::Sender<Result<(), WalError>>,
     },
     /// A staged record: appended with LSN 0, nobody waits for it.
-    Stage { len: u32, payload: Payload },
+    Stage {
+        len: u32,
+        payload: Payload,
+    },
     /// Start a new file whose first record will be `first_lsn`.
     Rotate {
         first_lsn: u64,
@@ -433,12 +436,7 @@ impl Segment {
             // SAFETY: the descriptor is open for as long as `self.file` is;
             // sync_file_range only reads its arguments.
             unsafe {
-                libc::sync_file_range(
-                    self.file.as_raw_fd(),
-                    off,
-                    n,
-                    libc::SYNC_FILE_RANGE_WRITE,
-                );
+                libc::sync_file_range(self.file.as_raw_fd(), off, n, libc::SYNC_FILE_RANGE_WRITE);
             }
         }
         self.flushed = self.pos;
@@ -525,7 +523,11 @@ mod tests {
         let big = vec![7u8; (WRITEBACK_BYTES as usize) + 5];
         w.stage(vec![b"head".to_vec(), big.clone()]).unwrap();
         assert_eq!(durable.load(Ordering::SeqCst), 0);
-        w.submit(1, vec![b"commit".to_vec()]).unwrap().await.unwrap().unwrap();
+        w.submit(1, vec![b"commit".to_vec()])
+            .unwrap()
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(durable.load(Ordering::SeqCst), 1);
         drop(w);
         let files = list_files(dir.path()).unwrap();
@@ -535,7 +537,10 @@ mod tests {
         assert_eq!(recs[0].lsn, 0);
         assert_eq!(&recs[0].payload[..4], b"head");
         assert_eq!(&recs[0].payload[4..], &big[..]);
-        assert_eq!((recs[1].lsn, recs[1].payload.as_slice()), (1, &b"commit"[..]));
+        assert_eq!(
+            (recs[1].lsn, recs[1].payload.as_slice()),
+            (1, &b"commit"[..])
+        );
     }
 
     #[test]

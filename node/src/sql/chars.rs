@@ -1,0 +1,210 @@
+//! `character(n)` and `character varying(n)` as PostgreSQL has them.
+//!
+//! On the way in ([`enforce_lengths`], for every row a table receives):
+//! a value longer than `n` characters is refused with SQLSTATE 22001 unless
+//! what goes beyond `n` is only spaces, which are cut. `character(n)` values
+//! are stored without trailing spaces: PostgreSQL ignores them when it
+//! compares, hashes, measures or casts a `character(n)` to text, and so do
+//! plain string operations on the trimmed value.
+//!
+//! On the way out ([`pad_output`]) a `character(n)` column is blank-padded
+//! to `n` characters, as PostgreSQL sends it. The length travels in the
+//! column's Arrow field metadata ([`CHAR_LENGTH_KEY`]).
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, StringArray, StringBuilder};
+use datafusion::arrow::datatypes::{DataType, Field};
+use datafusion::arrow::error::ArrowError;
+
+use super::error::SqlError;
+use crate::storage::table::{SqlType, TableMeta, CHAR_LENGTH_KEY};
+
+/// Checks (and trims) the string columns of a batch in the table's layout.
+pub fn enforce_lengths(meta: &TableMeta, batch: RecordBatch) -> Result<RecordBatch, SqlError> {
+    let mut cols: Option<Vec<ArrayRef>> = None;
+    for (i, c) in meta.columns.iter().enumerate() {
+        let (limit, blank_padded) = match c.ty {
+            SqlType::Char(Some(n)) => (n as usize, true),
+            SqlType::Varchar(Some(n)) => (n as usize, false),
+            _ => continue,
+        };
+        let Some(arr) = batch.column(i).as_any().downcast_ref::<StringArray>() else {
+            continue;
+        };
+        if !needs_work(arr, limit, blank_padded) {
+            continue;
+        }
+        let fixed = fix(arr, limit, blank_padded, &c.ty.pg_name())?;
+        cols.get_or_insert_with(|| batch.columns().to_vec())[i] = Arc::new(fixed);
+    }
+    match cols {
+        None => Ok(batch),
+        Some(cols) => RecordBatch::try_new(batch.schema(), cols)
+            .map_err(|e| SqlError::new("XX000", e.to_string())),
+    }
+}
+
+/// True when some value may be too long or (for `character(n)`) ends in a
+/// space. Looks at byte lengths only: a value of at most `limit` bytes has
+/// at most `limit` characters.
+fn needs_work(arr: &StringArray, limit: usize, blank_padded: bool) -> bool {
+    let offsets = arr.value_offsets();
+    let values = arr.value_data();
+    offsets.windows(2).any(|w| {
+        let (s, e) = (w[0] as usize, w[1] as usize);
+        e - s > limit || (blank_padded && e > s && values[e - 1] == b' ')
+    })
+}
+
+fn fix(
+    arr: &StringArray,
+    limit: usize,
+    blank_padded: bool,
+    ty: &str,
+) -> Result<StringArray, SqlError> {
+    let mut out = StringBuilder::with_capacity(arr.len(), arr.value_data().len());
+    for v in arr.iter() {
+        let Some(v) = v else {
+            out.append_null();
+            continue;
+        };
+        let v = if blank_padded {
+            v.trim_end_matches(' ')
+        } else {
+            v
+        };
+        match v.char_indices().nth(limit) {
+            None => out.append_value(v),
+            Some((cut, _)) if v[cut..].bytes().all(|b| b == b' ') => out.append_value(&v[..cut]),
+            Some(_) => {
+                return Err(SqlError::new(
+                    "22001",
+                    format!("value too long for type {ty}"),
+                ))
+            }
+        }
+    }
+    Ok(out.finish())
+}
+
+/// The metadata of a `character(n)` field.
+pub fn char_length(field: &Field) -> Option<usize> {
+    field.metadata().get(CHAR_LENGTH_KEY)?.parse().ok()
+}
+
+/// Blank-pads the `character(n)` columns of a result batch.
+pub fn pad_output(batch: RecordBatch) -> Result<RecordBatch, ArrowError> {
+    let schema = batch.schema();
+    if !schema.fields().iter().any(|f| char_length(f).is_some()) {
+        return Ok(batch);
+    }
+    let mut cols = batch.columns().to_vec();
+    for (i, f) in schema.fields().iter().enumerate() {
+        let Some(n) = char_length(f) else { continue };
+        if f.data_type() != &DataType::Utf8 {
+            continue;
+        }
+        let Some(arr) = cols[i].as_any().downcast_ref::<StringArray>() else {
+            continue;
+        };
+        let mut out = StringBuilder::with_capacity(arr.len(), arr.len() * n);
+        let mut buf = String::new();
+        for v in arr.iter() {
+            match v {
+                None => out.append_null(),
+                Some(v) => {
+                    let len = v.chars().count();
+                    if len >= n {
+                        out.append_value(v);
+                    } else {
+                        buf.clear();
+                        buf.push_str(v);
+                        buf.extend(std::iter::repeat_n(' ', n - len));
+                        out.append_value(&buf);
+                    }
+                }
+            }
+        }
+        cols[i] = Arc::new(out.finish());
+    }
+    RecordBatch::try_new(schema, cols)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::table::ColumnMeta;
+
+    fn meta() -> TableMeta {
+        let col = |name: &str, ty| ColumnMeta {
+            name: name.into(),
+            ty,
+            nullable: true,
+            default: None,
+        };
+        TableMeta {
+            id: 1,
+            name: "t".into(),
+            columns: vec![
+                col("c", SqlType::Char(Some(3))),
+                col("v", SqlType::Varchar(Some(3))),
+                col("t", SqlType::Text),
+            ],
+            primary_key: None,
+            uniques: vec![],
+        }
+    }
+
+    fn batch(c: Vec<Option<&str>>, v: Vec<Option<&str>>) -> RecordBatch {
+        let t: Vec<Option<&str>> = vec![Some("long text is fine"); c.len()];
+        RecordBatch::try_new(
+            meta().schema(),
+            vec![
+                Arc::new(StringArray::from(c)),
+                Arc::new(StringArray::from(v)),
+                Arc::new(StringArray::from(t)),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn strings(b: &RecordBatch, i: usize) -> Vec<Option<String>> {
+        let a = b.column(i).as_any().downcast_ref::<StringArray>().unwrap();
+        a.iter().map(|v| v.map(str::to_string)).collect()
+    }
+
+    #[test]
+    fn trims_and_cuts_spaces_and_refuses_long_values() {
+        let b = batch(
+            vec![Some("ab "), Some("abc   "), None, Some("é  ")],
+            vec![Some("ab "), Some("abc   "), None, Some("ééé")],
+        );
+        let out = enforce_lengths(&meta(), b).unwrap();
+        let s = |v: &str| Some(v.to_string());
+        assert_eq!(strings(&out, 0), vec![s("ab"), s("abc"), None, s("é")]);
+        assert_eq!(strings(&out, 1), vec![s("ab "), s("abc"), None, s("ééé")]);
+        let e = enforce_lengths(&meta(), batch(vec![Some("abcd")], vec![None])).unwrap_err();
+        assert_eq!(
+            (e.sqlstate, e.message.as_str()),
+            ("22001", "value too long for type character(3)")
+        );
+        let e = enforce_lengths(&meta(), batch(vec![None], vec![Some("ab d")])).unwrap_err();
+        assert_eq!(e.message, "value too long for type character varying(3)");
+        // Multi-byte characters count as one.
+        assert!(enforce_lengths(&meta(), batch(vec![Some("ééé")], vec![Some("☃☃☃")])).is_ok());
+    }
+
+    #[test]
+    fn pads_char_columns_on_output_only() {
+        let b = enforce_lengths(
+            &meta(),
+            batch(vec![Some("a"), None, Some("é ")], vec![Some("a"); 3]),
+        )
+        .unwrap();
+        let out = pad_output(b).unwrap();
+        let s = |v: &str| Some(v.to_string());
+        assert_eq!(strings(&out, 0), vec![s("a  "), None, s("é  ")]);
+        assert_eq!(strings(&out, 1), vec![s("a"); 3]);
+    }
+}
