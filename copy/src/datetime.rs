@@ -505,21 +505,38 @@ pub(crate) fn push_fraction(out: &mut Vec<u8>, frac: i64, digits: u32) {
 /// Appends a timestamp in `unit` ticks as PostgreSQL's ISO output; with
 /// `with_tz` the UTC offset `+00` follows.
 pub(crate) fn format_timestamp(v: i64, unit: TimeUnit, with_tz: bool, out: &mut Vec<u8>) {
+    format_timestamp_at(v, unit, with_tz.then_some(0), out)
+}
+
+/// Appends a timestamp in `unit` ticks as PostgreSQL's ISO output. With an
+/// offset (seconds east of UTC) `v` is a UTC instant shown as wall time at
+/// that offset, followed by it (`+09`, `-03:30`); without, `v` is shown as
+/// it is.
+pub fn format_timestamp_at(v: i64, unit: TimeUnit, offset: Option<i32>, out: &mut Vec<u8>) {
     match v {
         i64::MAX => return out.extend_from_slice(b"infinity"),
         i64::MIN => return out.extend_from_slice(b"-infinity"),
         _ => {}
     }
     let per = unit_per_sec(unit);
-    let secs = v.div_euclid(per);
+    let secs = v.div_euclid(per) + i64::from(offset.unwrap_or(0));
     let frac = v.rem_euclid(per);
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400);
     let bc = push_ymd(out, days);
     out.push(b' ');
     push_time(out, sod, frac, unit_digits(unit));
-    if with_tz {
-        out.extend_from_slice(b"+00");
+    if let Some(off) = offset {
+        out.push(if off < 0 { b'-' } else { b'+' });
+        let a = off.unsigned_abs();
+        let (h, m, s) = (a / 3600, a / 60 % 60, a % 60);
+        out.extend_from_slice(format!("{h:02}").as_bytes());
+        if m != 0 || s != 0 {
+            out.extend_from_slice(format!(":{m:02}").as_bytes());
+        }
+        if s != 0 {
+            out.extend_from_slice(format!(":{s:02}").as_bytes());
+        }
     }
     if bc {
         out.extend_from_slice(b" BC");

@@ -40,6 +40,7 @@ mod text;
 
 pub use bytes::parse_bytea;
 pub use columns::{is_json_field, is_supported_type, EXTENSION_NAME_KEY, JSON_EXTENSION_NAME};
+pub use datetime::format_timestamp_at;
 pub use decoder::CopyDecoder;
 pub use encode::{encode_batch, encode_header};
 pub use error::{sqlstate, CopyError, DataError, DataErrorKind, ValueError};

@@ -172,3 +172,25 @@ def test_bytea_and_interval_input_text_in_inserts(conn, tname):
     with pytest.raises(psycopg.errors.InvalidParameterValue) as e:
         conn.execute(f"INSERT INTO {tname} (id, b) VALUES (9, '\\x0g')")
     assert 'invalid hexadecimal digit: "g"' in str(e.value)
+
+
+def test_timestamptz_columns_follow_the_session_time_zone(conn, tname):
+    conn.execute(f"CREATE TABLE {tname} (id INT, t TIMESTAMPTZ, n TIMESTAMP)")
+    conn.execute(f"INSERT INTO {tname} VALUES (1, '2024-06-01 12:00:00+00', '2024-06-01 12:00:00.5'), "
+                 f"(2, '2024-01-15 08:30:00.25+00', NULL)")
+    raw = conn.cursor()
+    for oid in (1184, 1114):
+        raw.adapters.register_loader(oid, TextLoader)
+    sql = f"SELECT t, n FROM {tname} ORDER BY id"
+    conn.execute("SET TIME ZONE 'UTC'")
+    assert raw.execute(sql).fetchall() == [("2024-06-01 12:00:00+00", "2024-06-01 12:00:00.5"),
+                                           ("2024-01-15 08:30:00.25+00", None)]
+    conn.execute("SET TIME ZONE 'Asia/Kolkata'")
+    assert raw.execute(sql).fetchall() == [("2024-06-01 17:30:00+05:30", "2024-06-01 12:00:00.5"),
+                                           ("2024-01-15 14:00:00.25+05:30", None)]
+    conn.execute("SET TimeZone = 'America/New_York'")  # daylight saving time differs by date
+    assert [r[0] for r in raw.execute(sql).fetchall()] == ["2024-06-01 08:00:00-04", "2024-01-15 03:30:00.25-05"]
+    # the instants are the same in every zone and in binary
+    for binary in (False, True):
+        got = conn.cursor(binary=binary).execute(f"SELECT t FROM {tname} WHERE id = 1").fetchone()[0]
+        assert got == dt.datetime(2024, 6, 1, 12, tzinfo=UTC)

@@ -27,6 +27,7 @@ use tokio::sync::Mutex;
 
 use super::copy_in::CopyState;
 use super::results::{outcome_to_response, result_fields, show_fields};
+use super::rows::session_time_zone;
 use crate::server::metrics::{Metrics, QueryKind};
 use crate::server::shutdown::InFlight;
 use crate::sql::{Outcome, Session, SqlError};
@@ -102,15 +103,16 @@ impl Conn {
         };
         let started = Instant::now();
         let kind = query_kind(stmt);
-        let result = {
+        let (result, time_zone) = {
             let mut session = self.session.lock().await;
+            let time_zone = session.settings.get("timezone");
             if self
                 .stream_failed
                 .swap(false, std::sync::atomic::Ordering::SeqCst)
             {
                 session.statement_failed();
             }
-            match described {
+            let result = match described {
                 // A prepared point query whose table changed shape since
                 // Describe: the client expects the old columns.
                 Some(d) if session.point_query(stmt).is_some_and(|q| q.schema != *d) => {
@@ -121,11 +123,15 @@ impl Conn {
                     ))
                 }
                 _ => session.execute(stmt, plan, params).await,
-            }
+            };
+            (result, time_zone)
         };
         let result = match result {
             Ok(Outcome::CopyIn(copy)) => self.start_copy(copy).map(Response::CopyIn),
-            Ok(out) => outcome_to_response(out, client, format, self.stream_failed.clone()).await,
+            Ok(out) => {
+                let tz = time_zone.as_deref().and_then(session_time_zone);
+                outcome_to_response(out, client, format, self.stream_failed.clone(), tz).await
+            }
             Err(e) => Err(e),
         };
         let state = result.as_ref().err().map(|e| e.sqlstate);

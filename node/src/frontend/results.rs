@@ -153,6 +153,7 @@ pub async fn outcome_to_response<C: ClientInfo>(
     client: &C,
     format: &Format,
     failed: Arc<AtomicBool>,
+    time_zone: Option<Arc<str>>,
 ) -> Result<Response, SqlError> {
     match out {
         Outcome::Rows { df, names } => {
@@ -171,7 +172,7 @@ pub async fn outcome_to_response<C: ClientInfo>(
                 .map(move |rb| {
                     let rows: Box<dyn Iterator<Item = PgWireResult<DataRow>> + Send + Sync> =
                         match rb {
-                            Ok(rb) => encode_rows(f2.clone(), rb),
+                            Ok(rb) => encode_rows(f2.clone(), rb, time_zone.clone()),
                             Err(e) => {
                                 failed.store(true, Ordering::SeqCst);
                                 Box::new(std::iter::once(Err(pg_error(e))))
@@ -187,7 +188,7 @@ pub async fn outcome_to_response<C: ClientInfo>(
             let fields = Arc::new(result_fields(&schema, None, format, opts)?);
             let mut rows = Vec::new();
             for b in batches {
-                rows.extend(encode_rows(fields.clone(), b));
+                rows.extend(encode_rows(fields.clone(), b, time_zone.clone()));
             }
             Ok(Response::Query(QueryResponse::new(
                 fields,

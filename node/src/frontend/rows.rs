@@ -1,15 +1,23 @@
 //! Arrow record batches to PostgreSQL `DataRow`s.
 //!
-//! Values go through `arrow-pg`'s per-type encoder, with two corrections:
+//! Values go through `arrow-pg`'s per-type encoder, with corrections:
 //! a NULL of any type is sent as NULL here (arrow-pg 0.16 sends a NULL
-//! interval as `0`), and `character(n)` columns are blank-padded first
-//! ([`crate::sql::chars::pad_output`]).
+//! interval as `0`), `character(n)` columns are blank-padded first
+//! ([`crate::sql::chars::pad_output`]), and `timestamp with time zone`
+//! values are shown in the session's `TimeZone`, as PostgreSQL does.
 
 use std::sync::Arc;
 
+use std::str::FromStr;
+
 use arrow_pg::encoder::{encode_value, Encoder};
-use datafusion::arrow::array::{Array, RecordBatch};
-use pgwire::api::results::{DataRowEncoder, FieldInfo};
+use chrono::{DateTime, Offset, TimeZone};
+use datafusion::arrow::array::timezone::Tz;
+use datafusion::arrow::array::{Array, AsArray, RecordBatch, StringBuilder};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, TimeUnit};
+use datafusion::arrow::error::ArrowError;
+use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo};
 use pgwire::error::PgWireResult;
 use pgwire::messages::data::DataRow;
 
@@ -20,9 +28,139 @@ use crate::sql::SqlError;
 /// The rows of one batch, encoded lazily.
 pub type Rows = Box<dyn Iterator<Item = PgWireResult<DataRow>> + Send + Sync>;
 
-/// Encodes `batch` as rows described by `fields` (one per column).
-pub fn encode_rows(fields: Arc<Vec<FieldInfo>>, batch: RecordBatch) -> Rows {
-    let batch = match pad_output(batch) {
+/// The session's `TimeZone` as an Arrow time zone, when it is a zone name
+/// Arrow knows (`UTC`, `Europe/Paris`). Numeric offsets are left out: their
+/// POSIX sign is the reverse of ISO's. `None`: show UTC.
+pub fn session_time_zone(setting: &str) -> Option<Arc<str>> {
+    let s = setting.trim().trim_matches('\'');
+    if !s.chars().any(|c| c.is_ascii_alphabetic()) || s.eq_ignore_ascii_case("default") {
+        return None;
+    }
+    let s = if s.eq_ignore_ascii_case("local") {
+        "UTC"
+    } else {
+        s
+    };
+    Tz::from_str(s).ok().map(|_| Arc::from(s))
+}
+
+/// Shows timestamptz columns in `tz` (the instants do not change).
+fn in_time_zone(batch: RecordBatch, tz: &Arc<str>) -> Result<RecordBatch, ArrowError> {
+    let schema = batch.schema();
+    let retag = |dt: &DataType| match dt {
+        DataType::Timestamp(unit, Some(old)) if old.as_ref() != tz.as_ref() => {
+            Some(DataType::Timestamp(*unit, Some(tz.clone())))
+        }
+        _ => None,
+    };
+    if !schema
+        .fields()
+        .iter()
+        .any(|f| retag(f.data_type()).is_some())
+    {
+        return Ok(batch);
+    }
+    let mut fields = Vec::with_capacity(schema.fields().len());
+    let mut cols = Vec::with_capacity(fields.capacity());
+    for (f, c) in schema.fields().iter().zip(batch.columns()) {
+        match retag(f.data_type()) {
+            Some(dt) => {
+                cols.push(cast(c, &dt)?);
+                fields.push(f.as_ref().clone().with_data_type(dt));
+            }
+            None => {
+                cols.push(c.clone());
+                fields.push(f.as_ref().clone());
+            }
+        }
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)
+}
+
+/// Ticks of `unit` per second.
+fn per_second(unit: TimeUnit) -> i64 {
+    match unit {
+        TimeUnit::Second => 1,
+        TimeUnit::Millisecond => 1_000,
+        TimeUnit::Microsecond => 1_000_000,
+        TimeUnit::Nanosecond => 1_000_000_000,
+    }
+}
+
+/// Text-format timestamp columns as PostgreSQL's text (`2024-06-01
+/// 21:00:00+09`, fraction only when there is one), in the column's zone.
+fn timestamps_as_text(batch: RecordBatch, fields: &[FieldInfo]) -> Result<RecordBatch, ArrowError> {
+    let schema = batch.schema();
+    let is_text_ts = |i: usize, f: &Field| {
+        matches!(f.data_type(), DataType::Timestamp(..))
+            && fields
+                .get(i)
+                .is_some_and(|p| p.format() == FieldFormat::Text)
+    };
+    if !schema
+        .fields()
+        .iter()
+        .enumerate()
+        .any(|(i, f)| is_text_ts(i, f))
+    {
+        return Ok(batch);
+    }
+    let mut out_fields = Vec::with_capacity(schema.fields().len());
+    let mut cols = Vec::with_capacity(out_fields.capacity());
+    for (i, (f, c)) in schema.fields().iter().zip(batch.columns()).enumerate() {
+        let DataType::Timestamp(unit, tz) = f.data_type() else {
+            out_fields.push(f.as_ref().clone());
+            cols.push(c.clone());
+            continue;
+        };
+        if !is_text_ts(i, f) {
+            out_fields.push(f.as_ref().clone());
+            cols.push(c.clone());
+            continue;
+        }
+        let tz = tz.as_deref().map(Tz::from_str).transpose()?;
+        let ticks = cast(c, &DataType::Int64)?;
+        let ticks = ticks.as_primitive::<Int64Type>();
+        let per = per_second(*unit);
+        let mut text = StringBuilder::with_capacity(ticks.len(), ticks.len() * 26);
+        let mut buf = Vec::with_capacity(40);
+        for v in ticks.iter() {
+            let Some(v) = v else {
+                text.append_null();
+                continue;
+            };
+            let offset = tz.as_ref().map(|tz| {
+                DateTime::from_timestamp(v.div_euclid(per), 0)
+                    .map(|utc| {
+                        tz.offset_from_utc_datetime(&utc.naive_utc())
+                            .fix()
+                            .local_minus_utc()
+                    })
+                    .unwrap_or(0)
+            });
+            buf.clear();
+            quiver_copy::format_timestamp_at(v, *unit, offset, &mut buf);
+            text.append_value(String::from_utf8_lossy(&buf));
+        }
+        out_fields.push(Field::new(f.name(), DataType::Utf8, f.is_nullable()));
+        cols.push(Arc::new(text.finish()));
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(out_fields)), cols)
+}
+
+/// Encodes `batch` as rows described by `fields` (one per column), with
+/// timestamptz values in `time_zone`.
+pub fn encode_rows(
+    fields: Arc<Vec<FieldInfo>>,
+    batch: RecordBatch,
+    time_zone: Option<Arc<str>>,
+) -> Rows {
+    let batch = match time_zone {
+        Some(tz) => in_time_zone(batch, &tz).and_then(pad_output),
+        None => pad_output(batch),
+    }
+    .and_then(|b| timestamps_as_text(b, &fields));
+    let batch = match batch {
         Ok(b) => b,
         Err(e) => {
             return Box::new(std::iter::once(Err(pg_error(SqlError::new(
@@ -50,8 +188,7 @@ pub fn encode_rows(fields: Arc<Vec<FieldInfo>>, batch: RecordBatch) -> Rows {
 mod tests {
     use super::*;
     use datafusion::arrow::array::{IntervalMonthDayNanoArray, StringArray};
-    use datafusion::arrow::datatypes::{Field, IntervalMonthDayNano, Schema};
-    use pgwire::api::results::FieldFormat;
+    use datafusion::arrow::datatypes::IntervalMonthDayNano;
     use pgwire::api::Type;
 
     #[test]
@@ -81,7 +218,9 @@ mod tests {
             FieldInfo::new("iv".into(), None, None, Type::INTERVAL, FieldFormat::Text),
             FieldInfo::new("s".into(), None, None, Type::TEXT, FieldFormat::Text),
         ]);
-        let rows: Vec<DataRow> = encode_rows(fields, batch).map(|r| r.unwrap()).collect();
+        let rows: Vec<DataRow> = encode_rows(fields, batch, None)
+            .map(|r| r.unwrap())
+            .collect();
         let values = |r: &DataRow| {
             let mut out = Vec::new();
             let mut d = &r.data[..];
