@@ -147,8 +147,6 @@ KNOWN_GAPS = {
         "timestamptz::text uses DataFusion's ISO format, not PostgreSQL's",
     "test_protocol.py::test_malformed_message_closes_only_that_connection[length-below-minimum]":
         "pgwire 0.41 accepts a message length below 4 instead of closing the connection",
-    "test_protocol.py::test_psql_query_and_describe":
-        "pg_catalog reports numeric without (precision,scale)",
     "test_types.py::test_special_floats_and_extremes[text]":
         "numeric beyond 38 digits (Decimal128) and float extremes as parameters",
     "test_types.py::test_special_floats_and_extremes[binary]":

@@ -311,7 +311,8 @@ def _psql(server, *args, check=True):
 
 
 def test_psql_query_and_describe(server, conn, tname):
-    conn.execute(f"CREATE TABLE {tname} (id INTEGER PRIMARY KEY, name TEXT NOT NULL, price NUMERIC(10,2))")
+    conn.execute(f"CREATE TABLE {tname} (id INTEGER PRIMARY KEY, name TEXT NOT NULL, price NUMERIC(10,2), "
+                 "code CHAR(3), label VARCHAR(7), doc JSON, span INTERVAL)")
     conn.execute(f"INSERT INTO {tname} VALUES (1, 'widget', 9.99)")
     r = _psql(server, "-At", "-c", f"SELECT id, name, price FROM {tname}")
     assert r.stdout.strip() == "1|widget|9.99"
@@ -322,6 +323,10 @@ def test_psql_query_and_describe(server, conn, tname):
     assert "id" in out and "integer" in out
     assert "name" in out and "text" in out and "not null" in out
     assert "price" in out and "numeric(10,2)" in out
+    for col, ty in [("code", "character(3)"), ("label", "character varying(7)"), ("doc", "json"),
+                    ("span", "interval")]:
+        line = next(ln for ln in out.splitlines() if ln.strip().startswith(col + " "))
+        assert ty in line, line
     r = _psql(server, "-c", r"\d no_such_relation_xyz", check=False)
     assert "Did not find any relation" in r.stderr
 

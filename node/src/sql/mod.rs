@@ -8,6 +8,7 @@
 pub mod catalog;
 pub mod chars;
 pub mod copy;
+pub mod pg_attribute;
 pub mod ddl;
 pub mod error;
 pub mod literals;
@@ -108,6 +109,7 @@ impl Database {
         }
         setup_pg_catalog(&base, CATALOG, EmptyContextProvider)
             .map_err(|e| SqlError::new("XX000", format!("pg_catalog setup: {e}")))?;
+        pg_attribute::install(&base, CATALOG, engine.clone())?;
         for t in &opts.external_tables {
             let path = t.path.to_string_lossy().to_string();
             let r = if t.csv {
