@@ -152,3 +152,16 @@ def test_interval_literals_in_postgres_text_form(conn):
                    dt.timedelta(days=3, hours=4, minutes=5, seconds=6, microseconds=7),
                    -dt.timedelta(hours=1, minutes=30),
                    dt.timedelta(hours=2, minutes=30))
+
+
+def test_insert_values_shorter_than_the_table_fills_defaults(conn, tname):
+    conn.execute(f"CREATE TABLE {tname} (a INT, b TEXT DEFAULT 'dflt', c INT)")
+    conn.execute(f"INSERT INTO {tname} VALUES (1)")
+    conn.execute(f"INSERT INTO {tname} VALUES (2, 'two'), (3, 'three')")
+    assert conn.execute(f"SELECT a, b, c FROM {tname} ORDER BY a").fetchall() == [
+        (1, "dflt", None), (2, "two", None), (3, "three", None)]
+    with pytest.raises(psycopg.errors.SyntaxError):
+        conn.execute(f"INSERT INTO {tname} VALUES (4, 'x'), (5)")
+    with pytest.raises(psycopg.errors.SyntaxError):
+        conn.execute(f"INSERT INTO {tname} VALUES (6, 'x', 6, 6)")
+    assert conn.execute(f"SELECT count(*) FROM {tname}").fetchone() == (3,)

@@ -15,8 +15,8 @@
 //! `INSERT ... VALUES` puts into interval and bytea columns.
 
 use datafusion::sql::sqlparser::ast::{
-    visit_expressions_mut, DataType, Expr, ObjectName, SetExpr, Statement, TableObject, Value,
-    ValueWithSpan,
+    visit_expressions_mut, DataType, Expr, Ident, ObjectName, SetExpr, Statement, TableObject,
+    Value, ValueWithSpan,
 };
 
 use super::error::SqlError;
@@ -81,8 +81,9 @@ pub fn bytea_literals(stmt: &mut Statement) -> Result<(), SqlError> {
 }
 
 /// Rewrites the untyped string literals that `INSERT ... VALUES` puts into
-/// interval and bytea columns. `columns_of(table)` gives a table's column
-/// names and types.
+/// interval and bytea columns, and names the leading columns when a VALUES
+/// list without a column list is shorter than the table. `columns_of(table)`
+/// gives a table's column names and types.
 pub fn insert_literals(
     stmt: &mut Statement,
     columns_of: impl Fn(&ObjectName) -> Option<Vec<(String, SqlType)>>,
@@ -102,6 +103,19 @@ pub fn insert_literals(
     let SetExpr::Values(values) = source.body.as_mut() else {
         return Ok(());
     };
+    // `INSERT INTO t VALUES (...)` with fewer values than columns fills the
+    // leading columns (the rest get their defaults), as in PostgreSQL.
+    let widths: Vec<usize> = values.rows.iter().map(|r| r.content.len()).collect();
+    if ins.columns.is_empty() {
+        if let Some(&k) = widths.first() {
+            if k < cols.len() && widths.iter().all(|&w| w == k) {
+                ins.columns = cols[..k]
+                    .iter()
+                    .map(|(n, _)| ObjectName::from(vec![Ident::with_quote('"', n.clone())]))
+                    .collect();
+            }
+        }
+    }
     let targets: Vec<Option<SqlType>> = if ins.columns.is_empty() {
         cols.iter().map(|(_, t)| Some(t.clone())).collect()
     } else {
@@ -202,6 +216,11 @@ mod tests {
         assert_eq!(
             rewritten(r"INSERT INTO t (iv, b) VALUES ('-1:30:00', 'ab'), (NULL, NULL)"),
             "INSERT INTO t (iv, b) VALUES ('0 months 0 days -5400000000000 nanoseconds', X'6162'), (NULL, NULL)"
+        );
+        // fewer values than columns: the leading columns
+        assert_eq!(
+            rewritten(r"INSERT INTO t VALUES (1, '\x01'), (2, NULL)"),
+            r#"INSERT INTO t ("i", "b") VALUES (1, X'01'), (2, NULL)"#
         );
         // other tables and SELECT sources are untouched
         assert_eq!(

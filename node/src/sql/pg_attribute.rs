@@ -8,7 +8,6 @@
 //! `atttypmod` of the declared type (`numeric(10,2)`, `character(3)`), the
 //! way PostgreSQL encodes them; every other catalog table passes through.
 
-use std::any::Any;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -75,10 +74,6 @@ impl std::fmt::Debug for PgCatalog {
 
 #[async_trait]
 impl SchemaProvider for PgCatalog {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
     fn table_names(&self) -> Vec<String> {
         self.inner.table_names()
     }
@@ -166,10 +161,6 @@ impl Attributes {
 
 #[async_trait]
 impl TableProvider for Attributes {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
     fn schema(&self) -> SchemaRef {
         self.attrs.schema()
     }
