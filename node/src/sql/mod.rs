@@ -8,11 +8,11 @@
 pub mod catalog;
 pub mod chars;
 pub mod copy;
-pub mod pg_attribute;
 pub mod ddl;
 pub mod error;
 pub mod literals;
 pub mod names;
+pub mod pg_attribute;
 pub mod point;
 pub mod provider;
 pub mod session;

@@ -34,9 +34,10 @@ pub fn type_oid_and_mod(ty: &SqlType) -> (i32, i32) {
         SqlType::Int8 => (20, -1),
         SqlType::Float4 => (700, -1),
         SqlType::Float8 => (701, -1),
-        SqlType::Numeric { precision, scale } => {
-            (1700, ((i32::from(*precision) << 16) | i32::from(*scale)) + 4)
-        }
+        SqlType::Numeric { precision, scale } => (
+            1700,
+            ((i32::from(*precision) << 16) | i32::from(*scale)) + 4,
+        ),
         SqlType::Text => (25, -1),
         SqlType::Varchar(n) => (1043, n.map_or(-1, |n| n as i32 + 4)),
         SqlType::Char(n) => (1042, n.map_or(-1, |n| n as i32 + 4)),
@@ -123,11 +124,7 @@ fn column<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a Arc<dyn Array>> {
 
 impl Attributes {
     /// Patches `atttypid` and `atttypmod` of one batch.
-    fn patch(
-        &self,
-        b: &RecordBatch,
-        relnames: &HashMap<i32, String>,
-    ) -> Result<RecordBatch> {
+    fn patch(&self, b: &RecordBatch, relnames: &HashMap<i32, String>) -> Result<RecordBatch> {
         let snap = self.engine.snapshot();
         let relids = column(b, "attrelid")?.as_primitive::<Int32Type>();
         let names = column(b, "attname")?.as_string::<i32>();
