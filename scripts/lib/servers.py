@@ -17,6 +17,7 @@ of the server down at once, as a crash would. No sleep stands in for readiness:
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -31,10 +32,39 @@ REPO = Path(__file__).resolve().parents[2]
 PG_BIN_DIR = Path(os.environ.get("PG_BIN_DIR", "/usr/lib/postgresql/15/bin"))
 
 
+_handed_out: set[int] = set()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A bindable loopback port below the kernel's ephemeral range.
+
+    A port the kernel hands out for `bind(0)` is in the ephemeral range, where any
+    outbound connection (a client, a worker's RPC) may take it before the server that
+    was meant to listen there starts. Ports below that range are never picked for
+    outbound connections, and each is handed out once per test process.
+    """
+    lo = 15000
+    hi = min(_ephemeral_range()[0], 65536) - 1
+    for _ in range(500):
+        port = random.randint(lo, hi)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port found in {lo}-{hi}")
 
 
 def cargo_target_dir() -> Path:

@@ -13,7 +13,7 @@ use datafusion::sql::sqlparser::ast::{
 use super::ddl;
 use super::error::SqlError;
 use super::session::{BlockState, CopyIn, Outcome, Session};
-use crate::storage::table::TableMeta;
+use crate::storage::table::{TableData, TableMeta};
 
 impl Session {
     pub(super) async fn copy(
@@ -118,13 +118,7 @@ impl Session {
             }
             return Ok(());
         };
-        let snap = self.txn.snapshot();
-        let t = snap.tables.get(&copy.table.id).cloned().ok_or_else(|| {
-            SqlError::new(
-                "42P01",
-                format!("relation \"{}\" does not exist", copy.table.name),
-            )
-        })?;
+        let t = self.copy_target(copy)?;
         if t.meta.schema() != copy.table.schema() {
             return Err(SqlError::new(
                 "40001",
@@ -139,16 +133,21 @@ impl Session {
         Ok(())
     }
 
-    /// Adds decoded COPY rows (columns as in `copy.schema`) to the
-    /// transaction, filling missing columns with their defaults.
-    async fn copy_rows(&mut self, copy: &CopyIn, batch: RecordBatch) -> Result<(), SqlError> {
+    /// The COPY's table in the statement's snapshot.
+    fn copy_target(&self, copy: &CopyIn) -> Result<Arc<TableData>, SqlError> {
         let snap = self.txn.snapshot();
-        let t = snap.tables.get(&copy.table.id).cloned().ok_or_else(|| {
+        snap.tables.get(&copy.table.id).cloned().ok_or_else(|| {
             SqlError::new(
                 "42P01",
                 format!("relation \"{}\" does not exist", copy.table.name),
             )
-        })?;
+        })
+    }
+
+    /// Adds decoded COPY rows (columns as in `copy.schema`) to the
+    /// transaction, filling missing columns with their defaults.
+    async fn copy_rows(&mut self, copy: &CopyIn, batch: RecordBatch) -> Result<(), SqlError> {
+        let t = self.copy_target(copy)?;
         let full = t.meta.schema();
         let n = batch.num_rows();
         let mut cols = Vec::with_capacity(full.fields().len());

@@ -469,8 +469,8 @@ mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
 
-    #[tokio::test]
-    async fn write_read_and_cut_torn_tail() {
+    /// A writer on a fresh directory and the highest LSN it reported durable.
+    fn writer() -> (tempfile::TempDir, WalWriter, Arc<AtomicU64>) {
         let dir = tempfile::tempdir().unwrap();
         let durable = Arc::new(AtomicU64::new(0));
         let d2 = durable.clone();
@@ -481,6 +481,12 @@ mod tests {
             None,
         )
         .unwrap();
+        (dir, w, durable)
+    }
+
+    #[tokio::test]
+    async fn write_read_and_cut_torn_tail() {
+        let (dir, w, durable) = writer();
         let mut rxs = Vec::new();
         for i in 1..=50u64 {
             rxs.push(w.submit(i, vec![format!("rec{i}").into_bytes()]).unwrap());
@@ -509,16 +515,7 @@ mod tests {
 
     #[tokio::test]
     async fn staged_records_precede_and_share_the_next_fsync() {
-        let dir = tempfile::tempdir().unwrap();
-        let durable = Arc::new(AtomicU64::new(0));
-        let d2 = durable.clone();
-        let w = WalWriter::start(
-            dir.path(),
-            1,
-            Box::new(move |lsn| d2.store(lsn, Ordering::SeqCst)),
-            None,
-        )
-        .unwrap();
+        let (dir, w, durable) = writer();
         // A large staged record, in two pieces, then a commit record.
         let big = vec![7u8; (WRITEBACK_BYTES as usize) + 5];
         w.stage(vec![b"head".to_vec(), big.clone()]).unwrap();
