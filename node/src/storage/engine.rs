@@ -205,10 +205,13 @@ impl Engine {
                     staged.keep(ops);
                     continue;
                 }
-                let ops = staged.resolve(&version, ops)?;
                 if rec.lsn <= version.lsn {
+                    // Already in the parts; its staged records may be gone
+                    // with the WAL files a checkpoint removed.
+                    staged.forget(&ops);
                     continue;
                 }
+                let ops = staged.resolve(&version, ops)?;
                 let ops = with_current_schemas(&version, ops)?;
                 version = apply(&version, &ops, rec.lsn, &mut indexes)?;
             }
@@ -704,6 +707,20 @@ impl Staged {
             {
                 self.max_txn = self.max_txn.max(txn);
                 self.rows.entry((txn, table)).or_default().extend(batches);
+            }
+        }
+    }
+
+    /// Drops the staged rows a checkpointed commit record names.
+    fn forget(&mut self, ops: &[Op]) {
+        for op in ops {
+            if let Op::Insert {
+                table,
+                staged: Some(st),
+                ..
+            } = op
+            {
+                self.rows.remove(&(st.txn, *table));
             }
         }
     }

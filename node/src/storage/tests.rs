@@ -379,3 +379,32 @@ async fn a_failed_staged_commit_leaves_nothing() {
     let e = Engine::open(dir.path(), EngineOptions::default()).unwrap();
     assert_eq!(ids(&e), vec![50]);
 }
+
+#[tokio::test]
+async fn a_checkpointed_staged_commit_replays_without_its_removed_stage_file() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let e = Engine::open(dir.path(), EngineOptions::default()).unwrap();
+        e.create_table(meta(), false).await.unwrap();
+        let b_ticket = e.begin_stage();
+        let b = stage(&e, &b_ticket, &[60, 61]);
+        // Rotates to a new WAL file; B's staged records stay in the first.
+        checkpoint(&e).await;
+        insert(&e, &[62]).await.unwrap();
+        // A second staging transaction starts in the new file and stays
+        // open, so the next checkpoint keeps that file (not the first).
+        let a_ticket = e.begin_stage();
+        commit_staged(&e, b_ticket, 2, vec![b]).await.unwrap();
+        let stats = checkpoint(&e).await;
+        let wal = super::wal::list_files(&dir.path().join("wal")).unwrap();
+        assert!(
+            wal.len() >= 2,
+            "the open stage keeps the file with B's commit"
+        );
+        assert!(wal[0].0 > 1, "the file with B's staged records is gone");
+        assert!(stats.lsn >= 3);
+        drop(a_ticket);
+    }
+    let e = Engine::open(dir.path(), EngineOptions::default()).unwrap();
+    assert_eq!(ids(&e), vec![60, 61, 62]);
+}

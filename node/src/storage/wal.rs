@@ -242,13 +242,14 @@ impl WalWriter {
             .name("quiver-wal".into())
             .spawn(move || {
                 let mut failed = false;
+                // Bytes written since the last fsync (staged records too).
+                let mut bytes_written = 0u64;
                 while let Ok(first) = rx.recv() {
                     let mut batch = vec![first];
                     while let Ok(more) = rx.try_recv() {
                         batch.push(more);
                     }
                     let mut waiters = Vec::new();
-                    let mut bytes_written = 0u64;
                     let mut max_lsn = None;
                     let mut result: Result<(), WalError> =
                         if failed { Err(WalError::Stopped) } else { Ok(()) };
@@ -301,10 +302,11 @@ impl WalWriter {
                     }
                     match &result {
                         Ok(()) => {
-                            if let Some(obs) = &observer {
-                                if !waiters.is_empty() {
+                            if !waiters.is_empty() {
+                                if let Some(obs) = &observer {
                                     obs.fsynced(bytes_written);
                                 }
+                                bytes_written = 0;
                             }
                             if let Some(lsn) = max_lsn {
                                 on_durable(lsn);
