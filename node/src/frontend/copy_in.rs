@@ -60,8 +60,9 @@ struct Decoded {
     lines: u64,
     /// The chunk held the `\.` end marker: ignore what follows.
     ended: bool,
-    /// The batches in the table's form, encoded for a staged WAL record.
-    staged: Option<Vec<u8>>,
+    /// The batches in the table's form and their encoding for a staged WAL
+    /// record (then `batches` is empty).
+    staged: Option<(Vec<RecordBatch>, Vec<u8>)>,
 }
 
 /// A COPY FROM STDIN in progress.
@@ -117,8 +118,14 @@ fn decode_chunk(
             .map(|b| stage_form(meta, b.clone()))
             .collect::<Result<Vec<_>, _>>()
             .ok()?;
-        ipc_stream(&rows).ok()
+        let ipc = ipc_stream(&rows).ok()?;
+        Some((rows, ipc))
     });
+    let batches = if staged.is_some() {
+        Vec::new()
+    } else {
+        batches
+    };
     Ok(Decoded {
         batches,
         lines,
@@ -200,11 +207,8 @@ impl Conn {
                 .map_err(|e| SqlError::new("XX000", format!("COPY decoder failed: {e}")))?
                 .map_err(|e| copy_error(e.shift_lines(state.lines), &table))?;
             state.lines += decoded.lines;
-            state.rows += decoded
-                .batches
-                .iter()
-                .map(|b| b.num_rows() as u64)
-                .sum::<u64>();
+            let batches = decoded.staged.as_ref().map_or(&decoded.batches, |(b, _)| b);
+            state.rows += batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
             self.session
                 .lock()
                 .await

@@ -44,39 +44,6 @@ pub fn session_time_zone(setting: &str) -> Option<Arc<str>> {
     Tz::from_str(s).ok().map(|_| Arc::from(s))
 }
 
-/// Shows timestamptz columns in `tz` (the instants do not change).
-fn in_time_zone(batch: RecordBatch, tz: &Arc<str>) -> Result<RecordBatch, ArrowError> {
-    let schema = batch.schema();
-    let retag = |dt: &DataType| match dt {
-        DataType::Timestamp(unit, Some(old)) if old.as_ref() != tz.as_ref() => {
-            Some(DataType::Timestamp(*unit, Some(tz.clone())))
-        }
-        _ => None,
-    };
-    if !schema
-        .fields()
-        .iter()
-        .any(|f| retag(f.data_type()).is_some())
-    {
-        return Ok(batch);
-    }
-    let mut fields = Vec::with_capacity(schema.fields().len());
-    let mut cols = Vec::with_capacity(fields.capacity());
-    for (f, c) in schema.fields().iter().zip(batch.columns()) {
-        match retag(f.data_type()) {
-            Some(dt) => {
-                cols.push(cast(c, &dt)?);
-                fields.push(f.as_ref().clone().with_data_type(dt));
-            }
-            None => {
-                cols.push(c.clone());
-                fields.push(f.as_ref().clone());
-            }
-        }
-    }
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)
-}
-
 /// Ticks of `unit` per second.
 fn per_second(unit: TimeUnit) -> i64 {
     match unit {
@@ -88,8 +55,14 @@ fn per_second(unit: TimeUnit) -> i64 {
 }
 
 /// Text-format timestamp columns as PostgreSQL's text (`2024-06-01
-/// 21:00:00+09`, fraction only when there is one), in the column's zone.
-fn timestamps_as_text(batch: RecordBatch, fields: &[FieldInfo]) -> Result<RecordBatch, ArrowError> {
+/// 21:00:00+09`, fraction only when there is one); timestamptz values in
+/// `time_zone` (else the column's zone). Binary timestamptz is an instant,
+/// the same in every zone, so binary columns are left alone.
+fn timestamps_as_text(
+    batch: RecordBatch,
+    fields: &[FieldInfo],
+    time_zone: Option<&str>,
+) -> Result<RecordBatch, ArrowError> {
     let schema = batch.schema();
     let is_text_ts = |i: usize, f: &Field| {
         matches!(f.data_type(), DataType::Timestamp(..))
@@ -118,7 +91,10 @@ fn timestamps_as_text(batch: RecordBatch, fields: &[FieldInfo]) -> Result<Record
             cols.push(c.clone());
             continue;
         }
-        let tz = tz.as_deref().map(Tz::from_str).transpose()?;
+        let tz = tz
+            .as_deref()
+            .map(|col_tz| Tz::from_str(time_zone.unwrap_or(col_tz)))
+            .transpose()?;
         let ticks = cast(c, &DataType::Int64)?;
         let ticks = ticks.as_primitive::<Int64Type>();
         let per = per_second(*unit);
@@ -155,11 +131,8 @@ pub fn encode_rows(
     batch: RecordBatch,
     time_zone: Option<Arc<str>>,
 ) -> Rows {
-    let batch = match time_zone {
-        Some(tz) => in_time_zone(batch, &tz).and_then(pad_output),
-        None => pad_output(batch),
-    }
-    .and_then(|b| timestamps_as_text(b, &fields));
+    let batch =
+        pad_output(batch).and_then(|b| timestamps_as_text(b, &fields, time_zone.as_deref()));
     let batch = match batch {
         Ok(b) => b,
         Err(e) => {

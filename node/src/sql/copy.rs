@@ -103,19 +103,19 @@ impl Session {
     }
 
     /// Adds the decoded rows of one chunk of COPY data. With `staged`
-    /// (only for a [`CopyIn::stageable`] COPY): `codec::ipc_stream` of
-    /// [`stage_form`] of `batches`, which is logged ahead of the commit so
-    /// that a large COPY writes its WAL while it reads.
+    /// (only for a [`CopyIn::stageable`] COPY): rows already in the table's
+    /// form ([`stage_form`]) and their `codec::ipc_stream`, which is logged
+    /// ahead of the commit so that a large COPY writes its WAL while it reads.
     pub async fn copy_chunk(
         &mut self,
         copy: &CopyIn,
         batches: Vec<RecordBatch>,
-        staged: Option<Vec<u8>>,
+        staged: Option<(Vec<RecordBatch>, Vec<u8>)>,
     ) -> Result<(), SqlError> {
-        let (Some(ipc), true) = (staged, copy.stageable) else {
-            for b in batches {
-                self.copy_rows(copy, b).await?;
-            }
+        for b in batches {
+            self.copy_rows(copy, b).await?;
+        }
+        let Some((rows, ipc)) = staged.filter(|_| copy.stageable) else {
             return Ok(());
         };
         let t = self.copy_target(copy)?;
@@ -125,10 +125,6 @@ impl Session {
                 format!("relation \"{}\" changed during COPY", copy.table.name),
             ));
         }
-        let rows = batches
-            .into_iter()
-            .map(|b| stage_form(&t.meta, b))
-            .collect::<Result<Vec<_>, _>>()?;
         self.txn.add_staged_inserts(&t, rows, ipc)?;
         Ok(())
     }

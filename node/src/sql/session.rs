@@ -139,13 +139,15 @@ impl Session {
             .parser
             .parse(sql)
             .map_err(|e| super::error::syntax_error(&e.to_string()))?;
-        // The newest catalog, without pinning the statement's snapshot.
-        let snap = self.txn.engine.snapshot();
+        let engine = &self.txn.engine;
         for s in stmts.iter_mut() {
             json_casts_to_text(s);
             super::literals::interval_literals(s);
             super::literals::bytea_literals(s)?;
             super::literals::insert_literals(s, |name| {
+                // The newest catalog, without pinning the statement's
+                // snapshot; only INSERTs ask.
+                let snap = engine.snapshot();
                 let t = snap.table_by_name(&super::ddl::table_name(&name.to_string()))?;
                 Some(
                     t.meta
