@@ -145,8 +145,6 @@ def tname(request):
 KNOWN_GAPS = {
     "test_protocol.py::test_timezone_setting_changes_timestamptz_text":
         "timestamptz::text uses DataFusion's ISO format, not PostgreSQL's",
-    "test_protocol.py::test_malformed_message_closes_only_that_connection[length-below-minimum]":
-        "pgwire 0.41 accepts a message length below 4 instead of closing the connection",
     "test_types.py::test_special_floats_and_extremes[text]":
         "numeric beyond 38 digits (Decimal128) and float extremes as parameters",
     "test_types.py::test_special_floats_and_extremes[binary]":

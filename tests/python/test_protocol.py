@@ -254,6 +254,9 @@ def _raw(server):
 @pytest.mark.parametrize("payload", [
     pytest.param(b"Q" + struct.pack("!I", 0x7FFFFFF0) + b"SELECT 1", id="oversized-length"),
     pytest.param(b"Q" + struct.pack("!I", 2), id="length-below-minimum"),
+    # a well-formed query first: the check follows message boundaries
+    pytest.param(b"Q" + struct.pack("!I", 14) + b"SELECT 1;\0" + b"Q" + struct.pack("!I", 0),
+                 id="valid-then-zero-length"),
     pytest.param(b"\x00" + struct.pack("!I", 8) + b"abcd", id="unknown-message-type"),
 ])
 def test_malformed_message_closes_only_that_connection(server, connect, payload):

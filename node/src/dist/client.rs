@@ -32,6 +32,60 @@ use crate::sql::SqlError;
 /// How long connecting to a worker may take before the call fails.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// Pauses before the retries of a call whose connection could not be made.
+/// Nothing reached the worker then, so any call may be retried; this rides
+/// out a restarted worker's name or address not yet being resolvable (its
+/// heartbeats reach the coordinator before the coordinator can reach it).
+const CONNECT_RETRY_PAUSES: [Duration; 4] = [
+    Duration::from_millis(100),
+    Duration::from_millis(200),
+    Duration::from_millis(400),
+    Duration::from_millis(800),
+];
+
+/// Whether `e` says the connection to the worker could not be made (name
+/// resolution, refused or timed-out connect): the call was not sent.
+fn is_connect_error(e: &FlightError) -> bool {
+    let FlightError::Tonic(status) = e else {
+        return false;
+    };
+    if status.code() != tonic::Code::Unavailable {
+        return false;
+    }
+    let mut text = status.message().to_ascii_lowercase();
+    let mut source = std::error::Error::source(status.as_ref());
+    while let Some(s) = source {
+        text.push_str(&s.to_string().to_ascii_lowercase());
+        source = s.source();
+    }
+    [
+        "dns error",
+        "tcp connect error",
+        "error trying to connect",
+        "connection refused",
+    ]
+    .iter()
+    .any(|p| text.contains(p))
+}
+
+/// Runs `call` again after each pause while it fails to connect.
+async fn retry_connect<T, F, Fut>(mut call: F) -> Result<T, FlightError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, FlightError>>,
+{
+    let mut pauses = CONNECT_RETRY_PAUSES.iter();
+    loop {
+        match call().await {
+            Err(e) if is_connect_error(&e) => match pauses.next() {
+                Some(p) => tokio::time::sleep(*p).await,
+                None => return Err(e),
+            },
+            other => return other,
+        }
+    }
+}
+
 /// Pool limits (the `quiver.*` settings of the same names).
 #[derive(Debug, Clone, Copy)]
 pub struct PoolSettings {
@@ -116,7 +170,10 @@ impl WorkerClients {
         })
     }
 
-    fn client(&self, addr: &str) -> Result<(FlightClient, Arc<Semaphore>), SqlError> {
+    fn client(
+        &self,
+        addr: &str,
+    ) -> Result<(FlightServiceClient<Channel>, Arc<Semaphore>), SqlError> {
         let mut pools = self.pools.lock();
         let pool = match pools.get_mut(addr) {
             Some(p) => p,
@@ -146,7 +203,7 @@ impl WorkerClients {
         let inner = FlightServiceClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        Ok((FlightClient::new_from_inner(inner), pool.limit.clone()))
+        Ok((inner, pool.limit.clone()))
     }
 
     async fn permit(limit: Arc<Semaphore>) -> Result<OwnedSemaphorePermit, SqlError> {
@@ -163,15 +220,19 @@ impl WorkerClients {
         addr: &str,
         ticket: &QueryTicket,
     ) -> Result<(FlightRecordBatchStream, OwnedSemaphorePermit), SqlError> {
-        let (mut client, limit) = self.client(addr)?;
+        let (inner, limit) = self.client(addr)?;
         let permit = Self::permit(limit).await?;
         let body = serde_json::to_vec(ticket).map_err(|e| SqlError::new("XX000", e.to_string()))?;
-        let stream = client
-            .do_get(Ticket {
-                ticket: Bytes::from(body),
-            })
-            .await
-            .map_err(|e| remote_error(addr, "running a query fragment", e))?;
+        let body = Bytes::from(body);
+        let stream = retry_connect(|| {
+            let mut client = FlightClient::new_from_inner(inner.clone());
+            let ticket = Ticket {
+                ticket: body.clone(),
+            };
+            async move { client.do_get(ticket).await }
+        })
+        .await
+        .map_err(|e| remote_error(addr, "running a query fragment", e))?;
         Ok((stream, permit))
     }
 
@@ -193,23 +254,26 @@ impl WorkerClients {
         schema: Option<datafusion::arrow::datatypes::SchemaRef>,
         batches: Vec<RecordBatch>,
     ) -> Result<u64, SqlError> {
-        let (mut client, limit) = self.client(addr)?;
+        let (inner, limit) = self.client(addr)?;
         let _permit = Self::permit(limit).await?;
         let body = serde_json::to_vec(cmd).map_err(|e| SqlError::new("XX000", e.to_string()))?;
-        let mut encoder = FlightDataEncoderBuilder::new()
-            .with_flight_descriptor(Some(FlightDescriptor::new_cmd(body)));
-        if let Some(schema) = schema {
-            encoder = encoder.with_schema(schema);
-        }
-        let data = encoder.build(futures::stream::iter(batches.into_iter().map(Ok)));
+        let body = Bytes::from(body);
         let what = format!("writing to {}", cmd.table);
-        let replies: Vec<_> = client
-            .do_put(data)
-            .await
-            .map_err(|e| remote_error(addr, &what, e))?
-            .try_collect()
-            .await
-            .map_err(|e| remote_error(addr, &what, e))?;
+        let replies: Vec<_> = retry_connect(|| {
+            let mut client = FlightClient::new_from_inner(inner.clone());
+            let mut encoder = FlightDataEncoderBuilder::new()
+                .with_flight_descriptor(Some(FlightDescriptor::new_cmd(body.clone())));
+            if let Some(schema) = &schema {
+                encoder = encoder.with_schema(schema.clone());
+            }
+            let data = encoder.build(futures::stream::iter(batches.clone().into_iter().map(Ok)));
+            async move { client.do_put(data).await }
+        })
+        .await
+        .map_err(|e| remote_error(addr, &what, e))?
+        .try_collect()
+        .await
+        .map_err(|e| remote_error(addr, &what, e))?;
         let mut rows = 0;
         for r in replies {
             let reply: ActionReply = serde_json::from_slice(&r.app_metadata)
@@ -221,20 +285,24 @@ impl WorkerClients {
 
     /// Runs `action` on `addr`.
     pub async fn action(&self, addr: &str, action: &Action) -> Result<ActionReply, SqlError> {
-        let (mut client, limit) = self.client(addr)?;
+        let (inner, limit) = self.client(addr)?;
         let _permit = Self::permit(limit).await?;
         let body = serde_json::to_vec(action).map_err(|e| SqlError::new("XX000", e.to_string()))?;
+        let body = Bytes::from(body);
         let what = action.kind();
-        let replies: Vec<Bytes> = client
-            .do_action(arrow_flight::Action {
+        let replies: Vec<Bytes> = retry_connect(|| {
+            let mut client = FlightClient::new_from_inner(inner.clone());
+            let action = arrow_flight::Action {
                 r#type: what.into(),
-                body: Bytes::from(body),
-            })
-            .await
-            .map_err(|e| remote_error(addr, what, e))?
-            .try_collect()
-            .await
-            .map_err(|e| remote_error(addr, what, e))?;
+                body: body.clone(),
+            };
+            async move { client.do_action(action).await }
+        })
+        .await
+        .map_err(|e| remote_error(addr, what, e))?
+        .try_collect()
+        .await
+        .map_err(|e| remote_error(addr, what, e))?;
         match replies.first() {
             Some(b) => serde_json::from_slice(b)
                 .map_err(|e| SqlError::new("XX000", format!("worker {addr}: bad reply: {e}"))),
@@ -246,6 +314,62 @@ impl WorkerClients {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn connect_failures_are_retried_and_others_are_not() {
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let unreachable = || {
+            FlightError::Tonic(Box::new(tonic::Status::unavailable(
+                "error trying to connect: dns error",
+            )))
+        };
+        let got = retry_connect(|| {
+            let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async move {
+                if n < 2 {
+                    Err(unreachable())
+                } else {
+                    Ok(n)
+                }
+            }
+        })
+        .await;
+        assert_eq!(got.unwrap(), 2);
+        calls.store(0, std::sync::atomic::Ordering::SeqCst);
+        let failed: Result<(), _> = retry_connect(|| {
+            calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async {
+                Err(FlightError::Tonic(Box::new(tonic::Status::internal(
+                    "boom",
+                ))))
+            }
+        })
+        .await;
+        assert!(failed.is_err());
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_fails_after_the_retries_naming_the_worker() {
+        // Bind, learn a free port, close it: nothing listens there.
+        let addr = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().to_string()
+        };
+        let clients = WorkerClients::new(PoolSettings::default());
+        let ticket = QueryTicket {
+            sql: "SELECT 1".into(),
+            tables: Vec::new(),
+            gid: None,
+        };
+        let started = std::time::Instant::now();
+        let err = clients.query(&addr, &ticket).await.err().unwrap();
+        let waited: Duration = CONNECT_RETRY_PAUSES.iter().sum();
+        assert!(started.elapsed() >= waited, "{:?}", started.elapsed());
+        assert_eq!(err.sqlstate, "08006");
+        assert!(err.message.contains(&addr), "{}", err.message);
+        assert!(err.message.contains("unreachable"), "{}", err.message);
+    }
 
     #[test]
     fn pool_from_config_defaults() {

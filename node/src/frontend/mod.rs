@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod batching;
 pub mod copy_in;
+pub mod framing;
 pub mod handler;
 pub mod results;
 pub mod rows;
@@ -168,7 +169,7 @@ pub async fn serve(
         let metrics = metrics.clone();
         tokio::spawn(async move {
             metrics.connection_opened();
-            if let Err(e) = pgwire::tokio::process_socket(socket, tls, handlers).await {
+            if let Err(e) = framing::serve_socket(socket, tls, handlers).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
             metrics.connection_closed();
