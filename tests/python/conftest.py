@@ -143,8 +143,6 @@ def tname(request):
 # test passes, strict xfail turns that into a failure, and the entry must go.
 # Against PostgreSQL (--target=pg) they are ordinary tests.
 KNOWN_GAPS = {
-    "test_protocol.py::test_timezone_setting_changes_timestamptz_text":
-        "timestamptz::text uses DataFusion's ISO format, not PostgreSQL's",
     "test_types.py::test_special_floats_and_extremes[text]":
         "numeric beyond 38 digits (Decimal128) and float extremes as parameters",
     "test_types.py::test_special_floats_and_extremes[binary]":

@@ -194,3 +194,21 @@ def test_timestamptz_columns_follow_the_session_time_zone(conn, tname):
     for binary in (False, True):
         got = conn.cursor(binary=binary).execute(f"SELECT t FROM {tname} WHERE id = 1").fetchone()[0]
         assert got == dt.datetime(2024, 6, 1, 12, tzinfo=UTC)
+
+
+def test_timestamp_casts_to_text_as_postgres(conn, tname):
+    """Casts to text inside a query (explicit, and the one `||` implies) write
+    timestamps as PostgreSQL does: a space, no zero fraction, timestamptz in
+    the session's TimeZone with a short offset."""
+    conn.execute(f"CREATE TABLE {tname} (id INT, tz TIMESTAMPTZ, ts TIMESTAMP)")
+    conn.execute(f"INSERT INTO {tname} VALUES (1, '2024-01-15 08:30:00+00', '2024-01-15 08:30:00'), "
+                 f"(2, '2024-07-01 23:00:00.25+00', '2024-07-01 23:00:00.25'), (3, NULL, NULL)")
+    conn.execute("SET TIME ZONE 'Europe/Paris'")
+    rows = conn.execute(f"SELECT tz::text, CAST(ts AS varchar), 'at ' || ts, length(tz::text) "
+                        f"FROM {tname} ORDER BY id").fetchall()
+    assert rows == [
+        ("2024-01-15 09:30:00+01", "2024-01-15 08:30:00", "at 2024-01-15 08:30:00", 22),
+        ("2024-07-02 01:00:00.25+02", "2024-07-01 23:00:00.25", "at 2024-07-01 23:00:00.25", 25),
+        (None, None, None, None),
+    ]
+    assert conn.execute(f"SELECT id FROM {tname} WHERE tz::text LIKE '2024-07-02%'").fetchall() == [(2,)]

@@ -27,9 +27,9 @@ use tokio::sync::Mutex;
 
 use super::copy_in::CopyState;
 use super::results::{outcome_to_response, result_fields, show_fields};
-use super::rows::session_time_zone;
 use crate::server::metrics::{Metrics, QueryKind};
 use crate::server::shutdown::InFlight;
+use crate::sql::pg_text::session_time_zone;
 use crate::sql::{Outcome, Session, SqlError};
 
 /// Turns a [`SqlError`] into a PostgreSQL `ErrorResponse`.

@@ -8,14 +8,9 @@
 
 use std::sync::Arc;
 
-use std::str::FromStr;
-
 use arrow_pg::encoder::{encode_value, Encoder};
-use chrono::{DateTime, Offset, TimeZone};
-use datafusion::arrow::array::timezone::Tz;
-use datafusion::arrow::array::{Array, AsArray, RecordBatch, StringBuilder};
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, TimeUnit};
+use datafusion::arrow::array::{Array, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::error::ArrowError;
 use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo};
 use pgwire::error::PgWireResult;
@@ -23,36 +18,11 @@ use pgwire::messages::data::DataRow;
 
 use super::handler::pg_error;
 use crate::sql::chars::pad_output;
+use crate::sql::pg_text::timestamp_text;
 use crate::sql::SqlError;
 
 /// The rows of one batch, encoded lazily.
 pub type Rows = Box<dyn Iterator<Item = PgWireResult<DataRow>> + Send + Sync>;
-
-/// The session's `TimeZone` as an Arrow time zone, when it is a zone name
-/// Arrow knows (`UTC`, `Europe/Paris`). Numeric offsets are left out: their
-/// POSIX sign is the reverse of ISO's. `None`: show UTC.
-pub fn session_time_zone(setting: &str) -> Option<Arc<str>> {
-    let s = setting.trim().trim_matches('\'');
-    if !s.chars().any(|c| c.is_ascii_alphabetic()) || s.eq_ignore_ascii_case("default") {
-        return None;
-    }
-    let s = if s.eq_ignore_ascii_case("local") {
-        "UTC"
-    } else {
-        s
-    };
-    Tz::from_str(s).ok().map(|_| Arc::from(s))
-}
-
-/// Ticks of `unit` per second.
-fn per_second(unit: TimeUnit) -> i64 {
-    match unit {
-        TimeUnit::Second => 1,
-        TimeUnit::Millisecond => 1_000,
-        TimeUnit::Microsecond => 1_000_000,
-        TimeUnit::Nanosecond => 1_000_000_000,
-    }
-}
 
 /// Text-format timestamp columns as PostgreSQL's text (`2024-06-01
 /// 21:00:00+09`, fraction only when there is one); timestamptz values in
@@ -81,45 +51,14 @@ fn timestamps_as_text(
     let mut out_fields = Vec::with_capacity(schema.fields().len());
     let mut cols = Vec::with_capacity(out_fields.capacity());
     for (i, (f, c)) in schema.fields().iter().zip(batch.columns()).enumerate() {
-        let DataType::Timestamp(unit, tz) = f.data_type() else {
-            out_fields.push(f.as_ref().clone());
-            cols.push(c.clone());
-            continue;
-        };
         if !is_text_ts(i, f) {
             out_fields.push(f.as_ref().clone());
             cols.push(c.clone());
             continue;
         }
-        let tz = tz
-            .as_deref()
-            .map(|col_tz| Tz::from_str(time_zone.unwrap_or(col_tz)))
-            .transpose()?;
-        let ticks = cast(c, &DataType::Int64)?;
-        let ticks = ticks.as_primitive::<Int64Type>();
-        let per = per_second(*unit);
-        let mut text = StringBuilder::with_capacity(ticks.len(), ticks.len() * 26);
-        let mut buf = Vec::with_capacity(40);
-        for v in ticks.iter() {
-            let Some(v) = v else {
-                text.append_null();
-                continue;
-            };
-            let offset = tz.as_ref().map(|tz| {
-                DateTime::from_timestamp(v.div_euclid(per), 0)
-                    .map(|utc| {
-                        tz.offset_from_utc_datetime(&utc.naive_utc())
-                            .fix()
-                            .local_minus_utc()
-                    })
-                    .unwrap_or(0)
-            });
-            buf.clear();
-            quiver_copy::format_timestamp_at(v, *unit, offset, &mut buf);
-            text.append_value(String::from_utf8_lossy(&buf));
-        }
+        let text = timestamp_text(c, time_zone)?;
         out_fields.push(Field::new(f.name(), DataType::Utf8, f.is_nullable()));
-        cols.push(Arc::new(text.finish()));
+        cols.push(Arc::new(text));
     }
     RecordBatch::try_new(Arc::new(Schema::new(out_fields)), cols)
 }

@@ -13,6 +13,7 @@ pub mod error;
 pub mod literals;
 pub mod names;
 pub mod pg_attribute;
+pub mod pg_text;
 pub mod point;
 pub mod provider;
 pub mod session;
@@ -86,6 +87,9 @@ impl Database {
             config = config.with_target_partitions(opts.target_partitions);
         }
         config.options_mut().sql_parser.dialect = datafusion::config::Dialect::PostgreSQL;
+        // `now()` and `TIMESTAMPTZ '...'` are instants (timestamptz), as in
+        // PostgreSQL; results show them in the session's TimeZone.
+        config.options_mut().execution.time_zone = Some("+00:00".into());
         let base = SessionContext::new_with_config(config);
         let schema = Arc::new(QuiverSchema::new(engine.clone(), base.state()));
         let catalog = Arc::new(MemoryCatalogProvider::new());

@@ -97,6 +97,8 @@ impl Session {
     pub(super) fn new(db: Arc<Database>, ctx: SessionContext, txn: Arc<TxnContext>) -> Self {
         let settings = Settings::default();
         ctx.register_udf(super::settings::current_setting_udf(&settings));
+        ctx.register_udf(super::pg_text::timestamp_text_udf().as_ref().clone());
+        ctx.add_analyzer_rule(Arc::new(super::pg_text::TimestampTextRule::new(&settings)));
         Session {
             db,
             ctx,

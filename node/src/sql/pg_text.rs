@@ -1,0 +1,278 @@
+//! Timestamps as PostgreSQL writes them, for results and for casts to text.
+//!
+//! Step in the flow: DataFusion casts a timestamp to text in ISO form
+//! (`2024-06-01T12:00:00+00:00`); PostgreSQL writes `2024-06-01
+//! 21:00:00+09`, a `timestamptz` in the session's `TimeZone`, and the
+//! fraction only when there is one. The front end uses
+//! [`timestamp_text`] for text-format result columns. For casts inside a
+//! query (`ts::text`, `CAST(ts AS varchar)`, and those type coercion adds),
+//! [`TimestampTextRule`] runs after DataFusion's analyzer and replaces the
+//! cast with `quiver_timestamp_text(ts, zone)`, the session's zone fixed
+//! when the statement is planned (so a fragment that a worker runs shows
+//! the same text as the coordinator would).
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use chrono::{DateTime, Offset, TimeZone};
+use datafusion::arrow::array::timezone::Tz;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringArray, StringBuilder};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Int64Type, TimeUnit};
+use datafusion::arrow::error::ArrowError;
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{DataFusionError, Result, ScalarValue};
+use datafusion::logical_expr::expr::{Cast, TryCast};
+use datafusion::logical_expr::expr_rewriter::NamePreserver;
+use datafusion::logical_expr::utils::merge_schema;
+use datafusion::logical_expr::{
+    ColumnarValue, Expr, ExprSchemable, LogicalPlan, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
+    Signature, Volatility,
+};
+use datafusion::optimizer::AnalyzerRule;
+
+use super::settings::Settings;
+
+/// The name of the cast function in plans and fragments.
+pub const TIMESTAMP_TEXT_FN: &str = "quiver_timestamp_text";
+
+/// The session's `TimeZone` as an Arrow time zone, when it is a zone name
+/// Arrow knows (`UTC`, `Europe/Paris`). Numeric offsets are left out: their
+/// POSIX sign is the reverse of ISO's. `None`: show UTC.
+pub fn session_time_zone(setting: &str) -> Option<Arc<str>> {
+    let s = setting.trim().trim_matches('\'');
+    if !s.chars().any(|c| c.is_ascii_alphabetic()) || s.eq_ignore_ascii_case("default") {
+        return None;
+    }
+    let s = if s.eq_ignore_ascii_case("local") {
+        "UTC"
+    } else {
+        s
+    };
+    Tz::from_str(s).ok().map(|_| Arc::from(s))
+}
+
+/// Ticks of `unit` per second.
+fn per_second(unit: TimeUnit) -> i64 {
+    match unit {
+        TimeUnit::Second => 1,
+        TimeUnit::Millisecond => 1_000,
+        TimeUnit::Microsecond => 1_000_000,
+        TimeUnit::Nanosecond => 1_000_000_000,
+    }
+}
+
+/// A timestamp array as PostgreSQL's text; `timestamptz` values in
+/// `zone` (else in the array's own zone). Other arrays are an error.
+pub fn timestamp_text(arr: &ArrayRef, zone: Option<&str>) -> Result<StringArray, ArrowError> {
+    let DataType::Timestamp(unit, col_tz) = arr.data_type() else {
+        return Err(ArrowError::InvalidArgumentError(format!(
+            "{TIMESTAMP_TEXT_FN}: expected a timestamp, got {}",
+            arr.data_type()
+        )));
+    };
+    let tz = col_tz
+        .as_deref()
+        .map(|col_tz| Tz::from_str(zone.unwrap_or(col_tz)))
+        .transpose()?;
+    let ticks = cast(arr, &DataType::Int64)?;
+    let ticks = ticks.as_primitive::<Int64Type>();
+    let per = per_second(*unit);
+    let mut text = StringBuilder::with_capacity(ticks.len(), ticks.len() * 26);
+    let mut buf = Vec::with_capacity(40);
+    for v in ticks.iter() {
+        let Some(v) = v else {
+            text.append_null();
+            continue;
+        };
+        let offset = tz.as_ref().map(|tz| {
+            DateTime::from_timestamp(v.div_euclid(per), 0)
+                .map(|utc| {
+                    tz.offset_from_utc_datetime(&utc.naive_utc())
+                        .fix()
+                        .local_minus_utc()
+                })
+                .unwrap_or(0)
+        });
+        buf.clear();
+        quiver_copy::format_timestamp_at(v, *unit, offset, &mut buf);
+        text.append_value(String::from_utf8_lossy(&buf));
+    }
+    Ok(text.finish())
+}
+
+/// `quiver_timestamp_text(ts, zone)`: [`timestamp_text`] as a function.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct TimestampTextFn {
+    signature: Signature,
+}
+
+impl Default for TimestampTextFn {
+    fn default() -> Self {
+        TimestampTextFn {
+            signature: Signature::any(2, Volatility::Immutable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for TimestampTextFn {
+    fn name(&self) -> &str {
+        TIMESTAMP_TEXT_FN
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let [ts, zone] = args.args.as_slice() else {
+            return Err(DataFusionError::Plan(format!(
+                "{TIMESTAMP_TEXT_FN} takes a timestamp and a zone"
+            )));
+        };
+        let zone = match zone {
+            ColumnarValue::Scalar(
+                ScalarValue::Utf8(z) | ScalarValue::Utf8View(z) | ScalarValue::LargeUtf8(z),
+            ) => z.clone(),
+            ColumnarValue::Scalar(ScalarValue::Null) => None,
+            other => {
+                return Err(DataFusionError::Plan(format!(
+                    "{TIMESTAMP_TEXT_FN}: the zone must be a text constant, got {}",
+                    other.data_type()
+                )))
+            }
+        };
+        match ts {
+            ColumnarValue::Array(a) => Ok(ColumnarValue::Array(Arc::new(timestamp_text(
+                a,
+                zone.as_deref(),
+            )?))),
+            ColumnarValue::Scalar(s) => {
+                let out = timestamp_text(&s.to_array()?, zone.as_deref())?;
+                Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?))
+            }
+        }
+    }
+}
+
+/// The function, to register in every session.
+pub fn timestamp_text_udf() -> Arc<ScalarUDF> {
+    Arc::new(ScalarUDF::new_from_impl(TimestampTextFn::default()))
+}
+
+/// Replaces casts of timestamps to text with [`TIMESTAMP_TEXT_FN`], in the
+/// session's zone at planning time.
+#[derive(Debug)]
+pub struct TimestampTextRule {
+    settings: Settings,
+    udf: Arc<ScalarUDF>,
+}
+
+impl TimestampTextRule {
+    pub fn new(settings: &Settings) -> Self {
+        TimestampTextRule {
+            settings: settings.clone(),
+            udf: timestamp_text_udf(),
+        }
+    }
+}
+
+fn is_text(t: &DataType) -> bool {
+    matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+}
+
+impl AnalyzerRule for TimestampTextRule {
+    fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
+        let zone = self
+            .settings
+            .get("timezone")
+            .as_deref()
+            .and_then(session_time_zone)
+            .map(|z| z.to_string());
+        let zone = Expr::Literal(ScalarValue::Utf8(zone), None);
+        plan.transform_up_with_subqueries(|node| {
+            if node.inputs().is_empty() {
+                return Ok(Transformed::no(node));
+            }
+            let schema = merge_schema(&node.inputs());
+            let names = NamePreserver::new(&node);
+            node.map_expressions(|e| {
+                let name = names.save(&e);
+                e.transform_up(|e| {
+                    let (inner, to) = match &e {
+                        Expr::Cast(Cast { expr, field })
+                        | Expr::TryCast(TryCast { expr, field })
+                            if is_text(field.data_type()) =>
+                        {
+                            (expr, field.data_type())
+                        }
+                        _ => return Ok(Transformed::no(e)),
+                    };
+                    // Outer references of a subquery do not resolve here:
+                    // such a cast keeps DataFusion's form.
+                    if !matches!(inner.get_type(&schema), Ok(DataType::Timestamp(..))) {
+                        return Ok(Transformed::no(e));
+                    }
+                    let call = self.udf.call(vec![inner.as_ref().clone(), zone.clone()]);
+                    let out = if *to == DataType::Utf8 {
+                        call
+                    } else {
+                        Expr::Cast(Cast::new(Box::new(call), to.clone()))
+                    };
+                    Ok(Transformed::yes(out))
+                })
+                .map(|t| t.update_data(|e| name.restore(e)))
+            })
+        })
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        "quiver_timestamp_text"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::TimestampMicrosecondArray;
+
+    #[test]
+    fn timestamps_in_postgres_text() {
+        // 2024-06-01 12:00:00 UTC, and with a fraction
+        let at = 1_717_243_200_000_000i64;
+        let tz: ArrayRef = Arc::new(
+            TimestampMicrosecondArray::from(vec![Some(at), Some(at + 500_000), None])
+                .with_timezone("+00:00"),
+        );
+        let utc = timestamp_text(&tz, None).unwrap();
+        assert_eq!(utc.value(0), "2024-06-01 12:00:00+00");
+        assert_eq!(utc.value(1), "2024-06-01 12:00:00.5+00");
+        assert!(utc.is_null(2));
+        let tokyo = timestamp_text(&tz, Some("Asia/Tokyo")).unwrap();
+        assert_eq!(tokyo.value(0), "2024-06-01 21:00:00+09");
+        let naive: ArrayRef = Arc::new(TimestampMicrosecondArray::from(vec![at]));
+        assert_eq!(
+            timestamp_text(&naive, Some("Asia/Tokyo")).unwrap().value(0),
+            "2024-06-01 12:00:00"
+        );
+        let not_ts: ArrayRef = Arc::new(StringArray::from(vec!["x"]));
+        assert!(timestamp_text(&not_ts, None).is_err());
+    }
+
+    #[test]
+    fn zone_settings() {
+        assert_eq!(
+            session_time_zone("'Europe/Paris'").as_deref(),
+            Some("Europe/Paris")
+        );
+        assert_eq!(session_time_zone("+09"), None);
+        assert_eq!(session_time_zone("DEFAULT"), None);
+        assert_eq!(session_time_zone("local").as_deref(), Some("UTC"));
+    }
+}
