@@ -420,3 +420,21 @@ def test_joins_on_other_keys_shuffle_between_workers(cluster):
         # no intermediate result is listed or left visible as a table
         assert c.execute("SELECT count(*) FROM ord o JOIN cust c ON o.cust = c.id WHERE o.oid > 9000"
                          ).fetchone() == (0,)
+
+
+def test_timestamp_text_in_fragments_uses_the_sessions_zone(cluster):
+    """A cast of a timestamptz to text that runs on the workers (filters, grouped
+    aggregates) writes it in the coordinator session's TimeZone."""
+    with connect(cluster) as c:
+        c.execute("CREATE TABLE ev_ts (id int NOT NULL, at timestamptz)")
+        c.execute("SELECT create_distributed_table('ev_ts', 'id', shard_count => 4)")
+        values = ", ".join(f"({v}, '2024-06-{1 + (12 + v) // 24:02d} {(12 + v) % 24:02d}:00:00+00')"
+                           for v in range(1, 25))
+        c.execute(f"INSERT INTO ev_ts VALUES {values}")
+        c.execute("SET TIME ZONE 'Asia/Tokyo'")
+        rows = c.execute("SELECT substr(at::text, 1, 10) AS day, count(*) FROM ev_ts "
+                         "GROUP BY 1 ORDER BY 1").fetchall()
+        # 13:00 .. 12:00 next day UTC is 22:00 .. 21:00 in Tokyo (+09)
+        assert rows == [("2024-06-01", 2), ("2024-06-02", 22)], rows
+        assert c.execute("SELECT id, at::text FROM ev_ts WHERE at::text LIKE '%21:00:00+09'").fetchall() == [
+            (24, "2024-06-02 21:00:00+09")]
