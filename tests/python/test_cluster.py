@@ -422,7 +422,7 @@ def test_joins_on_other_keys_shuffle_between_workers(cluster):
                          ).fetchone() == (0,)
 
 
-def test_timestamp_text_in_fragments_uses_the_sessions_zone(cluster):
+def test_timestamp_text_and_overflow_checks_in_fragments(cluster):
     """A cast of a timestamptz to text that runs on the workers (filters, grouped
     aggregates) writes it in the coordinator session's TimeZone."""
     with connect(cluster) as c:
@@ -438,3 +438,10 @@ def test_timestamp_text_in_fragments_uses_the_sessions_zone(cluster):
         assert rows == [("2024-06-01", 2), ("2024-06-02", 22)], rows
         assert c.execute("SELECT id, at::text FROM ev_ts WHERE at::text LIKE '%21:00:00+09'").fetchall() == [
             (24, "2024-06-02 21:00:00+09")]
+        # integer overflow inside a fragment is 22003 from the worker, and the session goes on
+        c.execute("CREATE TABLE ov_int (id int NOT NULL, m int)")
+        c.execute("SELECT create_distributed_table('ov_int', 'id', shard_count => 4)")
+        c.execute("INSERT INTO ov_int VALUES (1, 1000), (22, 100000000), (23, 1000)")
+        with pytest.raises(psycopg.errors.NumericValueOutOfRange):
+            c.execute("SELECT sum(id * m) FROM ov_int").fetchall()
+        assert c.execute("SELECT sum(id * m) FROM ov_int WHERE m = 1000").fetchone() == (24000,)

@@ -212,3 +212,19 @@ def test_timestamp_casts_to_text_as_postgres(conn, tname):
         (None, None, None, None),
     ]
     assert conn.execute(f"SELECT id FROM {tname} WHERE tz::text LIKE '2024-07-02%'").fetchall() == [(2,)]
+
+
+def test_integer_overflow_is_an_error_not_a_wrapped_value(conn, tname):
+    conn.execute(f"CREATE TABLE {tname} (id INT, a INT, b BIGINT)")
+    conn.execute(f"INSERT INTO {tname} VALUES (1, 2147483647, 9223372036854775807), (2, -5, -7)")
+    for sql in [f"SELECT a + a FROM {tname}", f"SELECT a * 2::int4 FROM {tname} WHERE id = 1",
+                f"SELECT b + 1 FROM {tname}", f"SELECT -b - 2 FROM {tname} WHERE id = 1",
+                "SELECT 2147483647::int4 + 1::int4", "SELECT 9223372036854775807 * 2"]:
+        with pytest.raises(psycopg.errors.NumericValueOutOfRange) as e:
+            conn.execute(sql).fetchall()
+        assert e.value.sqlstate == "22003"
+        assert "out of range" in str(e.value)
+    # in range, and widened first: the right answers
+    assert conn.execute(f"SELECT a::int8 + a, b - 1, a - a FROM {tname} ORDER BY id").fetchall() == [
+        (4294967294, 9223372036854775806, 0), (-10, -8, 0)]
+    assert conn.execute(f"SELECT sum(a * 2) FROM {tname} WHERE id = 2").fetchone() == (-10,)

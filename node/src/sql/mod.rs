@@ -7,6 +7,7 @@
 
 pub mod catalog;
 pub mod chars;
+pub mod checked;
 pub mod copy;
 pub mod ddl;
 pub mod error;
@@ -91,6 +92,8 @@ impl Database {
         // PostgreSQL; results show them in the session's TimeZone.
         config.options_mut().execution.time_zone = Some("+00:00".into());
         let base = SessionContext::new_with_config(config);
+        base.register_udf(checked::checked_int_udf().as_ref().clone());
+        base.add_analyzer_rule(Arc::new(checked::CheckedArithmeticRule::default()));
         let schema = Arc::new(QuiverSchema::new(engine.clone(), base.state()));
         let catalog = Arc::new(MemoryCatalogProvider::new());
         catalog

@@ -95,8 +95,17 @@ pub fn timestamp_text(arr: &ArrayRef, zone: Option<&str>) -> Result<StringArray,
                 })
                 .unwrap_or(0)
         });
+        // PostgreSQL keeps microseconds: nanosecond values (`now()`) are
+        // rounded to them (the infinities stay as they are).
+        let (v, unit) = match unit {
+            TimeUnit::Nanosecond if v != i64::MAX && v != i64::MIN => (
+                v.div_euclid(1000) + i64::from(v.rem_euclid(1000) >= 500),
+                TimeUnit::Microsecond,
+            ),
+            u => (v, *u),
+        };
         buf.clear();
-        quiver_copy::format_timestamp_at(v, *unit, offset, &mut buf);
+        quiver_copy::format_timestamp_at(v, unit, offset, &mut buf);
         text.append_value(String::from_utf8_lossy(&buf));
     }
     Ok(text.finish())
@@ -240,7 +249,7 @@ impl AnalyzerRule for TimestampTextRule {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::array::TimestampMicrosecondArray;
+    use datafusion::arrow::array::{TimestampMicrosecondArray, TimestampNanosecondArray};
 
     #[test]
     fn timestamps_in_postgres_text() {
@@ -261,6 +270,13 @@ mod tests {
             timestamp_text(&naive, Some("Asia/Tokyo")).unwrap().value(0),
             "2024-06-01 12:00:00"
         );
+        let ns: ArrayRef = Arc::new(
+            TimestampNanosecondArray::from(vec![at * 1000 + 123_456_789, at * 1000 + 999_999_600])
+                .with_timezone("+00:00"),
+        );
+        let ns = timestamp_text(&ns, None).unwrap();
+        assert_eq!(ns.value(0), "2024-06-01 12:00:00.123457+00");
+        assert_eq!(ns.value(1), "2024-06-01 12:00:01+00");
         let not_ts: ArrayRef = Arc::new(StringArray::from(vec!["x"]));
         assert!(timestamp_text(&not_ts, None).is_err());
     }

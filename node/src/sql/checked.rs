@@ -1,0 +1,266 @@
+//! Integer arithmetic that fails on overflow, as PostgreSQL's does.
+//!
+//! Step in the flow: DataFusion's physical `+`, `-` and `*` on integers wrap
+//! around (`2147483647::int4 + 1` gives `-2147483648`); PostgreSQL raises
+//! `22003 integer out of range`. [`CheckedArithmeticRule`] runs after
+//! DataFusion's type coercion, when both sides of an operator have their
+//! final type, and replaces integer `+ - *` with `quiver_checked_int(l, r,
+//! op)`, which runs Arrow's checked kernels (as fast as the wrapping ones).
+//! Constant expressions are still folded at planning time, through the
+//! same function, so an overflowing constant fails the statement too.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::Datum;
+use datafusion::arrow::compute::kernels::numeric;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::error::ArrowError;
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{DataFusionError, Result, ScalarValue};
+use datafusion::logical_expr::expr::BinaryExpr;
+use datafusion::logical_expr::expr_rewriter::NamePreserver;
+use datafusion::logical_expr::utils::merge_schema;
+use datafusion::logical_expr::{
+    ColumnarValue, Expr, ExprSchemable, LogicalPlan, Operator, ScalarFunctionArgs, ScalarUDF,
+    ScalarUDFImpl, Signature, Volatility,
+};
+use datafusion::optimizer::AnalyzerRule;
+
+use super::error::SqlError;
+
+/// The function's name in plans and in fragments sent to workers.
+pub const CHECKED_INT_FN: &str = "quiver_checked_int";
+
+/// PostgreSQL's name of an integer type in its out-of-range message.
+fn type_word(t: &DataType) -> &'static str {
+    match t {
+        DataType::Int8 | DataType::Int16 | DataType::UInt8 => "smallint",
+        DataType::Int32 | DataType::UInt16 => "integer",
+        _ => "bigint",
+    }
+}
+
+fn is_int(t: &DataType) -> bool {
+    t.is_integer()
+}
+
+fn op_of(text: &str) -> Option<Operator> {
+    match text {
+        "+" => Some(Operator::Plus),
+        "-" => Some(Operator::Minus),
+        "*" => Some(Operator::Multiply),
+        _ => None,
+    }
+}
+
+fn op_text(op: Operator) -> Option<&'static str> {
+    match op {
+        Operator::Plus => Some("+"),
+        Operator::Minus => Some("-"),
+        Operator::Multiply => Some("*"),
+        _ => None,
+    }
+}
+
+/// Applies `op` to two integer values of one type, failing on overflow.
+pub fn checked(l: &dyn Datum, r: &dyn Datum, op: Operator) -> Result<ColumnarValue, SqlError> {
+    let out = match op {
+        Operator::Plus => numeric::add(l, r),
+        Operator::Minus => numeric::sub(l, r),
+        _ => numeric::mul(l, r),
+    };
+    let ty = l.get().0.data_type().clone();
+    match out {
+        Ok(a) => Ok(ColumnarValue::Array(a)),
+        Err(ArrowError::ArithmeticOverflow(_)) => Err(SqlError::new(
+            "22003",
+            format!("{} out of range", type_word(&ty)),
+        )),
+        Err(e) => Err(SqlError::new("22000", e.to_string())),
+    }
+}
+
+/// `quiver_checked_int(l, r, op)`.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct CheckedIntFn {
+    signature: Signature,
+}
+
+impl Default for CheckedIntFn {
+    fn default() -> Self {
+        CheckedIntFn {
+            signature: Signature::user_defined(Volatility::Immutable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for CheckedIntFn {
+    fn name(&self) -> &str {
+        CHECKED_INT_FN
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    /// Two integers of different types (a fragment's bare literal is
+    /// `bigint` when the worker reads it) meet in the wider one.
+    fn coerce_types(&self, args: &[DataType]) -> Result<Vec<DataType>> {
+        match args {
+            [l, r, op] if is_int(l) && is_int(r) => {
+                let wider = |a: &DataType, b: &DataType| {
+                    a.is_signed_integer() && a.primitive_width() > b.primitive_width()
+                };
+                let t = if l == r || wider(l, r) {
+                    l.clone()
+                } else if wider(r, l) {
+                    r.clone()
+                } else {
+                    DataType::Int64
+                };
+                Ok(vec![t.clone(), t, op.clone()])
+            }
+            _ => Err(DataFusionError::Plan(format!(
+                "{CHECKED_INT_FN} takes two integers and an operator, got {args:?}"
+            ))),
+        }
+    }
+
+    fn return_type(&self, args: &[DataType]) -> Result<DataType> {
+        match args {
+            [l, r, _] if l == r && is_int(l) => Ok(l.clone()),
+            _ => Err(DataFusionError::Plan(format!(
+                "{CHECKED_INT_FN} takes two integers of one type and an operator, got {args:?}"
+            ))),
+        }
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let [l, r, ColumnarValue::Scalar(op)] = args.args.as_slice() else {
+            return Err(DataFusionError::Plan(format!(
+                "{CHECKED_INT_FN}: the operator must be a constant"
+            )));
+        };
+        let op = match op {
+            ScalarValue::Utf8(Some(s))
+            | ScalarValue::Utf8View(Some(s))
+            | ScalarValue::LargeUtf8(Some(s)) => op_of(s),
+            _ => None,
+        }
+        .ok_or_else(|| DataFusionError::Plan(format!("{CHECKED_INT_FN}: bad operator {op}")))?;
+        let scalars = matches!((l, r), (ColumnarValue::Scalar(_), ColumnarValue::Scalar(_)));
+        let datum = |c: &ColumnarValue| -> Result<Box<dyn Datum>> {
+            Ok(match c {
+                ColumnarValue::Array(a) => Box::new(a.clone()),
+                ColumnarValue::Scalar(s) => Box::new(s.to_scalar()?),
+            })
+        };
+        let (ld, rd) = (datum(l)?, datum(r)?);
+        let out = checked(ld.as_ref(), rd.as_ref(), op)
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        match (out, scalars) {
+            (ColumnarValue::Array(a), true) => {
+                Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&a, 0)?))
+            }
+            (out, _) => Ok(out),
+        }
+    }
+}
+
+/// The function, to register in every session.
+pub fn checked_int_udf() -> Arc<ScalarUDF> {
+    Arc::new(ScalarUDF::new_from_impl(CheckedIntFn::default()))
+}
+
+/// Replaces integer `+ - *` with [`CHECKED_INT_FN`] once types are final.
+#[derive(Debug)]
+pub struct CheckedArithmeticRule {
+    udf: Arc<ScalarUDF>,
+}
+
+impl Default for CheckedArithmeticRule {
+    fn default() -> Self {
+        CheckedArithmeticRule {
+            udf: checked_int_udf(),
+        }
+    }
+}
+
+impl AnalyzerRule for CheckedArithmeticRule {
+    fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
+        plan.transform_up_with_subqueries(|node| {
+            if node.inputs().is_empty() {
+                return Ok(Transformed::no(node));
+            }
+            let schema = merge_schema(&node.inputs());
+            let names = NamePreserver::new(&node);
+            node.map_expressions(|e| {
+                let name = names.save(&e);
+                e.transform_up(|e| {
+                    let Expr::BinaryExpr(BinaryExpr { left, op, right }) = &e else {
+                        return Ok(Transformed::no(e));
+                    };
+                    let Some(text) = op_text(*op) else {
+                        return Ok(Transformed::no(e));
+                    };
+                    // Types that do not resolve here (outer references of a
+                    // subquery) keep DataFusion's operator.
+                    let (Ok(lt), Ok(rt)) = (left.get_type(&schema), right.get_type(&schema)) else {
+                        return Ok(Transformed::no(e));
+                    };
+                    if lt != rt || !is_int(&lt) {
+                        return Ok(Transformed::no(e));
+                    }
+                    let op = Expr::Literal(ScalarValue::Utf8(Some(text.into())), None);
+                    Ok(Transformed::yes(self.udf.call(vec![
+                        left.as_ref().clone(),
+                        right.as_ref().clone(),
+                        op,
+                    ])))
+                })
+                .map(|t| t.update_data(|e| name.restore(e)))
+            })
+        })
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        "quiver_checked_arithmetic"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Array, AsArray, Int32Array, Int64Array, Scalar};
+    use datafusion::arrow::datatypes::{Int32Type, Int64Type};
+
+    #[test]
+    fn overflow_is_22003_and_in_range_values_compute() {
+        let a = Int32Array::from(vec![Some(1), None, Some(2_147_483_000)]);
+        let one = Scalar::new(Int32Array::from(vec![7]));
+        let ColumnarValue::Array(sum) = checked(&a, &one, Operator::Plus).unwrap() else {
+            panic!("an array");
+        };
+        let sum = sum.as_primitive::<Int32Type>();
+        assert_eq!(
+            (sum.value(0), sum.is_null(1), sum.value(2)),
+            (8, true, 2_147_483_007)
+        );
+        let big = Scalar::new(Int32Array::from(vec![1000]));
+        let e = checked(&a, &big, Operator::Plus).err().unwrap();
+        assert_eq!(
+            (e.sqlstate, e.message.as_str()),
+            ("22003", "integer out of range")
+        );
+        let m = Int64Array::from(vec![i64::MAX / 2 + 1]);
+        let two = Scalar::new(Int64Array::from(vec![2]));
+        let e = checked(&m, &two, Operator::Multiply).err().unwrap();
+        assert_eq!(e.message, "bigint out of range");
+        let ColumnarValue::Array(d) = checked(&m, &two, Operator::Minus).unwrap() else {
+            panic!("an array");
+        };
+        assert_eq!(d.as_primitive::<Int64Type>().value(0), i64::MAX / 2 - 1);
+    }
+}
