@@ -147,10 +147,6 @@ KNOWN_GAPS = {
         "numeric beyond 38 digits (Decimal128) and float extremes as parameters",
     "test_types.py::test_special_floats_and_extremes[binary]":
         "numeric beyond 38 digits (Decimal128) and float extremes as parameters",
-    "test_types.py::test_expression_result_types[text]":
-        "integer literals are int8 in DataFusion (int4 * int4 gives int8)",
-    "test_types.py::test_expression_result_types[binary]":
-        "integer literals are int8 in DataFusion (int4 * int4 gives int8)",
 }
 
 

@@ -228,3 +228,21 @@ def test_integer_overflow_is_an_error_not_a_wrapped_value(conn, tname):
     assert conn.execute(f"SELECT a::int8 + a, b - 1, a - a FROM {tname} ORDER BY id").fetchall() == [
         (4294967294, 9223372036854775806, 0), (-10, -8, 0)]
     assert conn.execute(f"SELECT sum(a * 2) FROM {tname} WHERE id = 2").fetchone() == (-10,)
+
+
+def test_integer_literals_are_int4_where_they_fit(conn, tname):
+    cur = conn.execute("SELECT 1, 3000000000, 7 / 2, -2147483648")
+    assert [d.type_code for d in cur.description] == [23, 20, 23, 23]
+    assert cur.fetchone() == (1, 3000000000, 3, -2147483648)
+    conn.execute(f"CREATE TABLE {tname} (a INT, b BIGINT)")
+    conn.execute(f"INSERT INTO {tname} SELECT v, v * 10 FROM generate_series(1, 5) AS t(v)")
+    # a wider side widens the literal; LIMIT/OFFSET and window offsets take them as they are
+    cur = conn.execute(f"SELECT b + 1, a + 1, lag(a, 1) OVER (ORDER BY a) FROM {tname} "
+                       f"ORDER BY a LIMIT 2 OFFSET 1")
+    assert [d.type_code for d in cur.description] == [20, 23, 23]
+    assert cur.fetchall() == [(21, 3, 1), (31, 4, 2)]
+    assert sorted(conn.execute("SELECT 1 UNION ALL SELECT 3000000000").fetchall()) == [(1,), (3000000000,)]
+    conn.execute(f"CREATE TABLE {tname}_c AS SELECT 1 AS one, a * 2 AS two FROM {tname}")
+    cur = conn.execute(f"SELECT one, two FROM {tname}_c ORDER BY two LIMIT 1")
+    assert [d.type_code for d in cur.description] == [23, 23]
+    assert cur.fetchone() == (1, 2)

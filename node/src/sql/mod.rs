@@ -11,6 +11,7 @@ pub mod checked;
 pub mod copy;
 pub mod ddl;
 pub mod error;
+pub mod int_literals;
 pub mod literals;
 pub mod names;
 pub mod pg_attribute;

@@ -174,7 +174,7 @@ impl Session {
             .statement_to_plan(DfStatement::Statement(Box::new(stmt.clone())))
             .await
         {
-            Ok(plan) => Ok(Some(plan)),
+            Ok(plan) => Ok(Some(super::int_literals::int4_literals(plan)?)),
             Err(e)
                 if e.to_string()
                     .contains("Projections require unique expression names") =>
@@ -184,11 +184,10 @@ impl Session {
                 // PostgreSQL's names, see `names`).
                 let mut aliased = stmt.clone();
                 alias_select_items(&mut aliased);
-                Ok(Some(
-                    state
-                        .statement_to_plan(DfStatement::Statement(Box::new(aliased)))
-                        .await?,
-                ))
+                let plan = state
+                    .statement_to_plan(DfStatement::Statement(Box::new(aliased)))
+                    .await?;
+                Ok(Some(super::int_literals::int4_literals(plan)?))
             }
             Err(e) => Err(e.into()),
         }
@@ -551,6 +550,7 @@ impl Session {
                 q.clone(),
             ))))
             .await?;
+        let plan = super::int_literals::int4_literals(plan)?;
         let df = self.ctx.execute_logical_plan(plan).await?;
         let schema = df.schema().as_arrow().clone();
         let batches = df.collect().await?;
