@@ -16,11 +16,9 @@ use datafusion::arrow::compute::kernels::numeric;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::error::ArrowError;
 use datafusion::common::config::ConfigOptions;
-use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::tree_node::Transformed;
 use datafusion::common::{DataFusionError, Result, ScalarValue};
 use datafusion::logical_expr::expr::BinaryExpr;
-use datafusion::logical_expr::expr_rewriter::NamePreserver;
-use datafusion::logical_expr::utils::merge_schema;
 use datafusion::logical_expr::{
     ColumnarValue, Expr, ExprSchemable, LogicalPlan, Operator, ScalarFunctionArgs, ScalarUDF,
     ScalarUDFImpl, Signature, Volatility,
@@ -189,40 +187,28 @@ impl Default for CheckedArithmeticRule {
 
 impl AnalyzerRule for CheckedArithmeticRule {
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
-        plan.transform_up_with_subqueries(|node| {
-            if node.inputs().is_empty() {
-                return Ok(Transformed::no(node));
+        super::rewrite::rewrite_exprs(plan, |e, schema| {
+            let Expr::BinaryExpr(BinaryExpr { left, op, right }) = &e else {
+                return Ok(Transformed::no(e));
+            };
+            let Some(text) = op_text(*op) else {
+                return Ok(Transformed::no(e));
+            };
+            // Types that do not resolve here (outer references of a
+            // subquery) keep DataFusion's operator.
+            let (Ok(lt), Ok(rt)) = (left.get_type(schema), right.get_type(schema)) else {
+                return Ok(Transformed::no(e));
+            };
+            if lt != rt || !is_int(&lt) {
+                return Ok(Transformed::no(e));
             }
-            let schema = merge_schema(&node.inputs());
-            let names = NamePreserver::new(&node);
-            node.map_expressions(|e| {
-                let name = names.save(&e);
-                e.transform_up(|e| {
-                    let Expr::BinaryExpr(BinaryExpr { left, op, right }) = &e else {
-                        return Ok(Transformed::no(e));
-                    };
-                    let Some(text) = op_text(*op) else {
-                        return Ok(Transformed::no(e));
-                    };
-                    // Types that do not resolve here (outer references of a
-                    // subquery) keep DataFusion's operator.
-                    let (Ok(lt), Ok(rt)) = (left.get_type(&schema), right.get_type(&schema)) else {
-                        return Ok(Transformed::no(e));
-                    };
-                    if lt != rt || !is_int(&lt) {
-                        return Ok(Transformed::no(e));
-                    }
-                    let op = Expr::Literal(ScalarValue::Utf8(Some(text.into())), None);
-                    Ok(Transformed::yes(self.udf.call(vec![
-                        left.as_ref().clone(),
-                        right.as_ref().clone(),
-                        op,
-                    ])))
-                })
-                .map(|t| t.update_data(|e| name.restore(e)))
-            })
+            let op = Expr::Literal(ScalarValue::Utf8(Some(text.into())), None);
+            Ok(Transformed::yes(self.udf.call(vec![
+                left.as_ref().clone(),
+                right.as_ref().clone(),
+                op,
+            ])))
         })
-        .map(|t| t.data)
     }
 
     fn name(&self) -> &str {

@@ -21,11 +21,9 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Int64Type, TimeUnit};
 use datafusion::arrow::error::ArrowError;
 use datafusion::common::config::ConfigOptions;
-use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::tree_node::Transformed;
 use datafusion::common::{DataFusionError, Result, ScalarValue};
 use datafusion::logical_expr::expr::{Cast, TryCast};
-use datafusion::logical_expr::expr_rewriter::NamePreserver;
-use datafusion::logical_expr::utils::merge_schema;
 use datafusion::logical_expr::{
     ColumnarValue, Expr, ExprSchemable, LogicalPlan, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
     Signature, Volatility,
@@ -204,41 +202,28 @@ impl AnalyzerRule for TimestampTextRule {
             .and_then(session_time_zone)
             .map(|z| z.to_string());
         let zone = Expr::Literal(ScalarValue::Utf8(zone), None);
-        plan.transform_up_with_subqueries(|node| {
-            if node.inputs().is_empty() {
-                return Ok(Transformed::no(node));
+        super::rewrite::rewrite_exprs(plan, |e, schema| {
+            let (inner, to) = match &e {
+                Expr::Cast(Cast { expr, field }) | Expr::TryCast(TryCast { expr, field })
+                    if is_text(field.data_type()) =>
+                {
+                    (expr, field.data_type())
+                }
+                _ => return Ok(Transformed::no(e)),
+            };
+            // Outer references of a subquery do not resolve here: such a
+            // cast keeps DataFusion's form.
+            if !matches!(inner.get_type(schema), Ok(DataType::Timestamp(..))) {
+                return Ok(Transformed::no(e));
             }
-            let schema = merge_schema(&node.inputs());
-            let names = NamePreserver::new(&node);
-            node.map_expressions(|e| {
-                let name = names.save(&e);
-                e.transform_up(|e| {
-                    let (inner, to) = match &e {
-                        Expr::Cast(Cast { expr, field })
-                        | Expr::TryCast(TryCast { expr, field })
-                            if is_text(field.data_type()) =>
-                        {
-                            (expr, field.data_type())
-                        }
-                        _ => return Ok(Transformed::no(e)),
-                    };
-                    // Outer references of a subquery do not resolve here:
-                    // such a cast keeps DataFusion's form.
-                    if !matches!(inner.get_type(&schema), Ok(DataType::Timestamp(..))) {
-                        return Ok(Transformed::no(e));
-                    }
-                    let call = self.udf.call(vec![inner.as_ref().clone(), zone.clone()]);
-                    let out = if *to == DataType::Utf8 {
-                        call
-                    } else {
-                        Expr::Cast(Cast::new(Box::new(call), to.clone()))
-                    };
-                    Ok(Transformed::yes(out))
-                })
-                .map(|t| t.update_data(|e| name.restore(e)))
-            })
+            let call = self.udf.call(vec![inner.as_ref().clone(), zone.clone()]);
+            let out = if *to == DataType::Utf8 {
+                call
+            } else {
+                Expr::Cast(Cast::new(Box::new(call), to.clone()))
+            };
+            Ok(Transformed::yes(out))
         })
-        .map(|t| t.data)
     }
 
     fn name(&self) -> &str {
