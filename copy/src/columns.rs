@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use arrow_array::builder::{
-    BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float32Builder,
-    Float64Builder, Int16Builder, Int32Builder, Int64Builder, Int8Builder,
+    BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Decimal256Builder,
+    Float32Builder, Float64Builder, Int16Builder, Int32Builder, Int64Builder, Int8Builder,
     IntervalMonthDayNanoBuilder, LargeBinaryBuilder, StringViewBuilder,
 };
 use arrow_array::{make_array, Array, ArrayRef, GenericStringArray, OffsetSizeTrait};
@@ -16,9 +16,10 @@ use arrow_schema::{DataType, Field, IntervalUnit, TimeUnit};
 
 use crate::bytes::{parse_bytea, validate_json};
 use crate::datetime::{parse_date, parse_time, parse_timestamp};
+use crate::decimal::{parse_decimal, parse_decimal256};
 use crate::error::{CopyError, DataError, DataErrorKind, ValueError};
 use crate::interval::parse_interval;
-use crate::numeric::{parse_bool, parse_decimal, parse_f32, parse_f64, parse_int};
+use crate::numeric::{parse_bool, parse_f32, parse_f64, parse_int};
 use crate::numeric::{INT2, INT4, INT8, TINYINT};
 use crate::options::CopyOptions;
 
@@ -47,6 +48,7 @@ pub fn is_supported_type(dt: &DataType) -> bool {
             | DataType::Float32
             | DataType::Float64
             | DataType::Decimal128(_, _)
+            | DataType::Decimal256(_, _)
             | DataType::Utf8
             | DataType::LargeUtf8
             | DataType::Utf8View
@@ -80,6 +82,7 @@ enum Builder {
     Float32(Float32Builder),
     Float64(Float64Builder),
     Decimal128(Decimal128Builder, u8, i8),
+    Decimal256(Decimal256Builder, u8, i8),
     Utf8(StrCol<i32>),
     LargeUtf8(StrCol<i64>),
     Utf8View(StringViewBuilder, bool),
@@ -122,6 +125,11 @@ fn make_builder(field: &Field, json: bool, cap: usize, bytes: usize) -> Result<B
         DataType::Float64 => Builder::Float64(Float64Builder::with_capacity(cap)),
         DataType::Decimal128(p, s) => Builder::Decimal128(
             Decimal128Builder::with_capacity(cap).with_precision_and_scale(*p, *s)?,
+            *p,
+            *s,
+        ),
+        DataType::Decimal256(p, s) => Builder::Decimal256(
+            Decimal256Builder::with_capacity(cap).with_precision_and_scale(*p, *s)?,
             *p,
             *s,
         ),
@@ -194,6 +202,7 @@ impl Column {
             Builder::Float32(b) => b.append_null(),
             Builder::Float64(b) => b.append_null(),
             Builder::Decimal128(b, _, _) => b.append_null(),
+            Builder::Decimal256(b, _, _) => b.append_null(),
             Builder::Utf8(b) => b.append_null(),
             Builder::LargeUtf8(b) => b.append_null(),
             Builder::Utf8View(b, _) => b.append_null(),
@@ -217,6 +226,7 @@ impl Column {
             Builder::Float32(b) => b.append_value(parse_f32(v)?),
             Builder::Float64(b) => b.append_value(parse_f64(v)?),
             Builder::Decimal128(b, p, s) => b.append_value(parse_decimal(v, *p, *s)?),
+            Builder::Decimal256(b, p, s) => b.append_value(parse_decimal256(v, *p, *s)?),
             Builder::Utf8(b) => b.append(v)?,
             Builder::LargeUtf8(b) => b.append(v)?,
             Builder::Utf8View(b, json) => b.append_value(text_json(v, *json)?),
@@ -252,6 +262,7 @@ impl Column {
             Builder::Float32(b) => Arc::new(b.finish()),
             Builder::Float64(b) => Arc::new(b.finish()),
             Builder::Decimal128(b, _, _) => Arc::new(b.finish()),
+            Builder::Decimal256(b, _, _) => Arc::new(b.finish()),
             Builder::Utf8(b) => Arc::new(b.finish(cap).map_err(|e| e.at(first_line, &self.name))?),
             Builder::LargeUtf8(b) => {
                 Arc::new(b.finish(cap).map_err(|e| e.at(first_line, &self.name))?)

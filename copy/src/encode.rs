@@ -6,11 +6,11 @@
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
-    Date32Type, Date64Type, Decimal128Type, Float32Type, Float64Type, Int16Type, Int32Type,
-    Int64Type, Int8Type, IntervalMonthDayNano, IntervalMonthDayNanoType, Time32MillisecondType,
-    Time32SecondType, Time64MicrosecondType, Time64NanosecondType, TimestampMicrosecondType,
-    TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType, UInt16Type, UInt32Type,
-    UInt64Type, UInt8Type,
+    Date32Type, Date64Type, Decimal128Type, Decimal256Type, Float32Type, Float64Type, Int16Type,
+    Int32Type, Int64Type, Int8Type, IntervalMonthDayNano, IntervalMonthDayNanoType,
+    Time32MillisecondType, Time32SecondType, Time64MicrosecondType, Time64NanosecondType,
+    TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
+    TimestampSecondType, UInt16Type, UInt32Type, UInt64Type, UInt8Type,
 };
 use arrow_array::{
     Array, BinaryArray, BinaryViewArray, BooleanArray, LargeBinaryArray, LargeStringArray,
@@ -20,9 +20,10 @@ use arrow_schema::{DataType, IntervalUnit, Schema, TimeUnit};
 
 use crate::bytes::format_bytea;
 use crate::datetime::{format_date, format_time, format_timestamp};
+use crate::decimal::{format_decimal, format_decimal256, trims_zeros};
 use crate::error::CopyError;
 use crate::interval::format_interval;
-use crate::numeric::{format_decimal, format_f32, format_f64, format_int, ByteWriter};
+use crate::numeric::{format_f32, format_f64, format_int, ByteWriter};
 use crate::options::{CopyFormat, CopyOptions};
 
 /// A column of a batch, downcast once per batch.
@@ -39,7 +40,8 @@ enum Cell<'a> {
     U64(&'a [u64]),
     F32(&'a [f32]),
     F64(&'a [f64]),
-    Dec(&'a [i128], i8),
+    Dec(&'a [i128], i8, bool),
+    Dec256(&'a [arrow_buffer::i256], i8, bool),
     Str(&'a StringArray),
     LargeStr(&'a LargeStringArray),
     StrView(&'a StringViewArray),
@@ -87,7 +89,8 @@ impl<'a> Cell<'a> {
             DataType::UInt64 => Cell::U64(prim!(UInt64Type)),
             DataType::Float32 => Cell::F32(prim!(Float32Type)),
             DataType::Float64 => Cell::F64(prim!(Float64Type)),
-            DataType::Decimal128(_, s) => Cell::Dec(prim!(Decimal128Type), *s),
+            DataType::Decimal128(p, s) => Cell::Dec(prim!(Decimal128Type), *s, trims_zeros(*p)),
+            DataType::Decimal256(p, s) => Cell::Dec256(prim!(Decimal256Type), *s, trims_zeros(*p)),
             DataType::Utf8 => Cell::Str(a.as_string_opt::<i32>().ok_or_else(unsupported)?),
             DataType::LargeUtf8 => {
                 Cell::LargeStr(a.as_string_opt::<i64>().ok_or_else(unsupported)?)
@@ -144,7 +147,8 @@ impl<'a> Cell<'a> {
             }
             Cell::F32(v) => format_f32(v[i], s),
             Cell::F64(v) => format_f64(v[i], s),
-            Cell::Dec(v, scale) => format_decimal(v[i], *scale, s),
+            Cell::Dec(v, scale, trim) => format_decimal(v[i], *scale, *trim, s),
+            Cell::Dec256(v, scale, trim) => format_decimal256(v[i], *scale, *trim, s),
             Cell::Str(a) => return Rendered::Borrowed(a.value(i).as_bytes()),
             Cell::LargeStr(a) => return Rendered::Borrowed(a.value(i).as_bytes()),
             Cell::StrView(a) => return Rendered::Borrowed(a.value(i).as_bytes()),

@@ -1,7 +1,7 @@
-//! Value parsers and formatters for booleans, integers, floats and
-//! `numeric` (Arrow `Decimal128`), following PostgreSQL's `boolin`,
-//! `int4in` (PostgreSQL 16 syntax), `float8in`/`float8out` (shortest
-//! round-trip output of PostgreSQL 12+) and `numeric_in` with typmod rounding.
+//! Value parsers and formatters for booleans, integers and floats,
+//! following PostgreSQL's `boolin`, `int4in` (PostgreSQL 16 syntax) and
+//! `float8in`/`float8out` (shortest round-trip output of PostgreSQL 12+).
+//! `numeric` is in [`crate::decimal`].
 //! Parsers work on bytes and never allocate on success.
 
 use std::fmt::Write as _;
@@ -320,7 +320,7 @@ fn write_float(out: &mut Vec<u8>, sci: &str, threshold: i32) {
 }
 
 /// Appends a `double precision` value as PostgreSQL prints it.
-pub(crate) fn format_f64(v: f64, out: &mut Vec<u8>) {
+pub fn format_f64(v: f64, out: &mut Vec<u8>) {
     if v.is_nan() {
         out.extend_from_slice(b"NaN");
     } else if v.is_infinite() {
@@ -333,7 +333,7 @@ pub(crate) fn format_f64(v: f64, out: &mut Vec<u8>) {
 }
 
 /// Appends a `real` value as PostgreSQL prints it.
-pub(crate) fn format_f32(v: f32, out: &mut Vec<u8>) {
+pub fn format_f32(v: f32, out: &mut Vec<u8>) {
     if v.is_nan() {
         out.extend_from_slice(b"NaN");
     } else if v.is_infinite() {
@@ -386,233 +386,6 @@ impl std::fmt::Write for StackStr {
     }
 }
 
-/// Powers of ten that fit an `i128` (`10^0 ..= 10^38`).
-const POW10: [i128; 39] = {
-    let mut t = [1i128; 39];
-    let mut i = 1;
-    while i < 39 {
-        t[i] = t[i - 1] * 10;
-        i += 1;
-    }
-    t
-};
-
-fn pow10(n: u32) -> Option<i128> {
-    POW10.get(n as usize).copied()
-}
-
-/// `[-]digits[.digits]` with at most 18 integer digits and at most `scale`
-/// fraction digits: the common case, parsed without rounding logic.
-#[inline]
-fn parse_decimal_fast(s: &[u8], scale: u32) -> Option<i128> {
-    let (neg, d) = match s.first() {
-        Some(b'-') => (true, &s[1..]),
-        _ => (false, s),
-    };
-    let mut int: u64 = 0;
-    let mut i = 0;
-    while i < d.len() {
-        let c = d[i].wrapping_sub(b'0');
-        if c > 9 {
-            break;
-        }
-        if i == 18 {
-            return None;
-        }
-        int = int * 10 + u64::from(c);
-        i += 1;
-    }
-    if i == 0 {
-        return None;
-    }
-    let mut frac: u64 = 0;
-    let mut frac_len = 0u32;
-    if i < d.len() {
-        if d[i] != b'.' {
-            return None;
-        }
-        for &b in &d[i + 1..] {
-            let c = b.wrapping_sub(b'0');
-            if c > 9 || frac_len == scale {
-                return None;
-            }
-            frac = frac * 10 + u64::from(c);
-            frac_len += 1;
-        }
-    }
-    let v = i128::from(int) * POW10[scale as usize]
-        + i128::from(frac) * POW10[(scale - frac_len) as usize];
-    Some(if neg { -v } else { v })
-}
-
-fn numeric_overflow(precision: u8, scale: i8) -> ValueError {
-    let maxdigits = i32::from(precision) - i32::from(scale);
-    let bound = if maxdigits > 0 {
-        format!("10^{maxdigits}")
-    } else {
-        "1".to_string()
-    };
-    ValueError::new(
-        DataErrorKind::NumericValueOutOfRange,
-        "numeric field overflow".to_string(),
-    )
-    .with_detail(format!(
-        "A field with precision {precision}, scale {scale} must round to an absolute value less than {bound}."
-    ))
-}
-
-/// Parses `numeric` text into a `Decimal128(precision, scale)` value,
-/// rounding half away from zero to `scale` digits like `numeric(p,s)`.
-pub(crate) fn parse_decimal(s: &[u8], precision: u8, scale: i8) -> Result<i128, ValueError> {
-    if (0..=18).contains(&scale) {
-        if let Some(v) = parse_decimal_fast(s, scale as u32) {
-            if v.unsigned_abs() < POW10[usize::from(precision.min(38))].unsigned_abs() {
-                return Ok(v);
-            }
-            return Err(numeric_overflow(precision, scale));
-        }
-    }
-    let syntax = || ValueError::syntax(DataErrorKind::InvalidTextRepresentation, "numeric", s);
-    let t = trim(s);
-    let (neg, rest) = match t.first() {
-        Some(b'-') => (true, &t[1..]),
-        Some(b'+') => (false, &t[1..]),
-        _ => (false, t),
-    };
-    let int_len = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-    let int_digits = &rest[..int_len];
-    let mut rest = &rest[int_len..];
-    let mut frac_digits: &[u8] = &[];
-    if let Some((b'.', r)) = rest.split_first() {
-        let n = r.iter().take_while(|b| b.is_ascii_digit()).count();
-        frac_digits = &r[..n];
-        rest = &r[n..];
-    }
-    if int_digits.is_empty() && frac_digits.is_empty() {
-        let word = if rest.is_empty() { t } else { rest };
-        if word.eq_ignore_ascii_case(b"nan")
-            || word.eq_ignore_ascii_case(b"infinity")
-            || word.eq_ignore_ascii_case(b"inf")
-        {
-            let what = if word.eq_ignore_ascii_case(b"nan") {
-                "NaN"
-            } else {
-                "an infinite value"
-            };
-            return Err(ValueError::new(
-                DataErrorKind::NumericValueOutOfRange,
-                "numeric field overflow".to_string(),
-            )
-            .with_detail(format!(
-                "A field with precision {precision}, scale {scale} cannot hold {what}."
-            )));
-        }
-        return Err(syntax());
-    }
-    let mut exp: i64 = 0;
-    if let Some((b'e' | b'E', r)) = rest.split_first() {
-        let (eneg, r) = match r.first() {
-            Some(b'-') => (true, &r[1..]),
-            Some(b'+') => (false, &r[1..]),
-            _ => (false, r),
-        };
-        let n = r.iter().take_while(|b| b.is_ascii_digit()).count();
-        if n == 0 {
-            return Err(syntax());
-        }
-        for &b in &r[..n] {
-            exp = (exp * 10 + i64::from(b - b'0')).min(1_000_000);
-        }
-        if eneg {
-            exp = -exp;
-        }
-        rest = &r[n..];
-    }
-    if !rest.is_empty() {
-        return Err(syntax());
-    }
-    let total = int_digits.len() + frac_digits.len();
-    let digit = |i: usize| -> u8 {
-        if i < int_digits.len() {
-            int_digits[i] - b'0'
-        } else {
-            frac_digits[i - int_digits.len()] - b'0'
-        }
-    };
-    // Number of digits that land left of the decimal point after scaling.
-    let k = int_digits.len() as i64 + exp + i64::from(scale);
-    let overflow = || numeric_overflow(precision, scale);
-    let take = k.clamp(0, total as i64) as usize;
-    let mut acc: i128 = 0;
-    let mut i = 0;
-    // u64 accumulation for the first 18 digits is much cheaper than i128.
-    let mut small: u64 = 0;
-    while i < take.min(18) {
-        small = small * 10 + u64::from(digit(i));
-        i += 1;
-    }
-    acc += i128::from(small);
-    while i < take {
-        acc = acc
-            .checked_mul(10)
-            .and_then(|a| a.checked_add(i128::from(digit(i))))
-            .ok_or_else(overflow)?;
-        i += 1;
-    }
-    if k > total as i64 && acc != 0 {
-        let shift = u32::try_from(k - total as i64).map_err(|_| overflow())?;
-        acc = pow10(shift)
-            .and_then(|p| acc.checked_mul(p))
-            .ok_or_else(overflow)?;
-    }
-    if k >= 0 && (k as usize) < total && digit(k as usize) >= 5 {
-        acc += 1;
-    }
-    let limit = pow10(u32::from(precision)).ok_or_else(overflow)?;
-    if acc >= limit {
-        return Err(overflow());
-    }
-    Ok(if neg { -acc } else { acc })
-}
-
-/// Appends a `Decimal128(_, scale)` value with exactly `scale` fraction digits.
-pub(crate) fn format_decimal(v: i128, scale: i8, out: &mut Vec<u8>) {
-    if v < 0 {
-        out.push(b'-');
-    }
-    let mag = v.unsigned_abs();
-    let mut digits = [0u8; 40];
-    let mut n = 0;
-    let mut m = mag;
-    loop {
-        digits[n] = b'0' + (m % 10) as u8;
-        n += 1;
-        m /= 10;
-        if m == 0 {
-            break;
-        }
-    }
-    let digits = &mut digits[..n];
-    digits.reverse();
-    if scale <= 0 {
-        out.extend_from_slice(digits);
-        if mag != 0 {
-            out.extend(std::iter::repeat_n(b'0', scale.unsigned_abs() as usize));
-        }
-        return;
-    }
-    let s = scale as usize;
-    if n > s {
-        out.extend_from_slice(&digits[..n - s]);
-        out.push(b'.');
-        out.extend_from_slice(&digits[n - s..]);
-    } else {
-        out.extend_from_slice(b"0.");
-        out.extend(std::iter::repeat_n(b'0', s - n));
-        out.extend_from_slice(digits);
-    }
-}
-
 /// Appends an integer in decimal.
 pub(crate) fn format_int(v: i64, out: &mut Vec<u8>) {
     let mut buf = [0u8; 20];
@@ -645,12 +418,6 @@ mod tests {
     fn f32s(v: f32) -> String {
         let mut o = Vec::new();
         format_f32(v, &mut o);
-        String::from_utf8(o).unwrap()
-    }
-
-    fn dec(v: i128, s: i8) -> String {
-        let mut o = Vec::new();
-        format_decimal(v, s, &mut o);
         String::from_utf8(o).unwrap()
     }
 
@@ -771,81 +538,6 @@ mod tests {
         assert_eq!(f32s(1000000.0), "1e+06");
         assert_eq!(f32s(0.1), "0.1");
         assert_eq!(f32s(3.4028235e38), "3.4028235e+38");
-    }
-
-    #[test]
-    fn decimals() {
-        assert_eq!(parse_decimal(b"123.45", 15, 2).unwrap(), 12345);
-        assert_eq!(parse_decimal(b"-0.05", 15, 2).unwrap(), -5);
-        assert_eq!(parse_decimal(b"17", 15, 2).unwrap(), 1700);
-        assert_eq!(parse_decimal(b".5", 15, 2).unwrap(), 50);
-        assert_eq!(parse_decimal(b"5.", 15, 2).unwrap(), 500);
-        assert_eq!(parse_decimal(b"1.005", 15, 2).unwrap(), 101);
-        assert_eq!(parse_decimal(b"-1.005", 15, 2).unwrap(), -101);
-        assert_eq!(parse_decimal(b"1.004", 15, 2).unwrap(), 100);
-        assert_eq!(parse_decimal(b"0.004", 15, 2).unwrap(), 0);
-        assert_eq!(parse_decimal(b"1.5e2", 15, 2).unwrap(), 15000);
-        assert_eq!(parse_decimal(b"15e-3", 15, 2).unwrap(), 2);
-        assert_eq!(parse_decimal(b"1e-100", 15, 2).unwrap(), 0);
-        assert_eq!(
-            parse_decimal(b" +99.999 ", 4, 2)
-                .unwrap_err()
-                .kind
-                .sqlstate(),
-            "22003"
-        );
-        assert_eq!(parse_decimal(b" +99.994 ", 4, 2).unwrap(), 9999);
-        assert_eq!(parse_decimal(b"999.994", 5, 2).unwrap(), 99999);
-        assert_eq!(parse_decimal(b"12345", 5, -2).unwrap(), 123);
-        assert_eq!(
-            parse_decimal(b"0.000000000000000000000000000000000000000000001", 38, 10).unwrap(),
-            0
-        );
-        assert_eq!(
-            parse_decimal(b"99999999999999999999999999999999999999", 38, 0).unwrap(),
-            99999999999999999999999999999999999999
-        );
-        let e = parse_decimal(b"1000", 5, 2).unwrap_err();
-        assert_eq!(e.kind.sqlstate(), "22003");
-        assert_eq!(e.message, "numeric field overflow");
-        assert_eq!(
-            e.detail.as_deref(),
-            Some(
-                "A field with precision 5, scale 2 must round to an absolute value less than 10^3."
-            )
-        );
-        assert_eq!(
-            parse_decimal(b"1", 2, 2).unwrap_err().detail.as_deref(),
-            Some("A field with precision 2, scale 2 must round to an absolute value less than 1.")
-        );
-        assert_eq!(
-            parse_decimal(b"1e1000000", 38, 0)
-                .unwrap_err()
-                .kind
-                .sqlstate(),
-            "22003"
-        );
-        assert_eq!(
-            parse_decimal(b"NaN", 10, 2).unwrap_err().kind.sqlstate(),
-            "22003"
-        );
-        assert_eq!(
-            parse_decimal(b"-Infinity", 10, 2)
-                .unwrap_err()
-                .kind
-                .sqlstate(),
-            "22003"
-        );
-        for bad in ["", "abc", "1.2.3", ".", "-", "1e", "1x", "1 2"] {
-            let e = parse_decimal(bad.as_bytes(), 10, 2).unwrap_err();
-            assert_eq!(e.kind.sqlstate(), "22P02", "{bad}");
-        }
-        assert_eq!(dec(12345, 2), "123.45");
-        assert_eq!(dec(-5, 2), "-0.05");
-        assert_eq!(dec(0, 2), "0.00");
-        assert_eq!(dec(7, 0), "7");
-        assert_eq!(dec(123, -2), "12300");
-        assert_eq!(dec(i128::MIN + 1, 0).len(), 40);
     }
 
     #[test]

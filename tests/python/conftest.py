@@ -142,11 +142,7 @@ def tname(request):
 # strict xfail: the test still runs and must still fail; when a gap is closed the
 # test passes, strict xfail turns that into a failure, and the entry must go.
 # Against PostgreSQL (--target=pg) they are ordinary tests.
-KNOWN_GAPS = {
-    "test_types.py::test_special_floats_and_extremes[text]":
-        "numeric beyond 38 digits (Decimal128) and float extremes as parameters",
-    "test_types.py::test_special_floats_and_extremes[binary]":
-        "numeric beyond 38 digits (Decimal128) and float extremes as parameters",
+KNOWN_GAPS: dict[str, str] = {
 }
 
 

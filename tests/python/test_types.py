@@ -2,7 +2,7 @@
 
 import datetime as dt
 import math
-from decimal import Decimal
+from decimal import Decimal, localcontext
 
 import psycopg
 import pytest
@@ -246,3 +246,60 @@ def test_integer_literals_are_int4_where_they_fit(conn, tname):
     cur = conn.execute(f"SELECT one, two FROM {tname}_c ORDER BY two LIMIT 1")
     assert [d.type_code for d in cur.description] == [23, 23]
     assert cur.fetchone() == (1, 2)
+
+
+WIDE = [Decimal("123456789012345678901234567890.123456789"),
+        Decimal("-99999999999999999999999999999999999999999999"),
+        Decimal("0.000000000000001"), Decimal("1.5"), Decimal("0")]
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["text", "binary"])
+def test_numeric_holds_more_digits_than_decimal128(conn, tname, binary):
+    """Unconstrained numeric and numeric(p,s) with p > 38 hold values beyond 28 and 38 digits:
+    as parameters, literals, COPY and results, in text and binary."""
+    conn.execute(f"CREATE TABLE {tname} (id INT, n NUMERIC, w NUMERIC(50,5))")
+    ph = "%b" if binary else "%s"
+    cur = conn.cursor(binary=binary)
+    wide_w = Decimal("1234567890123456789012345678901234567890.12346")
+    cur.executemany(f"INSERT INTO {tname} VALUES ({ph}, {ph}, {ph})",
+                    [(i, v, wide_w if i == 0 else Decimal(i)) for i, v in enumerate(WIDE)])
+    cur.execute(f"SELECT n, w FROM {tname} ORDER BY id")
+    assert [d.type_code for d in cur.description] == [1700, 1700]
+    rows = cur.fetchall()
+    assert [r[0] for r in rows] == WIDE
+    assert rows[0][1] == wide_w and rows[1][1] == Decimal("1.00000")
+    # a parameter compared with the column, and arithmetic in numeric
+    cur.execute(f"SELECT id FROM {tname} WHERE n = {ph}", (WIDE[0],))
+    assert cur.fetchall() == [(0,)]
+    with localcontext() as exact:
+        exact.prec = 100
+        cur.execute(f"SELECT sum(n), max(n), min(n), sum(w) FROM {tname}")
+        assert cur.fetchone() == (sum(WIDE), WIDE[0], WIDE[1], wide_w + 10)
+        cur.execute(f"SELECT n * 2, n + 0.5 FROM {tname} WHERE id = 0")
+        assert cur.fetchone() == (WIDE[0] * 2, WIDE[0] + Decimal("0.5"))
+    # literals are numeric too
+    cur.execute("SELECT 123456789012345678901234567890.123456789, 0.1 + 0.2 = 0.3")
+    assert cur.description[0].type_code == 1700
+    assert cur.fetchone() == (WIDE[0], True)
+    with conn.cursor().copy(f"COPY {tname} (id, n) TO STDOUT") as cp:
+        out = b"".join(bytes(b) for b in cp).decode()
+    assert "0\t123456789012345678901234567890.123456789\n" in out
+    conn.execute(f"DELETE FROM {tname}")
+    with conn.cursor().copy(f"COPY {tname} (id, n) FROM STDIN") as cp:
+        cp.write("7\t-123456789012345678901234567890.5\n")
+    assert conn.execute(f"SELECT n FROM {tname}").fetchone() == (Decimal("-123456789012345678901234567890.5"),)
+
+
+def test_numeric_columns_in_the_catalog_and_their_limits(conn, tname):
+    conn.execute(f"CREATE TABLE {tname} (n NUMERIC, w NUMERIC(50,5), m NUMERIC(10,2))")
+    rows = conn.execute(
+        "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+        f"JOIN pg_class c ON a.attrelid = c.oid WHERE c.relname = '{tname}' AND a.attnum > 0 "
+        "ORDER BY a.attnum").fetchall()
+    assert rows == [("n", "numeric"), ("w", "numeric(50,5)"), ("m", "numeric(10,2)")]
+    with pytest.raises(psycopg.errors.NumericValueOutOfRange) as e:
+        conn.execute(f"INSERT INTO {tname} (m) VALUES (%s)", (Decimal("123456789.5"),))
+    assert e.value.sqlstate == "22003"
+    with pytest.raises(psycopg.errors.NumericValueOutOfRange):
+        conn.execute(f"INSERT INTO {tname} (w) VALUES (%s)", (Decimal("1" + "0" * 45),))
+    assert conn.execute(f"SELECT count(*) FROM {tname}").fetchone() == (0,)

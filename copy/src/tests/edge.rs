@@ -188,7 +188,7 @@ fn random_input_never_panics() {
         let chunk = 1 + next(8);
         let _ = decode_chunked(&s, opts, &input, chunk, 1 + next(3));
         let v = &input[..];
-        let _ = crate::numeric::parse_decimal(v, 38, 5);
+        let _ = crate::decimal::parse_decimal(v, 38, 5);
         let _ = crate::interval::parse_interval(v);
         let _ = crate::datetime::parse_timestamp(v, TimeUnit::Nanosecond, true);
         let _ = crate::datetime::parse_date(v);

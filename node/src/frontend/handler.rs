@@ -16,7 +16,7 @@ use futures::{Sink, SinkExt};
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{FieldInfo, Response};
-use pgwire::api::stmt::{QueryParser, StoredStatement};
+use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
@@ -260,6 +260,7 @@ impl QueryParser for Parser {
         stmt.param_types
             .iter()
             .map(|t| match t {
+                Some(DataType::Decimal256(..)) => Ok(Type::NUMERIC),
                 Some(dt) => arrow_pg::datatypes::into_pg_type(dt),
                 None => Ok(Type::UNKNOWN),
             })
@@ -465,33 +466,7 @@ impl ExtendedQueryHandler for Handler {
             let types: Vec<Option<&DataType>> = (0..n)
                 .map(|i| prepared.param_types.get(i).and_then(|t| t.as_ref()))
                 .collect();
-            // JSON parameters, and NULLs of no known type, are read as text
-            // (arrow-pg cannot decode the former and drops the latter).
-            let declared = &portal.statement.parameter_types;
-            let as_text = |i: usize| match declared.get(i).cloned().flatten() {
-                Some(t) if t == Type::JSON || t == Type::JSONB => true,
-                Some(t) if t != Type::UNKNOWN => false,
-                _ => {
-                    portal.parameters.get(i).is_some_and(|v| v.is_none())
-                        && types.get(i).is_none_or(|t| t.is_none())
-                }
-            };
-            let decoded = if (0..n).any(as_text) {
-                let mut declared_types = declared.clone();
-                declared_types.resize(n, None);
-                for (i, t) in declared_types.iter_mut().enumerate() {
-                    if as_text(i) {
-                        *t = Some(Type::TEXT);
-                    }
-                }
-                let mut p: Portal<()> = Portal::default();
-                p.parameter_format = portal.parameter_format.clone();
-                p.parameters = portal.parameters.clone();
-                p.statement = Arc::new(StoredStatement::new(String::new(), (), declared_types));
-                arrow_pg::datatypes::df::deserialize_parameters(&p, &types)
-            } else {
-                arrow_pg::datatypes::df::deserialize_parameters(portal, &types)
-            };
+            let decoded = super::params::decode(portal, &types);
             match decoded {
                 Ok(v) => Some(v),
                 Err(e) => {

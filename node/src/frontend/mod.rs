@@ -10,6 +10,8 @@ pub mod batching;
 pub mod copy_in;
 pub mod framing;
 pub mod handler;
+pub mod numeric;
+pub mod params;
 pub mod results;
 pub mod rows;
 

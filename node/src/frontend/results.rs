@@ -10,6 +10,7 @@ use pgwire::messages::data::DataRow;
 
 use bytes::Bytes;
 use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{DataType, Schema};
 use futures::StreamExt;
 use pgwire::api::portal::Format;
 use pgwire::api::results::{CopyResponse, DataRowEncoder, FieldInfo, QueryResponse, Response, Tag};
@@ -108,7 +109,32 @@ pub fn result_fields(
     format: &Format,
     opts: Arc<FormatOptions>,
 ) -> Result<Vec<FieldInfo>, SqlError> {
-    let fields = arrow_schema_to_pg_fields(schema, format, Some(opts.clone()))
+    // arrow-pg has no `Decimal256`: describe it as the `numeric` it is.
+    let described;
+    let for_types = if schema
+        .fields()
+        .iter()
+        .any(|f| matches!(f.data_type(), DataType::Decimal256(..)))
+    {
+        described = Schema::new_with_metadata(
+            schema
+                .fields()
+                .iter()
+                .map(|f| match f.data_type() {
+                    DataType::Decimal256(_, s) => f
+                        .as_ref()
+                        .clone()
+                        .with_data_type(DataType::Decimal128(38, (*s).min(38))),
+                    _ => f.as_ref().clone(),
+                })
+                .collect::<Vec<_>>(),
+            schema.metadata().clone(),
+        );
+        &described
+    } else {
+        schema
+    };
+    let fields = arrow_schema_to_pg_fields(for_types, format, Some(opts.clone()))
         .map_err(|e| SqlError::new("XX000", e.to_string()))?;
     let n = fields.len();
     let names: Vec<String> = match names {

@@ -2,7 +2,8 @@
 //!
 //! Values go through `arrow-pg`'s per-type encoder, with corrections:
 //! a NULL of any type is sent as NULL here (arrow-pg 0.16 sends a NULL
-//! interval as `0`), `character(n)` columns are blank-padded first
+//! interval as `0`), `numeric` values are written by [`PgNumeric`] (wider
+//! than arrow-pg's 28 digits), text floats by [`PgFloatText`] (`-0`), `character(n)` columns are blank-padded first
 //! ([`crate::sql::chars::pad_output`]), and `timestamp with time zone`
 //! values are shown in the session's `TimeZone`, as PostgreSQL does.
 
@@ -17,6 +18,7 @@ use pgwire::error::PgWireResult;
 use pgwire::messages::data::DataRow;
 
 use super::handler::pg_error;
+use super::numeric::{PgFloatText, PgNumeric};
 use crate::sql::chars::pad_output;
 use crate::sql::pg_text::timestamp_text;
 use crate::sql::SqlError;
@@ -88,6 +90,13 @@ pub fn encode_rows(
             let pg_field = &fields[col];
             if arr.is_null(row) {
                 Encoder::encode_field(&mut enc, &None::<i8>, pg_field)?;
+            } else if let Some(n) = PgNumeric::from_array(arr.as_ref(), row) {
+                Encoder::encode_field(&mut enc, &n, pg_field)?;
+            } else if let Some(f) = (pg_field.format() == FieldFormat::Text)
+                .then(|| PgFloatText::from_array(arr.as_ref(), row))
+                .flatten()
+            {
+                Encoder::encode_field(&mut enc, &f, pg_field)?;
             } else {
                 encode_value(&mut enc, arr, row, schema.field(col), pg_field)?;
             }

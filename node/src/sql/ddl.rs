@@ -39,16 +39,20 @@ pub fn parse_type(text: &str) -> Result<SqlType, SqlError> {
             Some(p) if *p <= 24 => SqlType::Float4,
             _ => SqlType::Float8,
         },
+        "numeric" | "decimal" if args.is_empty() => SqlType::NumericAny,
         "numeric" | "decimal" => {
-            let precision = args.first().copied().unwrap_or(38);
-            let scale = args
-                .get(1)
-                .copied()
-                .unwrap_or(if args.is_empty() { 10 } else { 0 });
-            if !(1..=38).contains(&precision) || scale > precision {
+            let precision = args[0];
+            let scale = args.get(1).copied().unwrap_or(0);
+            if !(1..=76).contains(&precision) {
                 return Err(SqlError::new(
                     "22023",
-                    format!("NUMERIC precision {precision} must be between 1 and 38"),
+                    format!("NUMERIC precision {precision} must be between 1 and 76"),
+                ));
+            }
+            if scale > precision {
+                return Err(SqlError::new(
+                    "22023",
+                    format!("NUMERIC scale {scale} must be between 0 and precision {precision}"),
                 ));
             }
             SqlType::Numeric {
@@ -90,7 +94,13 @@ pub fn from_arrow(dt: &DataType) -> Result<SqlType, SqlError> {
         DataType::Int64 | DataType::UInt32 | DataType::UInt64 => SqlType::Int8,
         DataType::Float16 | DataType::Float32 => SqlType::Float4,
         DataType::Float64 => SqlType::Float8,
-        DataType::Decimal128(p, s) => SqlType::Numeric {
+        DataType::Decimal256(p, s)
+            if *p == quiver_copy::UNCONSTRAINED_PRECISION
+                && *s == quiver_copy::UNCONSTRAINED_SCALE =>
+        {
+            SqlType::NumericAny
+        }
+        DataType::Decimal128(p, s) | DataType::Decimal256(p, s) => SqlType::Numeric {
             precision: *p,
             scale: *s,
         },

@@ -18,10 +18,12 @@ pub mod pg_attribute;
 pub mod pg_text;
 pub mod point;
 pub mod provider;
+pub mod rewrite;
 pub mod session;
 pub mod settings;
 pub mod shard;
 pub mod txn;
+pub mod type_planner;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -89,6 +91,8 @@ impl Database {
             config = config.with_target_partitions(opts.target_partitions);
         }
         config.options_mut().sql_parser.dialect = datafusion::config::Dialect::PostgreSQL;
+        // `1.5` is numeric, as in PostgreSQL (`0.1 + 0.2 = 0.3`), not float8.
+        config.options_mut().sql_parser.parse_float_as_decimal = true;
         // `now()` and `TIMESTAMPTZ '...'` are instants (timestamptz), as in
         // PostgreSQL; results show them in the session's TimeZone.
         config.options_mut().execution.time_zone = Some("+00:00".into());
@@ -117,6 +121,8 @@ impl Database {
         }
         setup_pg_catalog(&base, CATALOG, EmptyContextProvider)
             .map_err(|e| SqlError::new("XX000", format!("pg_catalog setup: {e}")))?;
+        // After pg_catalog's own type planner, which it wraps.
+        type_planner::QuiverTypePlanner::install(&base);
         pg_attribute::install(&base, CATALOG, engine.clone())?;
         for t in &opts.external_tables {
             let path = t.path.to_string_lossy().to_string();

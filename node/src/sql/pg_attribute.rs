@@ -38,6 +38,7 @@ pub fn type_oid_and_mod(ty: &SqlType) -> (i32, i32) {
             1700,
             ((i32::from(*precision) << 16) | i32::from(*scale)) + 4,
         ),
+        SqlType::NumericAny => (1700, -1),
         SqlType::Text => (25, -1),
         SqlType::Varchar(n) => (1043, n.map_or(-1, |n| n as i32 + 4)),
         SqlType::Char(n) => (1042, n.map_or(-1, |n| n as i32 + 4)),

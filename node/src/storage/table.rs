@@ -31,7 +31,14 @@ pub enum SqlType {
     Int8,
     Float4,
     Float8,
-    Numeric { precision: u8, scale: i8 },
+    /// `numeric(p,s)`: `Decimal128`, or `Decimal256` above 38 digits.
+    Numeric {
+        precision: u8,
+        scale: i8,
+    },
+    /// Unconstrained `numeric`: `Decimal256(76,16)` (see
+    /// [`quiver_copy::UNCONSTRAINED_PRECISION`]).
+    NumericAny,
     Text,
     Varchar(Option<u32>),
     Char(Option<u32>),
@@ -53,7 +60,14 @@ impl SqlType {
             SqlType::Int8 => DataType::Int64,
             SqlType::Float4 => DataType::Float32,
             SqlType::Float8 => DataType::Float64,
+            SqlType::Numeric { precision, scale } if *precision > 38 => {
+                DataType::Decimal256(*precision, *scale)
+            }
             SqlType::Numeric { precision, scale } => DataType::Decimal128(*precision, *scale),
+            SqlType::NumericAny => DataType::Decimal256(
+                quiver_copy::UNCONSTRAINED_PRECISION,
+                quiver_copy::UNCONSTRAINED_SCALE,
+            ),
             SqlType::Text | SqlType::Varchar(_) | SqlType::Char(_) | SqlType::Json => {
                 DataType::Utf8
             }
@@ -77,6 +91,7 @@ impl SqlType {
             SqlType::Float4 => "real".into(),
             SqlType::Float8 => "double precision".into(),
             SqlType::Numeric { precision, scale } => format!("numeric({precision},{scale})"),
+            SqlType::NumericAny => "numeric".into(),
             SqlType::Text => "text".into(),
             SqlType::Varchar(None) => "character varying".into(),
             SqlType::Varchar(Some(n)) => format!("character varying({n})"),
