@@ -13,7 +13,7 @@
 use arrow_buffer::i256;
 
 use crate::error::{DataErrorKind, ValueError};
-use crate::numeric::trim;
+use crate::numeric::{trim, u128_digits};
 
 /// Precision of unconstrained `numeric` (Arrow's widest decimal).
 pub const UNCONSTRAINED_PRECISION: u8 = 76;
@@ -293,20 +293,6 @@ fn format_digits(neg: bool, digits: &[u8], scale: i8, trim: bool, out: &mut Vec<
             out.pop();
         }
     }
-}
-
-/// Appends the decimal digits of `m`.
-fn u128_digits(mut m: u128, buf: &mut [u8; 40]) -> &[u8] {
-    let mut n = buf.len();
-    loop {
-        n -= 1;
-        buf[n] = b'0' + (m % 10) as u8;
-        m /= 10;
-        if m == 0 {
-            break;
-        }
-    }
-    &buf[n..]
 }
 
 /// Appends a `Decimal128(_, scale)` value with exactly `scale` fraction

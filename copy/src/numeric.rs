@@ -386,11 +386,16 @@ impl std::fmt::Write for StackStr {
     }
 }
 
-/// Appends an integer in decimal.
-pub(crate) fn format_int(v: i64, out: &mut Vec<u8>) {
-    let mut buf = [0u8; 20];
+/// The decimal digits of `m`, written at the end of `buf`.
+pub(crate) fn u128_digits(mut m: u128, buf: &mut [u8; 40]) -> &[u8] {
     let mut n = buf.len();
-    let mut m = v.unsigned_abs();
+    // u128 division is a library call: switch to u64 once the value fits.
+    while m > u128::from(u64::MAX) {
+        n -= 1;
+        buf[n] = b'0' + (m % 10) as u8;
+        m /= 10;
+    }
+    let mut m = m as u64;
     loop {
         n -= 1;
         buf[n] = b'0' + (m % 10) as u8;
@@ -399,10 +404,16 @@ pub(crate) fn format_int(v: i64, out: &mut Vec<u8>) {
             break;
         }
     }
+    &buf[n..]
+}
+
+/// Appends an integer in decimal.
+pub(crate) fn format_int(v: i64, out: &mut Vec<u8>) {
     if v < 0 {
         out.push(b'-');
     }
-    out.extend_from_slice(&buf[n..]);
+    let mut buf = [0u8; 40];
+    out.extend_from_slice(u128_digits(u128::from(v.unsigned_abs()), &mut buf));
 }
 
 #[cfg(test)]
@@ -546,6 +557,15 @@ mod tests {
             let mut o = Vec::new();
             format_int(v, &mut o);
             assert_eq!(String::from_utf8(o).unwrap(), v.to_string());
+        }
+    }
+
+    #[test]
+    fn u128_digits_across_the_u64_boundary() {
+        let big = u128::from(u64::MAX);
+        for m in [0, 9, 10, big - 1, big, big + 1, big * 10 + 7, u128::MAX] {
+            let mut buf = [0u8; 40];
+            assert_eq!(u128_digits(m, &mut buf), m.to_string().as_bytes());
         }
     }
 }

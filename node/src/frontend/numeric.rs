@@ -6,7 +6,7 @@
 //! `quiver_copy`'s (the same as `COPY TO`, unconstrained `numeric` without
 //! trailing fraction zeros) and the binary form is PostgreSQL's
 //! `numeric_send`: base-10000 digits with a weight, a sign and the display
-//! scale. Text-format floats are written here too ([`PgFloatText`]), as
+//! scale. Text-format floats are written here too ([`float_text`]), as
 //! COPY writes them.
 
 use std::error::Error;
@@ -30,36 +30,57 @@ use crate::sql::SqlError;
 
 type BoxError = Box<dyn Error + Sync + Send>;
 
-/// One `numeric` value in its text form (`-12.50`), ready for either format.
-#[derive(Debug)]
-pub struct PgNumeric(Vec<u8>);
-
-impl PgNumeric {
-    /// Row `row` of a decimal column, or `None` for other types and NULLs.
-    pub fn from_array(arr: &dyn Array, row: usize) -> Option<PgNumeric> {
-        if arr.is_null(row) {
-            return None;
+/// Appends row `row` of a decimal column in `numeric`'s text form
+/// (`-12.50`); false, writing nothing, for other column types.
+pub fn numeric_text(arr: &dyn Array, row: usize, out: &mut Vec<u8>) -> bool {
+    match arr.data_type() {
+        DataType::Decimal128(p, s) => {
+            let Some(a) = arr.as_any().downcast_ref::<Decimal128Array>() else {
+                return false;
+            };
+            format_decimal(a.value(row), *s, trims_zeros(*p), out);
         }
-        let mut text = Vec::with_capacity(24);
-        match arr.data_type() {
-            DataType::Decimal128(p, s) => {
-                let v = arr.as_any().downcast_ref::<Decimal128Array>()?.value(row);
-                format_decimal(v, *s, trims_zeros(*p), &mut text);
-            }
-            DataType::Decimal256(p, s) => {
-                let v = arr.as_any().downcast_ref::<Decimal256Array>()?.value(row);
-                format_decimal256(v, *s, trims_zeros(*p), &mut text);
-            }
-            _ => return None,
+        DataType::Decimal256(p, s) => {
+            let Some(a) = arr.as_any().downcast_ref::<Decimal256Array>() else {
+                return false;
+            };
+            format_decimal256(a.value(row), *s, trims_zeros(*p), out);
         }
-        Some(PgNumeric(text))
+        _ => return false,
     }
+    true
+}
 
-    /// PostgreSQL's binary `numeric`.
-    fn write_binary(&self, out: &mut BytesMut) {
+/// Appends row `row` of a float column as PostgreSQL writes it in text
+/// (`-0`, `Infinity`, shortest round trip; arrow-pg writes `-0` as `0`);
+/// false, writing nothing, for other column types.
+pub fn float_text(arr: &dyn Array, row: usize, out: &mut Vec<u8>) -> bool {
+    match arr.data_type() {
+        DataType::Float64 => match arr.as_any().downcast_ref::<Float64Array>() {
+            Some(a) => quiver_copy::format_f64(a.value(row), out),
+            None => return false,
+        },
+        DataType::Float32 => match arr.as_any().downcast_ref::<Float32Array>() {
+            Some(a) => quiver_copy::format_f32(a.value(row), out),
+            None => return false,
+        },
+        _ => return false,
+    }
+    true
+}
+
+/// A value already written in its text form, by [`numeric_text`] or
+/// [`float_text`]. Its binary form is `numeric`'s: floats are given to
+/// this type only for text-format columns.
+#[derive(Debug)]
+pub struct PgText<'a>(pub &'a [u8]);
+
+impl PgText<'_> {
+    /// PostgreSQL's binary `numeric` (`numeric_send`) of this text.
+    fn write_numeric_binary(&self, out: &mut BytesMut) {
         let (neg, text) = match self.0.split_first() {
             Some((b'-', rest)) => (true, rest),
-            _ => (false, &self.0[..]),
+            _ => (false, self.0),
         };
         let (int, frac) = match text.iter().position(|&b| b == b'.') {
             Some(dot) => (&text[..dot], &text[dot + 1..]),
@@ -111,78 +132,30 @@ impl PgNumeric {
     }
 }
 
-/// A text-format float as PostgreSQL writes it (`-0`, `Infinity`, shortest
-/// round trip); arrow-pg writes `-0` as `0`. Binary floats are left to it.
-#[derive(Debug)]
-pub struct PgFloatText(Vec<u8>);
-
-impl PgFloatText {
-    /// Row `row` of a float column, or `None` for other types and NULLs.
-    pub fn from_array(arr: &dyn Array, row: usize) -> Option<PgFloatText> {
-        if arr.is_null(row) {
-            return None;
+impl ToSql for PgText<'_> {
+    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, BoxError> {
+        if *ty != Type::NUMERIC {
+            return Err(format!("no binary form for {ty} text").into());
         }
-        let mut text = Vec::with_capacity(24);
-        match arr.data_type() {
-            DataType::Float64 => {
-                let v = arr.as_any().downcast_ref::<Float64Array>()?.value(row);
-                quiver_copy::format_f64(v, &mut text);
-            }
-            DataType::Float32 => {
-                let v = arr.as_any().downcast_ref::<Float32Array>()?.value(row);
-                quiver_copy::format_f32(v, &mut text);
-            }
-            _ => return None,
-        }
-        Some(PgFloatText(text))
-    }
-}
-
-impl ToSql for PgFloatText {
-    fn to_sql(&self, _ty: &Type, _out: &mut BytesMut) -> Result<IsNull, BoxError> {
-        Err("PgFloatText is for the text format only".into())
+        self.write_numeric_binary(out);
+        Ok(IsNull::No)
     }
 
     fn accepts(ty: &Type) -> bool {
-        *ty == Type::FLOAT4 || *ty == Type::FLOAT8
+        matches!(*ty, Type::NUMERIC | Type::FLOAT4 | Type::FLOAT8)
     }
 
     to_sql_checked!();
 }
 
-impl ToSqlText for PgFloatText {
+impl ToSqlText for PgText<'_> {
     fn to_sql_text(
         &self,
         _ty: &Type,
         out: &mut BytesMut,
         _format_options: &FormatOptions,
     ) -> Result<IsNull, BoxError> {
-        out.put_slice(&self.0);
-        Ok(IsNull::No)
-    }
-}
-
-impl ToSql for PgNumeric {
-    fn to_sql(&self, _ty: &Type, out: &mut BytesMut) -> Result<IsNull, BoxError> {
-        self.write_binary(out);
-        Ok(IsNull::No)
-    }
-
-    fn accepts(ty: &Type) -> bool {
-        *ty == Type::NUMERIC
-    }
-
-    to_sql_checked!();
-}
-
-impl ToSqlText for PgNumeric {
-    fn to_sql_text(
-        &self,
-        _ty: &Type,
-        out: &mut BytesMut,
-        _format_options: &FormatOptions,
-    ) -> Result<IsNull, BoxError> {
-        out.put_slice(&self.0);
+        out.put_slice(self.0);
         Ok(IsNull::No)
     }
 }
@@ -282,8 +255,14 @@ mod tests {
 
     fn binary(text: &str) -> Vec<u8> {
         let mut out = BytesMut::new();
-        PgNumeric(text.as_bytes().to_vec()).write_binary(&mut out);
+        PgText(text.as_bytes()).write_numeric_binary(&mut out);
         out.to_vec()
+    }
+
+    fn numeric(arr: &dyn Array, row: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        assert!(numeric_text(arr, row, &mut out));
+        out
     }
 
     fn words(b: &[u8]) -> Vec<i32> {
@@ -321,8 +300,7 @@ mod tests {
             let b = binary(text);
             let v = decode_param(Some(&b), true, None).unwrap().unwrap();
             let arr = v.to_array().unwrap();
-            let back = PgNumeric::from_array(arr.as_ref(), 0).unwrap();
-            assert_eq!(String::from_utf8(back.0).unwrap(), text);
+            assert_eq!(String::from_utf8(numeric(arr.as_ref(), 0)).unwrap(), text);
         }
     }
 
@@ -354,10 +332,26 @@ mod tests {
     #[test]
     fn floats_as_postgres_writes_them() {
         let arr: Arc<dyn Array> = Arc::new(Float64Array::from(vec![-0.0, f64::INFINITY, 0.1]));
-        let text = |i| PgFloatText::from_array(arr.as_ref(), i).unwrap().0;
+        let text = |i| {
+            let mut out = Vec::new();
+            assert!(float_text(arr.as_ref(), i, &mut out));
+            out
+        };
         assert_eq!(text(0), b"-0");
         assert_eq!(text(1), b"Infinity");
         assert_eq!(text(2), b"0.1");
+        let ints: Arc<dyn Array> = Arc::new(datafusion::arrow::array::Int64Array::from(vec![1]));
+        let mut out = Vec::new();
+        assert!(!float_text(ints.as_ref(), 0, &mut out));
+        assert!(!numeric_text(ints.as_ref(), 0, &mut out));
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn binary_only_for_numeric() {
+        let mut out = BytesMut::new();
+        assert!(PgText(b"1.5").to_sql(&Type::FLOAT8, &mut out).is_err());
+        assert!(PgText(b"1.5").to_sql(&Type::NUMERIC, &mut out).is_ok());
     }
 
     #[test]
@@ -367,13 +361,12 @@ mod tests {
                 .with_precision_and_scale(76, 16)
                 .unwrap(),
         );
-        assert_eq!(PgNumeric::from_array(arr.as_ref(), 0).unwrap().0, b"1.5");
-        assert!(PgNumeric::from_array(arr.as_ref(), 1).is_none());
+        assert_eq!(numeric(arr.as_ref(), 0), b"1.5");
         let arr: Arc<dyn Array> = Arc::new(
             Decimal128Array::from(vec![Some(1500)])
                 .with_precision_and_scale(10, 2)
                 .unwrap(),
         );
-        assert_eq!(PgNumeric::from_array(arr.as_ref(), 0).unwrap().0, b"15.00");
+        assert_eq!(numeric(arr.as_ref(), 0), b"15.00");
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! Values go through `arrow-pg`'s per-type encoder, with corrections:
 //! a NULL of any type is sent as NULL here (arrow-pg 0.16 sends a NULL
-//! interval as `0`), `numeric` values are written by [`PgNumeric`] (wider
-//! than arrow-pg's 28 digits), text floats by [`PgFloatText`] (`-0`), `character(n)` columns are blank-padded first
+//! interval as `0`), `numeric` values are written by [`numeric_text`]
+//! (wider than arrow-pg's 28 digits), text floats by [`float_text`]
+//! (`-0`), `character(n)` columns are blank-padded first
 //! ([`crate::sql::chars::pad_output`]), and `timestamp with time zone`
 //! values are shown in the session's `TimeZone`, as PostgreSQL does.
 
@@ -18,7 +19,7 @@ use pgwire::error::PgWireResult;
 use pgwire::messages::data::DataRow;
 
 use super::handler::pg_error;
-use super::numeric::{PgFloatText, PgNumeric};
+use super::numeric::{float_text, numeric_text, PgText};
 use crate::sql::chars::pad_output;
 use crate::sql::pg_text::timestamp_text;
 use crate::sql::SqlError;
@@ -85,24 +86,58 @@ pub fn encode_rows(
     };
     let mut enc = DataRowEncoder::new(fields.clone());
     let schema = batch.schema();
+    // How each column is written, chosen once for the batch.
+    let writers: Vec<Writer> = schema
+        .fields()
+        .iter()
+        .zip(fields.iter())
+        .map(|(f, p)| Writer::for_column(f.data_type(), p.format()))
+        .collect();
+    let mut text = Vec::with_capacity(64);
     Box::new((0..batch.num_rows()).map(move |row| {
         for (col, arr) in batch.columns().iter().enumerate() {
             let pg_field = &fields[col];
             if arr.is_null(row) {
                 Encoder::encode_field(&mut enc, &None::<i8>, pg_field)?;
-            } else if let Some(n) = PgNumeric::from_array(arr.as_ref(), row) {
-                Encoder::encode_field(&mut enc, &n, pg_field)?;
-            } else if let Some(f) = (pg_field.format() == FieldFormat::Text)
-                .then(|| PgFloatText::from_array(arr.as_ref(), row))
-                .flatten()
-            {
-                Encoder::encode_field(&mut enc, &f, pg_field)?;
+                continue;
+            }
+            text.clear();
+            let ours = match writers[col] {
+                Writer::Numeric => numeric_text(arr.as_ref(), row, &mut text),
+                Writer::FloatText => float_text(arr.as_ref(), row, &mut text),
+                Writer::ArrowPg => false,
+            };
+            if ours {
+                Encoder::encode_field(&mut enc, &PgText(&text), pg_field)?;
             } else {
                 encode_value(&mut enc, arr, row, schema.field(col), pg_field)?;
             }
         }
         Ok(Encoder::take_row(&mut enc))
     }))
+}
+
+/// Who writes a column's values.
+#[derive(Clone, Copy)]
+enum Writer {
+    /// [`numeric_text`], both formats (wider than arrow-pg's 28 digits).
+    Numeric,
+    /// [`float_text`], for text-format floats (`-0`).
+    FloatText,
+    /// arrow-pg's encoder.
+    ArrowPg,
+}
+
+impl Writer {
+    fn for_column(data_type: &DataType, format: FieldFormat) -> Writer {
+        match data_type {
+            DataType::Decimal128(..) | DataType::Decimal256(..) => Writer::Numeric,
+            DataType::Float32 | DataType::Float64 if format == FieldFormat::Text => {
+                Writer::FloatText
+            }
+            _ => Writer::ArrowPg,
+        }
+    }
 }
 
 #[cfg(test)]
