@@ -165,3 +165,25 @@ def test_insert_values_shorter_than_the_table_fills_defaults(conn, tname):
     with pytest.raises(psycopg.errors.SyntaxError):
         conn.execute(f"INSERT INTO {tname} VALUES (6, 'x', 6, 6)")
     assert conn.execute(f"SELECT count(*) FROM {tname}").fetchone() == (3,)
+
+
+def test_correlated_subqueries_in_the_select_list(conn, tname):
+    """A correlated scalar subquery in a SELECT list answers as in PostgreSQL (the compatibility
+    parser used to replace it with NULL); one DataFusion cannot plan is an error, never NULL."""
+    conn.execute(f"CREATE TABLE {tname} (id int, k int)")
+    conn.execute(f"INSERT INTO {tname} VALUES (1, 1), (2, 1), (3, 2)")
+    rows = conn.execute(f"SELECT id, (SELECT count(*) FROM {tname} b WHERE b.k = a.id) AS c "
+                        f"FROM {tname} a ORDER BY id").fetchall()
+    assert rows == [(1, 2), (2, 1), (3, 0)], rows
+    rows = conn.execute(f"SELECT id, (SELECT max(b.id) FROM {tname} b WHERE b.k = a.k) "
+                        f"FROM {tname} a ORDER BY id").fetchall()
+    assert rows == [(1, 2), (2, 2), (3, 3)], rows
+    # without an aggregate: PostgreSQL's answer, or (DataFusion 55 cannot plan it) an error
+    try:
+        rows = conn.execute(f"SELECT id, (SELECT b.id FROM {tname} b WHERE b.id = a.id) "
+                            f"FROM {tname} a ORDER BY id").fetchall()
+    except psycopg.Error:
+        rows = None
+    if rows is not None:
+        assert rows == [(1, 1), (2, 2), (3, 3)], rows
+    assert conn.execute("SELECT 1").fetchone() == (1,)

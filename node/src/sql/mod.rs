@@ -11,10 +11,13 @@ pub mod checked;
 pub mod copy;
 pub mod ddl;
 pub mod error;
+pub mod info_schema;
 pub mod int_literals;
 pub mod literals;
 pub mod names;
 pub mod pg_attribute;
+pub mod pg_functions;
+pub mod pg_keys;
 pub mod pg_text;
 pub mod point;
 pub mod provider;
@@ -22,6 +25,7 @@ pub mod rewrite;
 pub mod session;
 pub mod settings;
 pub mod shard;
+pub mod subqueries;
 pub mod txn;
 pub mod type_planner;
 
@@ -32,7 +36,6 @@ use std::sync::Arc;
 use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider};
 use datafusion::datasource::file_format::options::{CsvReadOptions, ParquetReadOptions};
 use datafusion::prelude::{SessionConfig, SessionContext};
-use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
 use datafusion_postgres::datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 
@@ -76,6 +79,7 @@ pub struct Database {
     base: SessionContext,
     schema: Arc<QuiverSchema>,
     parser: PostgresCompatibilityParser,
+    subqueries: subqueries::SubqueryKeeper,
     rows_written: AtomicU64,
     setting_defaults: Vec<(String, String)>,
 }
@@ -86,7 +90,8 @@ impl Database {
         let mut config = SessionConfig::new()
             .with_default_catalog_and_schema(CATALOG, "public")
             .with_create_default_catalog_and_schema(false)
-            .with_information_schema(true);
+            // Ours (`info_schema`) is registered in the catalog below.
+            .with_information_schema(false);
         if opts.target_partitions > 0 {
             config = config.with_target_partitions(opts.target_partitions);
         }
@@ -104,6 +109,15 @@ impl Database {
         catalog
             .register_schema("public", schema.clone())
             .map_err(SqlError::from)?;
+        catalog
+            .register_schema(
+                info_schema::INFORMATION_SCHEMA,
+                Arc::new(info_schema::InfoSchema::new(
+                    base.state().catalog_list().clone(),
+                    engine.clone(),
+                )),
+            )
+            .map_err(SqlError::from)?;
         base.register_catalog(CATALOG, catalog);
         crate::meta::sql::install(&base, &schema, opts.cluster.clone())?;
         let cluster = opts.cluster.clone().map(|api| {
@@ -119,11 +133,13 @@ impl Database {
             schema.set_cluster(c.clone());
             crate::dist::catalog::install(&schema, c);
         }
-        setup_pg_catalog(&base, CATALOG, EmptyContextProvider)
+        setup_pg_catalog(&base, CATALOG, pg_functions::Roles)
             .map_err(|e| SqlError::new("XX000", format!("pg_catalog setup: {e}")))?;
         // After pg_catalog's own type planner, which it wraps.
         type_planner::QuiverTypePlanner::install(&base);
         pg_attribute::install(&base, CATALOG, engine.clone())?;
+        pg_keys::install_functions(&base, &engine);
+        pg_functions::install(&base);
         for t in &opts.external_tables {
             let path = t.path.to_string_lossy().to_string();
             let r = if t.csv {
@@ -146,6 +162,7 @@ impl Database {
             base,
             schema,
             parser: PostgresCompatibilityParser::new(),
+            subqueries: subqueries::SubqueryKeeper::default(),
             rows_written: AtomicU64::new(0),
             setting_defaults: opts.setting_defaults.clone(),
         }))

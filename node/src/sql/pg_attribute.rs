@@ -6,13 +6,16 @@
 //! and `interval` columns and a bare `numeric`. This wraps the emulated
 //! schema: `pg_attribute` rows of stored tables get the type OID and
 //! `atttypmod` of the declared type (`numeric(10,2)`, `character(3)`), the
-//! way PostgreSQL encodes them; every other catalog table passes through.
+//! way PostgreSQL encodes them, and `atthasdef` where a column has a
+//! DEFAULT. `pg_class`, `pg_index`, `pg_constraint`
+//! and `pg_attrdef` get the stored tables' keys and defaults
+//! ([`super::pg_keys`]); every other catalog table passes through.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{Array, AsArray, Int32Array, RecordBatch};
+use datafusion::arrow::array::{Array, AsArray, BooleanArray, Int32Array, RecordBatch};
 use datafusion::arrow::datatypes::{Int32Type, SchemaRef};
 use datafusion::catalog::{SchemaProvider, Session, TableProvider};
 use datafusion::common::{DataFusionError, Result};
@@ -82,6 +85,17 @@ impl SchemaProvider for PgCatalog {
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
         let table = self.inner.table(name).await?;
+        if let Some(which) = super::pg_keys::Which::of(name) {
+            let (Some(inner), Some(classes)) = (table, self.inner.table("pg_class").await?) else {
+                return Ok(None);
+            };
+            return Ok(Some(Arc::new(super::pg_keys::KeyTable::new(
+                which,
+                inner,
+                classes,
+                self.engine.clone(),
+            ))));
+        }
         if name != "pg_attribute" {
             return Ok(table);
         }
@@ -113,12 +127,15 @@ impl std::fmt::Debug for Attributes {
     }
 }
 
-async fn scan_all(t: &Arc<dyn TableProvider>, state: &dyn Session) -> Result<Vec<RecordBatch>> {
+pub(super) async fn scan_all(
+    t: &Arc<dyn TableProvider>,
+    state: &dyn Session,
+) -> Result<Vec<RecordBatch>> {
     let plan = t.scan(state, None, &[], None).await?;
     collect(plan, state.task_ctx()).await
 }
 
-fn column<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a Arc<dyn Array>> {
+pub(super) fn column<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a Arc<dyn Array>> {
     b.column_by_name(name)
         .ok_or_else(|| DataFusionError::Internal(format!("pg_catalog: no column {name}")))
 }
@@ -133,6 +150,8 @@ impl Attributes {
         let typmods = column(b, "atttypmod")?.as_primitive::<Int32Type>();
         let mut new_ids: Vec<Option<i32>> = typids.iter().collect();
         let mut new_mods: Vec<Option<i32>> = typmods.iter().collect();
+        // psql's `\d` reads a column's default only where atthasdef is set.
+        let mut has_def: Vec<Option<bool>> = column(b, "atthasdef")?.as_boolean().iter().collect();
         for i in 0..b.num_rows() {
             let Some(rel) = relnames.get(&relids.value(i)) else {
                 continue;
@@ -146,6 +165,7 @@ impl Attributes {
             let (oid, typmod) = type_oid_and_mod(&c.ty);
             new_ids[i] = Some(oid);
             new_mods[i] = Some(typmod);
+            has_def[i] = Some(c.default.is_some());
         }
         let schema = b.schema();
         let mut cols = b.columns().to_vec();
@@ -153,6 +173,7 @@ impl Attributes {
             let idx = schema.index_of(name)?;
             cols[idx] = Arc::new(Int32Array::from(values));
         }
+        cols[schema.index_of("atthasdef")?] = Arc::new(BooleanArray::from(has_def));
         Ok(RecordBatch::try_new(schema, cols)?)
     }
 }

@@ -136,11 +136,12 @@ impl Session {
 
     /// Parses SQL text into statements.
     pub fn parse(&self, sql: &str) -> Result<Vec<Statement>, SqlError> {
-        let mut stmts = self
+        let stmts = self
             .db
             .parser
             .parse(sql)
             .map_err(|e| super::error::syntax_error(&e.to_string()))?;
+        let mut stmts = self.db.subqueries.restore(sql, stmts);
         let engine = &self.txn.engine;
         for s in stmts.iter_mut() {
             json_casts_to_text(s);
