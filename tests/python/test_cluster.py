@@ -444,4 +444,7 @@ def test_timestamp_text_and_overflow_checks_in_fragments(cluster):
         c.execute("INSERT INTO ov_int VALUES (1, 1000), (22, 100000000), (23, 1000)")
         with pytest.raises(psycopg.errors.NumericValueOutOfRange):
             c.execute("SELECT sum(id * m) FROM ov_int").fetchall()
+        # also from a filter the shards evaluate (their error reaches several partitions)
+        with pytest.raises(psycopg.errors.NumericValueOutOfRange):
+            c.execute("SELECT count(*) FROM ov_int WHERE id * m > 0").fetchall()
         assert c.execute("SELECT sum(id * m) FROM ov_int WHERE m = 1000").fetchone() == (24000,)

@@ -134,7 +134,7 @@ impl From<DataFusionError> for SqlError {
             DataFusionError::Context(_, inner) => SqlError::from(*inner),
             DataFusionError::Shared(inner) => match std::sync::Arc::try_unwrap(inner) {
                 Ok(d) => SqlError::from(d),
-                Err(arc) => SqlError::new("XX000", arc.to_string()),
+                Err(arc) => shared_error(&arc),
             },
             DataFusionError::Diagnostic(_, inner) => SqlError::from(*inner),
             DataFusionError::ArrowError(a, _) => from_arrow(&a),
@@ -154,6 +154,30 @@ impl From<DataFusionError> for SqlError {
             DataFusionError::ResourcesExhausted(m) => SqlError::new("53200", m),
             other => SqlError::new("XX000", clean(&other.to_string())),
         }
+    }
+}
+
+/// The error of a `Shared` DataFusion error still held elsewhere (a
+/// worker's error that several partitions report): its SQLSTATE is kept.
+fn shared_error(e: &DataFusionError) -> SqlError {
+    match e {
+        DataFusionError::External(inner) => {
+            if let Some(s) = inner.downcast_ref::<SqlError>() {
+                s.clone()
+            } else if let Some(d) = inner.downcast_ref::<DataFusionError>() {
+                shared_error(d)
+            } else {
+                SqlError::new("XX000", inner.to_string())
+            }
+        }
+        DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
+            shared_error(inner)
+        }
+        DataFusionError::Shared(inner) => shared_error(inner),
+        DataFusionError::ArrowError(a, _) => from_arrow(a),
+        DataFusionError::Plan(m) => plan_error(m),
+        DataFusionError::Execution(m) => exec_error(m),
+        other => SqlError::new("XX000", clean(&other.to_string())),
     }
 }
 
@@ -218,4 +242,23 @@ fn exec_error(m: &str) -> SqlError {
         "XX000"
     };
     SqlError::new(state, clean(m))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_errors_keep_their_sqlstate() {
+        let inner = std::sync::Arc::new(DataFusionError::External(Box::new(SqlError::new(
+            "22003",
+            "integer out of range",
+        ))));
+        let _other_holder = inner.clone();
+        let e = SqlError::from(DataFusionError::Shared(inner));
+        assert_eq!(
+            (e.sqlstate, e.message.as_str()),
+            ("22003", "integer out of range")
+        );
+    }
 }
