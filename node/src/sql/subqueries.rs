@@ -15,7 +15,11 @@
 
 use std::sync::Arc;
 
-use datafusion::sql::sqlparser::ast::{visit_relations, ObjectName, Statement};
+use std::ops::ControlFlow;
+
+use datafusion::sql::sqlparser::ast::{
+    visit_relations, Expr, ObjectName, Query, SelectItem, SetExpr, Statement, Value, Visit, Visitor,
+};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion_postgres::datafusion_pg_catalog::sql::rules::{
@@ -66,6 +70,42 @@ fn may_have_subquery(sql: &str) -> bool {
         .is_some()
 }
 
+/// True when a SELECT list of `stmts` has a bare NULL item: the mark the
+/// parser leaves where it dropped a subquery. Without one there is
+/// nothing to restore, and fragments and ordinary queries skip the
+/// second parse.
+fn has_null_item(stmts: &[Statement]) -> bool {
+    struct NullItems(bool);
+    impl Visitor for NullItems {
+        type Break = ();
+        fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
+            if let SetExpr::Select(select) = q.body.as_ref() {
+                self.0 |= select.projection.iter().any(|item| {
+                    let (SelectItem::UnnamedExpr(Expr::Value(v))
+                    | SelectItem::ExprWithAlias {
+                        expr: Expr::Value(v),
+                        ..
+                    }) = item
+                    else {
+                        return false;
+                    };
+                    v.value == Value::Null
+                });
+            }
+            if self.0 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        }
+    }
+    let mut v = NullItems(false);
+    for s in stmts {
+        let _ = s.visit(&mut v);
+    }
+    v.0
+}
+
 /// True when `name` is a catalog relation (`pg_*`, `information_schema.*`).
 fn is_catalog(name: &ObjectName) -> bool {
     name.0.iter().filter_map(|p| p.as_ident()).any(|i| {
@@ -80,7 +120,7 @@ fn reads_user_table(stmt: &Statement) -> bool {
         if !is_catalog(name) {
             found = true;
         }
-        std::ops::ControlFlow::<()>::Continue(())
+        ControlFlow::<()>::Continue(())
     });
     found
 }
@@ -90,7 +130,7 @@ impl SubqueryKeeper {
     /// each statement whose correlated subqueries it dropped on user
     /// tables rewritten again, keeping them.
     pub fn restore(&self, sql: &str, parsed: Vec<Statement>) -> Vec<Statement> {
-        if !may_have_subquery(sql) {
+        if !may_have_subquery(sql) || !has_null_item(&parsed) {
             return parsed;
         }
         let Ok(plain) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else {
@@ -148,5 +188,10 @@ mod tests {
         assert_eq!(run("SELECT 1"), "SELECT 1");
         assert!(!may_have_subquery("SELECT v FROM kv WHERE id = 1"));
         assert!(may_have_subquery("select (SeLeCt 1)"));
+        // nested SELECTs without a dropped subquery are not parsed again
+        let parsed = PostgresCompatibilityParser::new()
+            .parse("SELECT x FROM (SELECT 1 AS x) t")
+            .unwrap();
+        assert!(!has_null_item(&parsed));
     }
 }
