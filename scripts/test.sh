@@ -17,12 +17,24 @@ cargo fmt --all -- --check
 step "clippy"
 cargo clippy --locked --workspace --all-targets -- -D warnings
 
+data_dirs_before="$(find . -name quiver-data -not -path './target/*' | sort)"
+
 step "rust tests (also builds the quiver binary the client tests use)"
 cargo test --locked --workspace
 
 step "python client tests (psycopg against the real binary)"
 VENV="${QUIVER_VENV:-$HOME/.cache/quiver-venv}"
 QUIVER_BIN="$CARGO_TARGET_DIR/debug/quiver" "$VENV/bin/python" -m pytest -q tests/python
+
+step "tests wrote no data directory into the checkout"
+# Every test works in temporary directories; a quiver-data directory that
+# appeared in the source tree during the run means one did not.
+data_dirs_after="$(find . -name quiver-data -not -path './target/*' | sort)"
+if [ "$data_dirs_after" != "$data_dirs_before" ]; then
+  printf 'tests left data directories in the checkout:\n%s\n' \
+    "$(comm -13 <(echo "$data_dirs_before") <(echo "$data_dirs_after"))" >&2
+  exit 1
+fi
 
 if [ -f scripts/k8s-tools.sh ]; then
   step "kubernetes artefacts (helm lint, schema validation, drift)"

@@ -544,7 +544,7 @@ pub fn format_timestamp_at(v: i64, unit: TimeUnit, offset: Option<i32>, out: &mu
 }
 
 /// Appends a `Time64`/`Time32` value as `HH:MM:SS[.ffffff]`.
-pub(crate) fn format_time(v: i64, unit: TimeUnit, out: &mut Vec<u8>) {
+pub fn format_time(v: i64, unit: TimeUnit, out: &mut Vec<u8>) {
     let per = unit_per_sec(unit);
     push_time(out, v.div_euclid(per), v.rem_euclid(per), unit_digits(unit));
 }

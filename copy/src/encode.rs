@@ -236,11 +236,15 @@ pub fn encode_header(schema: &Schema, opts: &CopyOptions, out: &mut Vec<u8>) {
 
 /// Appends every row of `batch` in the COPY format of `opts`, one line per
 /// row ending in `\n`. Does not write a header (see [`encode_header`]).
+///
+/// Returns where each row ends in `out` (a CSV value may hold a newline, so
+/// rows cannot be found again by looking for one): the protocol sends each
+/// row of `COPY TO STDOUT` in its own CopyData message.
 pub fn encode_batch(
     batch: &RecordBatch,
     opts: &CopyOptions,
     out: &mut Vec<u8>,
-) -> Result<(), CopyError> {
+) -> Result<Vec<usize>, CopyError> {
     let schema = batch.schema();
     let cells = schema
         .fields()
@@ -258,6 +262,7 @@ pub fn encode_batch(
     let null = opts.null.as_bytes();
     let csv = opts.format == CopyFormat::Csv;
     let mut scratch = Vec::with_capacity(64);
+    let mut ends = Vec::with_capacity(batch.num_rows());
     for row in 0..batch.num_rows() {
         for (c, (cell, nulls)) in cells.iter().zip(&nulls).enumerate() {
             if c > 0 {
@@ -278,8 +283,9 @@ pub fn encode_batch(
             }
         }
         out.push(b'\n');
+        ends.push(out.len());
     }
-    Ok(())
+    Ok(ends)
 }
 
 #[cfg(test)]

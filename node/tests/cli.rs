@@ -3,110 +3,14 @@
 //! ports in use and unusable data directories with exactly one line on stderr
 //! and a non-zero exit, and it exits 0 on SIGTERM.
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+mod common;
+
+use std::net::{Ipv4Addr, TcpListener};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const DEADLINE: Duration = Duration::from_secs(60);
-
-fn quiver() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_quiver"));
-    // Keep the caller's QUIVER_* settings and log filter out of the tests.
-    for (key, _) in std::env::vars() {
-        if key.starts_with("QUIVER_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.env_remove("RUST_LOG");
-    cmd.stdin(Stdio::null());
-    cmd
-}
-
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-    l.local_addr().unwrap().port()
-}
-
-/// A running node, killed if the test ends early.
-struct Node {
-    child: Child,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Node {
-    fn start(cmd: &mut Command) -> Node {
-        let child = cmd
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        Node { child }
-    }
-
-    /// Polls `GET path` on `port` until it answers, failing if the process
-    /// exits or the deadline passes.
-    fn wait_http(&mut self, port: u16, path: &str) -> (u16, String) {
-        let end = Instant::now() + DEADLINE;
-        loop {
-            if let Some(resp) = http_get(port, path) {
-                return resp;
-            }
-            if let Some(status) = self.child.try_wait().unwrap() {
-                let mut err = String::new();
-                if let Some(mut e) = self.child.stderr.take() {
-                    let _ = e.read_to_string(&mut err);
-                }
-                panic!("quiver exited with {status} before answering: {err}");
-            }
-            assert!(Instant::now() < end, "no answer on port {port} in time");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn terminate(&mut self) -> (ExitStatus, String) {
-        let pid = self.child.id().to_string();
-        let ok = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(ok.success());
-        let end = Instant::now() + DEADLINE;
-        let status = loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                break s;
-            }
-            assert!(Instant::now() < end, "quiver did not exit after SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let mut err = String::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            e.read_to_string(&mut err).unwrap();
-        }
-        (status, err)
-    }
-}
-
-/// A minimal HTTP/1.1 GET; `None` when nothing listens yet.
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let addr = (Ipv4Addr::LOCALHOST, port).into();
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).ok()?;
-    let status = resp.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, resp))
-}
+use common::{free_port, quiver, Proc, DEADLINE};
 
 /// Runs quiver to completion (it is expected to fail fast).
 fn run_to_end(cmd: &mut Command) -> Output {
@@ -154,16 +58,16 @@ fn serves_health_ready_and_metrics_then_exits_zero_on_sigterm() {
     let (http, _) = ports_args(&mut cmd, &data);
     // Set but empty counts as unset.
     cmd.env("QUIVER_NODE_ID", "").env("QUIVER_PORT", "");
-    let mut node = Node::start(&mut cmd);
+    let mut node = Proc::spawn(&mut cmd, http);
 
-    let (status, body) = node.wait_http(http, "/healthz");
+    let (status, body) = node.wait_http("/healthz");
     assert_eq!(status, 200, "{body}");
     assert!(body.ends_with("ok\n"), "{body}");
     assert!(data.is_dir(), "data dir created");
 
     let end = Instant::now() + DEADLINE;
     loop {
-        let (status, body) = node.wait_http(http, "/readyz");
+        let (status, body) = node.wait_http("/readyz");
         if status == 200 {
             break;
         }
@@ -172,7 +76,7 @@ fn serves_health_ready_and_metrics_then_exits_zero_on_sigterm() {
         std::thread::sleep(Duration::from_millis(20));
     }
 
-    let (status, body) = node.wait_http(http, "/metrics");
+    let (status, body) = node.wait_http("/metrics");
     assert_eq!(status, 200);
     assert!(
         body.contains("application/openmetrics-text; version=1.0.0; charset=utf-8"),
@@ -230,8 +134,8 @@ fn env_overrides_file_and_flags_override_env() {
         if let Some(p) = flag {
             cmd.args(["--http-port", &p.to_string()]);
         }
-        let mut node = Node::start(&mut cmd);
-        let (status, _) = node.wait_http(expect, "/healthz");
+        let mut node = Proc::spawn(&mut cmd, expect);
+        let (status, _) = node.wait_http("/healthz");
         assert_eq!(status, 200, "env {env:?} flag {flag:?}");
         let (status, stderr) = node.terminate();
         assert_eq!(status.code(), Some(0), "{stderr}");
@@ -286,6 +190,26 @@ fn missing_config_file_is_one_line() {
     assert!(line.contains("/nonexistent/quiver.toml"), "{line}");
 }
 
+/// Starts that are refused create no data directory: nothing appears in
+/// the working directory (a node without `--data-dir` would use
+/// `./quiver-data` there).
+#[test]
+fn refused_starts_create_nothing() {
+    let cwd = tempfile::tempdir().unwrap();
+    let tries: [&[&str]; 4] = [
+        &["--port", "seventy"],
+        &["--role", "worker"],
+        &["--bind-address", "0.0.0.0"],
+        &["--config", "/nonexistent/quiver.toml"],
+    ];
+    for args in tries {
+        let out = run_to_end(quiver().current_dir(cwd.path()).args(args));
+        one_error_line(&out, 2);
+        let left: Vec<_> = std::fs::read_dir(cwd.path()).unwrap().collect();
+        assert!(left.is_empty(), "{args:?} left {left:?}");
+    }
+}
+
 #[test]
 fn bad_flag_is_one_line() {
     let out = run_to_end(quiver().args(["--port", "seventy"]));
@@ -332,8 +256,8 @@ fn non_loopback_without_password_is_refused() {
     let (http, _) = ports_args(&mut cmd, &tmp.path().join("data"));
     cmd.args(["--bind-address", "0.0.0.0"])
         .env("QUIVER_PASSWORD", "s3cret");
-    let mut node = Node::start(&mut cmd);
-    assert_eq!(node.wait_http(http, "/healthz").0, 200);
+    let mut node = Proc::spawn(&mut cmd, http);
+    assert_eq!(node.wait_http("/healthz").0, 200);
     let (status, stderr) = node.terminate();
     assert_eq!(status.code(), Some(0), "{stderr}");
 }

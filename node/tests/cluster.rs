@@ -4,115 +4,16 @@
 //! (the metadata is a persisted Raft log) and notices a killed worker.
 //! Readiness is always awaited through `/readyz`, never by sleeping.
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+mod common;
+
+use std::net::{Ipv4Addr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{connect, free_port, node_args, s, Proc};
 use quiver_proto::meta::v1 as pb;
 use quiver_proto::meta::v1::metadata_service_client::MetadataServiceClient;
-use tokio_postgres::{Client, NoTls};
-
-const DEADLINE: Duration = Duration::from_secs(60);
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-    l.local_addr().unwrap().port()
-}
-
-fn quiver(args: &[String]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_quiver"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("QUIVER_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.env_remove("RUST_LOG");
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    cmd
-}
-
-/// A running process, killed if the test ends early.
-struct Proc {
-    child: Child,
-    args: Vec<String>,
-    http: u16,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn http_status(port: u16, path: &str) -> Option<u16> {
-    let addr = (Ipv4Addr::LOCALHOST, port).into();
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).ok()?;
-    resp.split_whitespace().nth(1)?.parse().ok()
-}
-
-impl Proc {
-    fn start(args: Vec<String>, http: u16) -> Proc {
-        let child = quiver(&args).spawn().unwrap();
-        Proc { child, args, http }
-    }
-
-    /// Polls `/readyz` until it answers 200.
-    async fn wait_ready(&mut self) {
-        let end = Instant::now() + DEADLINE;
-        loop {
-            if http_status(self.http, "/readyz") == Some(200) {
-                return;
-            }
-            if let Some(status) = self.child.try_wait().unwrap() {
-                let mut err = String::new();
-                if let Some(mut e) = self.child.stderr.take() {
-                    let _ = e.read_to_string(&mut err);
-                }
-                panic!("quiver {:?} exited with {status}: {err}", self.args);
-            }
-            assert!(Instant::now() < end, "{:?} never became ready", self.args);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// SIGTERM and wait; asserts a clean exit.
-    async fn terminate(&mut self) {
-        let pid = self.child.id().to_string();
-        let ok = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(ok.success());
-        let end = Instant::now() + DEADLINE;
-        let status = loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                break s;
-            }
-            assert!(Instant::now() < end, "quiver did not exit after SIGTERM");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        let mut err = String::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            let _ = e.read_to_string(&mut err);
-        }
-        assert!(status.success(), "exit {status}: {err}");
-    }
-}
-
-fn s(v: impl ToString) -> String {
-    v.to_string()
-}
+use tokio_postgres::Client;
 
 struct Coordinator {
     proc: Proc,
@@ -121,20 +22,9 @@ struct Coordinator {
 }
 
 fn coordinator_args(dir: &Path, pg: u16, http: u16, rpc: u16) -> Vec<String> {
-    vec![
-        s("--role"),
-        s("coordinator"),
-        s("--node-id"),
-        s(0),
-        s("--data-dir"),
-        s(dir.display()),
-        s("--port"),
-        s(pg),
-        s("--http-port"),
-        s(http),
-        s("--rpc-port"),
-        s(rpc),
-    ]
+    let mut args = vec![s("--role"), s("coordinator"), s("--node-id"), s(0)];
+    args.extend(node_args(dir, pg, http, rpc));
+    args
 }
 
 fn start_coordinator(dir: &Path) -> Coordinator {
@@ -161,19 +51,6 @@ fn start_worker(dir: &Path, coordinator_rpc: u16) -> (Proc, u16) {
         format!("127.0.0.1:{coordinator_rpc}"),
     ];
     (Proc::start(args, http), rpc)
-}
-
-async fn connect(port: u16) -> Client {
-    let (client, conn) = tokio_postgres::connect(
-        &format!("host=127.0.0.1 port={port} user=quiver dbname=quiver"),
-        NoTls,
-    )
-    .await
-    .unwrap();
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    client
 }
 
 type NodeRow = (String, i32, String, bool, String);
@@ -315,7 +192,7 @@ async fn coordinator_and_three_workers() {
     drop(client);
 
     // The catalogue survives a coordinator restart.
-    coord.proc.terminate().await;
+    coord.proc.terminate_ok();
     let args = coord.proc.args.clone();
     let http = coord.proc.http;
     drop(coord.proc);
@@ -347,9 +224,9 @@ async fn coordinator_and_three_workers() {
     }
 
     for (mut w, _) in workers {
-        w.terminate().await;
+        w.terminate_ok();
     }
-    restarted.terminate().await;
+    restarted.terminate_ok();
 }
 
 #[tokio::test]
@@ -379,5 +256,5 @@ async fn node_functions_need_the_coordinator_role() {
             "{db:?}"
         );
     }
-    node.terminate().await;
+    node.terminate_ok();
 }

@@ -24,6 +24,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from contextlib import contextmanager
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -429,3 +430,15 @@ class QuiverWorker(QuiverServer):
                 self.kill()
                 raise TimeoutError(f"worker not ready after {timeout}s:\n{self.log_tail()}")
             time.sleep(0.05)  # poll interval, not a readiness stand-in
+
+
+@contextmanager
+def running_cluster(workers: int = 3):
+    """A started QuiverCluster whose workers are all healthy; closed on exit."""
+    c = QuiverCluster(workers=workers)
+    try:
+        c.start()
+        c.wait_workers()
+        yield c
+    finally:
+        c.close()

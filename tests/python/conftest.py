@@ -22,7 +22,7 @@ import psycopg
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "lib"))
-from servers import PgServer, QuiverCluster, QuiverServer  # noqa: E402
+from servers import PgServer, QuiverServer, running_cluster  # noqa: E402
 
 
 def pytest_addoption(parser):
@@ -143,6 +143,8 @@ def tname(request):
 # test passes, strict xfail turns that into a failure, and the entry must go.
 # Against PostgreSQL (--target=pg) they are ordinary tests.
 KNOWN_GAPS: dict[str, str] = {
+    "test_copy.py::test_copy_out_tag_counts_rows_not_header":
+        "pgwire 0.41 counts every CopyData message, the header's too, in the COPY tag",
 }
 
 
@@ -155,13 +157,8 @@ def quiver_only(target):
 @pytest.fixture
 def cluster():
     """One coordinator and three workers of the quiver binary."""
-    c = QuiverCluster(workers=3)
-    try:
-        c.start()
-        c.wait_workers()
+    with running_cluster(workers=3) as c:
         yield c
-    finally:
-        c.close()
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,5 +1,7 @@
 """COPY FROM STDIN / COPY TO STDOUT in text and CSV, as psql and drivers use them."""
 
+from decimal import Decimal
+
 import pytest
 from psycopg import errors
 
@@ -198,3 +200,49 @@ def test_copy_end_marker_stops_the_data(conn, tname):
     cur = _copy_in(conn, f"COPY {tname} FROM STDIN", before + "\\.\n", chunk=65536)
     assert cur.rowcount == 150_000
     assert conn.execute(f"SELECT count(*) FROM {tname}").fetchone() == (150_000,)
+
+
+def test_copy_out_one_message_per_row_psycopg(conn, tname):
+    """psycopg reads COPY TO STDOUT row by row: each CopyData message is one row, as the
+    protocol says (several rows in one message came back as a single row)."""
+    conn.execute(f"CREATE TABLE {tname} (id INT PRIMARY KEY, s TEXT, n NUMERIC(10,2))")
+    conn.execute(f"INSERT INTO {tname} SELECT g, 'row ' || g, g * 1.5 FROM generate_series(1, 2500) g")
+    cur = conn.cursor()
+    with cur.copy(f"COPY (SELECT id FROM {tname} WHERE id < 6 ORDER BY id) TO STDOUT") as cp:
+        rows = list(cp.rows())
+    assert rows == [("1",), ("2",), ("3",), ("4",), ("5",)]
+    # read_row() with declared types, over more rows than one batch holds
+    with cur.copy(f"COPY (SELECT id, s, n FROM {tname} ORDER BY id) TO STDOUT") as cp:
+        cp.set_types(["int4", "text", "numeric"])
+        got = []
+        while (row := cp.read_row()) is not None:
+            got.append(row)
+    assert len(got) == 2500
+    assert got[0] == (1, "row 1", Decimal("1.50"))
+    assert got[-1][0] == 2500
+    # CSV: a value with a newline is still one row
+    conn.execute(f"UPDATE {tname} SET s = 'two\nlines' WHERE id = 2")
+    with cur.copy(f"COPY (SELECT id, s FROM {tname} WHERE id <= 3 ORDER BY id) TO STDOUT WITH (FORMAT csv)") as cp:
+        blocks = [bytes(b) for b in cp]
+    assert blocks == [b"1,row 1\n", b'2,"two\nlines"\n', b"3,row 3\n"]
+
+
+def test_copy_out_header_in_its_own_message(conn, tname):
+    conn.execute(f"CREATE TABLE {tname} (id INT, s TEXT)")
+    conn.execute(f"INSERT INTO {tname} VALUES (1, 'a'), (2, 'b'), (3, 'c')")
+    cur = conn.cursor()
+    with cur.copy(f"COPY (SELECT * FROM {tname} ORDER BY id) TO STDOUT WITH (FORMAT csv, HEADER true)") as cp:
+        blocks = [bytes(b) for b in cp]
+    assert blocks == [b"id,s\n", b"1,a\n", b"2,b\n", b"3,c\n"]
+    with cur.copy(f"COPY {tname} TO STDOUT") as cp:
+        assert len([bytes(b) for b in cp]) == 3
+    assert cur.rowcount == 3
+
+
+def test_copy_out_tag_counts_rows_not_header(conn, tname):
+    conn.execute(f"CREATE TABLE {tname} (id INT, s TEXT)")
+    conn.execute(f"INSERT INTO {tname} VALUES (1, 'a'), (2, 'b'), (3, 'c')")
+    cur = conn.cursor()
+    with cur.copy(f"COPY {tname} TO STDOUT WITH (FORMAT csv, HEADER true)") as cp:
+        assert len([bytes(b) for b in cp]) == 4
+    assert cur.rowcount == 3

@@ -139,7 +139,7 @@ pub fn utility_call(stmt: &Statement) -> Option<UtilityCall> {
                 name: SqlExpr::Identifier(name),
                 arg: FunctionArgExpr::Expr(e),
                 ..
-            } => (Some(name.value.to_ascii_lowercase()), e),
+            } => (Some(crate::sql::idents::fold(name)), e),
             _ => return None,
         };
         let text = match arg_text(e) {
@@ -180,10 +180,6 @@ fn arg<'a>(call: &'a UtilityCall, pos: usize, name: &str) -> Option<&'a str> {
     })
 }
 
-fn relation_name(raw: &str) -> String {
-    crate::sql::ddl::table_name(raw)
-}
-
 fn column_defs(meta: &TableMeta) -> Vec<ColumnDef> {
     meta.columns
         .iter()
@@ -205,7 +201,7 @@ pub async fn run_utility(
     replication_factor: u32,
 ) -> Result<String, SqlError> {
     let name = arg(call, 0, "table_name")
-        .map(relation_name)
+        .map(crate::sql::idents::name_text)
         .ok_or_else(|| SqlError::new("42883", format!("{}() needs a table name", call.name)))?;
     for (n, _) in &call.named {
         let known = [
@@ -258,7 +254,7 @@ pub async fn run_utility(
         }
     } else {
         let column = arg(call, 1, "distribution_column")
-            .map(|c| c.to_ascii_lowercase())
+            .map(crate::sql::idents::name_text)
             .ok_or_else(|| {
                 SqlError::new(
                     "42883",
@@ -314,7 +310,7 @@ pub async fn run_utility(
                     find_group(&state, shard_count, &column_type, replication_factor)
                 }
                 Some(other) => {
-                    let other = relation_name(other);
+                    let other = crate::sql::idents::name_text(other);
                     let id = state.table_by_name(&other).ok_or_else(|| {
                         SqlError::new(
                             "42P01",
@@ -534,7 +530,7 @@ pub async fn alter_shards(
             let sql = sql.clone();
             let gid = format!("ddl-{}-{}", layout.table_id, shard.shard_id);
             calls.push(async move {
-                clients
+                let exec = clients
                     .action(
                         &addr,
                         &Action::Exec {
@@ -542,7 +538,13 @@ pub async fn alter_shards(
                             sql,
                         },
                     )
-                    .await?;
+                    .await;
+                if let Err(e) = exec {
+                    // End the worker's transaction: the next ALTER of this
+                    // shard reuses the name.
+                    let _ = clients.action(&addr, &Action::Abort { gid }).await;
+                    return Err(e);
+                }
                 clients.action(&addr, &Action::Commit { gid }).await
             });
         }

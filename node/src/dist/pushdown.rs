@@ -31,13 +31,13 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion::common::{Column, DataFusionError, Result, TableReference};
+use datafusion::common::{Column, DataFusionError, Result, ScalarValue, TableReference};
 use datafusion::datasource::{provider_as_source, source_as_provider, TableType};
 use datafusion::functions_aggregate::expr_fn as agg;
+use datafusion::logical_expr::expr::ScalarFunction;
 use datafusion::logical_expr::{
     Aggregate, Cast, Expr, JoinType, LogicalPlan, LogicalPlanBuilder, Projection, Sort, TableScan,
 };
@@ -480,13 +480,16 @@ impl FragmentPushdown {
                 Expr::Column(Column::new(uq.cloned(), uf.name()))
             } else {
                 let (name, parts) = &finals[i - ng];
-                let e = if name == "avg" {
-                    Expr::Cast(Cast::new(Box::new(fcol(parts[0])), DataType::Float64))
-                        / Expr::Cast(Cast::new(Box::new(fcol(parts[1])), DataType::Float64))
+                if name == "avg" {
+                    // Divided in the average's own type: exact for numeric.
+                    let ty = ScalarValue::try_from(f.data_type()).ok()?;
+                    Expr::ScalarFunction(ScalarFunction::new_udf(
+                        Arc::new(crate::sql::avg_merge::avg_merge_udf()),
+                        vec![fcol(parts[0]), fcol(parts[1]), Expr::Literal(ty, None)],
+                    ))
                 } else {
-                    fcol(parts[0])
-                };
-                Expr::Cast(Cast::new(Box::new(e), f.data_type().clone()))
+                    Expr::Cast(Cast::new(Box::new(fcol(parts[0])), f.data_type().clone()))
+                }
             };
             out.push(e.alias_qualified(q.cloned(), f.name()));
         }

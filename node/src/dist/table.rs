@@ -50,10 +50,7 @@ fn ext(e: SqlError) -> DataFusionError {
     DataFusionError::External(Box::new(e))
 }
 
-/// `"name"`, quoted for SQL.
-pub fn quote(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
+pub use crate::sql::idents::quote;
 
 /// `e` as SQL text over an unqualified shard table, or `None` if it cannot
 /// be written as SQL.

@@ -251,7 +251,9 @@ pub async fn outcome_to_response<C: ClientInfo>(
             } else {
                 vec![Ok(CopyData::new(Bytes::from(header)))]
             });
-            let body = stream.map(move |b| encode(b, &opts));
+            let body = stream
+                .map(move |b| futures::stream::iter(encode(b, &opts)))
+                .flatten();
             Ok(Response::CopyOut(CopyResponse::new(
                 0,
                 ncols,
@@ -262,10 +264,33 @@ pub async fn outcome_to_response<C: ClientInfo>(
     }
 }
 
-fn encode(b: datafusion::error::Result<RecordBatch>, opts: &CopyOptions) -> PgWireResult<CopyData> {
-    let b = b.map_err(|e| PgWireError::ApiError(Box::new(e)))?;
-    let b = pad_output(b).map_err(|e| PgWireError::ApiError(Box::new(e)))?;
-    let mut out = Vec::with_capacity(b.num_rows() * 64);
-    encode_batch(&b, opts, &mut out).map_err(|e| PgWireError::ApiError(Box::new(e)))?;
-    Ok(CopyData::new(Bytes::from(out)))
+/// One batch of `COPY TO STDOUT` output: one CopyData message per row, as
+/// the protocol says and as drivers that read COPY row by row (psycopg's
+/// `rows()`, JDBC's `readFromCopy`) expect. The rows share one buffer.
+fn encode(
+    b: datafusion::error::Result<RecordBatch>,
+    opts: &CopyOptions,
+) -> Vec<PgWireResult<CopyData>> {
+    let encoded = b
+        .map_err(|e| PgWireError::ApiError(Box::new(e)))
+        .and_then(|b| pad_output(b).map_err(|e| PgWireError::ApiError(Box::new(e))))
+        .and_then(|b| {
+            let mut out = Vec::with_capacity(b.num_rows() * 64);
+            let ends =
+                encode_batch(&b, opts, &mut out).map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+            Ok((Bytes::from(out), ends))
+        });
+    match encoded {
+        Ok((buf, ends)) => {
+            let mut start = 0;
+            ends.into_iter()
+                .map(|end| {
+                    let row = buf.slice(start..end);
+                    start = end;
+                    Ok(CopyData::new(row))
+                })
+                .collect()
+        }
+        Err(e) => vec![Err(e)],
+    }
 }

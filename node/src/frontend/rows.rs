@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use arrow_pg::encoder::{encode_value, Encoder};
-use datafusion::arrow::array::{Array, RecordBatch};
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::error::ArrowError;
 use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo};
@@ -105,6 +105,7 @@ pub fn encode_rows(
             let ours = match writers[col] {
                 Writer::Numeric => numeric_text(arr.as_ref(), row, &mut text),
                 Writer::FloatText => float_text(arr.as_ref(), row, &mut text),
+                Writer::TimeText => time_text(arr.as_ref(), row, &mut text),
                 Writer::ArrowPg => false,
             };
             if ours {
@@ -117,6 +118,25 @@ pub fn encode_rows(
     }))
 }
 
+/// A `time` value as PostgreSQL writes it (`12:34:56`, `12:34:56.5`).
+fn time_text(arr: &dyn Array, row: usize, out: &mut Vec<u8>) -> bool {
+    use datafusion::arrow::datatypes::{Time64MicrosecondType, Time64NanosecondType, TimeUnit};
+    let v = match arr.data_type() {
+        DataType::Time64(TimeUnit::Microsecond) => {
+            arr.as_primitive::<Time64MicrosecondType>().value(row)
+        }
+        DataType::Time64(TimeUnit::Nanosecond) => {
+            arr.as_primitive::<Time64NanosecondType>().value(row)
+        }
+        _ => return false,
+    };
+    let DataType::Time64(unit) = arr.data_type() else {
+        return false;
+    };
+    quiver_copy::format_time(v, *unit, out);
+    true
+}
+
 /// Who writes a column's values.
 #[derive(Clone, Copy)]
 enum Writer {
@@ -124,6 +144,8 @@ enum Writer {
     Numeric,
     /// [`float_text`], for text-format floats (`-0`).
     FloatText,
+    /// [`time_text`], for text-format `time` (fraction only when there is one).
+    TimeText,
     /// arrow-pg's encoder.
     ArrowPg,
 }
@@ -135,6 +157,7 @@ impl Writer {
             DataType::Float32 | DataType::Float64 if format == FieldFormat::Text => {
                 Writer::FloatText
             }
+            DataType::Time64(_) if format == FieldFormat::Text => Writer::TimeText,
             _ => Writer::ArrowPg,
         }
     }

@@ -356,10 +356,13 @@ mod tests {
 
     #[tokio::test]
     async fn run_with_serves_until_shutdown() {
+        // Never the default ./quiver-data: that is the source tree here.
+        let tmp = tempfile::tempdir().unwrap();
         let config = NodeConfig {
             port: 0,
             http_port: 0,
             rpc_port: 0,
+            data_dir: tmp.path().join("data"),
             ..Default::default()
         };
         let readiness = Arc::new(Readiness::new());

@@ -8,6 +8,9 @@
 //! op)`, which runs Arrow's checked kernels (as fast as the wrapping ones).
 //! Constant expressions are still folded at planning time, through the
 //! same function, so an overflowing constant fails the statement too.
+//!
+//! The same rule makes a cast from `numeric` to an integer round (half away
+//! from zero) before it converts, as PostgreSQL's does; Arrow truncates.
 
 use std::sync::Arc;
 
@@ -188,6 +191,24 @@ impl Default for CheckedArithmeticRule {
 impl AnalyzerRule for CheckedArithmeticRule {
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
         super::rewrite::rewrite_exprs(plan, |e, schema| {
+            if let Expr::Cast(c) = &e {
+                // numeric -> integer rounds half away from zero, as in
+                // PostgreSQL (`2.5::int` is 3); Arrow's cast truncates.
+                let from_decimal = c.expr.get_type(schema).is_ok_and(|t| {
+                    matches!(t, DataType::Decimal128(_, s) | DataType::Decimal256(_, s) if s > 0)
+                });
+                if from_decimal && c.field.data_type().is_integer() {
+                    let rounded =
+                        datafusion::functions::math::round().call(vec![c.expr.as_ref().clone()]);
+                    return Ok(Transformed::yes(Expr::Cast(
+                        datafusion::logical_expr::Cast {
+                            expr: Box::new(rounded),
+                            field: c.field.clone(),
+                        },
+                    )));
+                }
+                return Ok(Transformed::no(e));
+            }
             let Expr::BinaryExpr(BinaryExpr { left, op, right }) = &e else {
                 return Ok(Transformed::no(e));
             };

@@ -10,8 +10,8 @@ use datafusion::sql::sqlparser::ast::{
     CopyLegacyCsvOption, CopyLegacyOption, CopyOption, CopySource, CopyTarget,
 };
 
-use super::ddl;
 use super::error::SqlError;
+use super::idents;
 use super::session::{BlockState, CopyIn, Outcome, Session};
 use crate::storage::table::{TableData, TableMeta};
 
@@ -60,7 +60,7 @@ impl Session {
         else {
             return Err(SqlError::syntax("COPY FROM needs a table"));
         };
-        let name = ddl::table_name(&table_name.to_string());
+        let name = idents::relation(table_name);
         let snap = self.txn.snapshot();
         let t = snap
             .table_by_name(&name)
@@ -72,7 +72,7 @@ impl Session {
             columns
                 .iter()
                 .map(|c| {
-                    let n = c.value.to_ascii_lowercase();
+                    let n = idents::fold(c);
                     t.meta.column_index(&n).ok_or_else(|| {
                         SqlError::new(
                             "42703",
@@ -168,7 +168,7 @@ impl Session {
         Ok(())
     }
 
-    fn default_array(
+    pub(super) fn default_array(
         &self,
         meta: &TableMeta,
         col: usize,

@@ -9,6 +9,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 
 use super::error::SqlError;
+use super::idents;
 use crate::storage::table::{ColumnMeta, SqlType, TableMeta};
 
 /// Maps a SQL type name (as PostgreSQL spells it) to a [`SqlType`].
@@ -120,23 +121,11 @@ pub fn from_arrow(dt: &DataType) -> Result<SqlType, SqlError> {
     })
 }
 
-fn ident_name(i: &datafusion::sql::sqlparser::ast::Ident) -> String {
-    if i.quote_style.is_some() {
-        i.value.clone()
-    } else {
-        i.value.to_ascii_lowercase()
-    }
-}
-
 fn index_columns(cols: &[IndexColumn], names: &[String]) -> Result<Vec<usize>, SqlError> {
     cols.iter()
         .map(|c| {
-            let name = c
-                .column
-                .expr
-                .to_string()
-                .trim_matches('"')
-                .to_ascii_lowercase();
+            let name =
+                idents::column_of(&c.column.expr).unwrap_or_else(|| c.column.expr.to_string());
             names.iter().position(|n| *n == name).ok_or_else(|| {
                 SqlError::new(
                     "42703",
@@ -151,7 +140,7 @@ fn index_columns(cols: &[IndexColumn], names: &[String]) -> Result<Vec<usize>, S
 pub fn column_meta(def: &ColumnDef) -> Result<(ColumnMeta, bool, bool), SqlError> {
     let ty = parse_type(&def.data_type.to_string())?;
     let mut col = ColumnMeta {
-        name: ident_name(&def.name),
+        name: idents::fold(&def.name),
         ty,
         nullable: true,
         default: None,
@@ -181,7 +170,7 @@ pub fn column_meta(def: &ColumnDef) -> Result<(ColumnMeta, bool, bool), SqlError
 
 /// Builds table metadata from `CREATE TABLE` (id assigned by the engine).
 pub fn table_meta(ct: &CreateTable) -> Result<TableMeta, SqlError> {
-    let name = table_name(&ct.name.to_string());
+    let name = idents::relation(&ct.name);
     let mut columns = Vec::new();
     let mut primary_key = None;
     let mut uniques = Vec::new();
@@ -242,17 +231,6 @@ pub fn table_meta(ct: &CreateTable) -> Result<TableMeta, SqlError> {
         primary_key,
         uniques,
     })
-}
-
-/// Normalizes a table name: unquoted names fold to lower case, a `public.`
-/// schema prefix is dropped.
-pub fn table_name(raw: &str) -> String {
-    let raw = raw.strip_prefix("public.").unwrap_or(raw);
-    if raw.starts_with('"') && raw.ends_with('"') && raw.len() >= 2 {
-        raw[1..raw.len() - 1].to_string()
-    } else {
-        raw.to_ascii_lowercase()
-    }
 }
 
 #[cfg(test)]

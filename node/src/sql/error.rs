@@ -118,6 +118,14 @@ impl From<ArrowError> for SqlError {
     }
 }
 
+/// Inside DataFusion (functions, plan rules) an [`SqlError`] travels as
+/// `External`, and comes back out with its SQLSTATE (below).
+impl From<SqlError> for DataFusionError {
+    fn from(e: SqlError) -> Self {
+        DataFusionError::External(Box::new(e))
+    }
+}
+
 impl From<DataFusionError> for SqlError {
     fn from(e: DataFusionError) -> Self {
         match e {

@@ -13,11 +13,24 @@
 //! Left alone: `LIMIT` / `OFFSET` (DataFusion wants int8 there), `VALUES`
 //! rows (a column's rows must agree in type; PostgreSQL unifies them, the
 //! column keeps `bigint` here), and nodes without inputs.
+//!
+//! A recursive CTE's working table takes its column types from the
+//! non-recursive term, which this pass may have narrowed (`SELECT 1` is now
+//! int4): [`retype_work_table`] rebuilds the recursive term over a working
+//! table of the new types, as PostgreSQL types `n` in `WITH RECURSIVE r(n)
+//! AS (SELECT 1 UNION ALL SELECT n + 1 FROM r ...)` as integer.
 
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::Schema;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Result, ScalarValue};
+use datafusion::datasource::cte_worktable::CteWorkTable;
+use datafusion::datasource::{provider_as_source, source_as_provider};
 use datafusion::logical_expr::expr_rewriter::NamePreserver;
-use datafusion::logical_expr::{Expr, LogicalPlan};
+use datafusion::logical_expr::{
+    Expr, LogicalPlan, LogicalPlanBuilder, RecursiveQuery, TableScan, TableScanBuilder,
+};
 
 /// Rewrites `plan`'s 32-bit integer literals to `Int32`.
 pub fn int4_literals(plan: LogicalPlan) -> Result<LogicalPlan> {
@@ -28,6 +41,9 @@ pub fn int4_literals(plan: LogicalPlan) -> Result<LogicalPlan> {
         if matches!(node, LogicalPlan::Limit(_)) {
             // Its input may have changed types.
             return Ok(Transformed::yes(node.recompute_schema()?));
+        }
+        if let LogicalPlan::RecursiveQuery(q) = node {
+            return retype_work_table(q).map(Transformed::yes);
         }
         let names = NamePreserver::new(&node);
         let out = node.map_expressions(|e| {
@@ -51,4 +67,47 @@ pub fn int4_literals(plan: LogicalPlan) -> Result<LogicalPlan> {
         Ok(Transformed::yes(out.data.recompute_schema()?))
     })
     .map(|t| t.data)
+}
+
+/// Rebuilds a recursive CTE whose non-recursive term changed types: the
+/// recursive term reads a working table of the new types, and every node
+/// above that scan recomputes its schema.
+fn retype_work_table(q: RecursiveQuery) -> Result<LogicalPlan> {
+    let static_schema = q.static_term.schema().inner().clone();
+    let nullable: Vec<_> = static_schema
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone().with_nullable(true))
+        .collect();
+    let work_schema = Arc::new(Schema::new_with_metadata(
+        nullable,
+        static_schema.metadata().clone(),
+    ));
+    let source = provider_as_source(Arc::new(CteWorkTable::new(&q.name, work_schema)));
+    let recursive = Arc::unwrap_or_clone(q.recursive_term)
+        .transform_up(|p| match p {
+            LogicalPlan::TableScan(scan) if is_work_table(&scan, &q.name) => {
+                Ok(Transformed::yes(LogicalPlan::TableScan(
+                    TableScanBuilder::new(scan.table_name, source.clone())
+                        .with_projection(scan.projection)
+                        .with_filters(scan.filters)
+                        .with_fetch(scan.fetch)
+                        .build()?,
+                )))
+            }
+            other if other.inputs().is_empty() => Ok(Transformed::no(other)),
+            other => Ok(Transformed::yes(other.recompute_schema()?)),
+        })?
+        .data;
+    LogicalPlanBuilder::from(Arc::unwrap_or_clone(q.static_term))
+        .to_recursive_query(q.name, recursive, q.is_distinct)?
+        .build()
+}
+
+/// True for a scan of the working table of the recursive CTE `name`.
+fn is_work_table(scan: &TableScan, name: &str) -> bool {
+    source_as_provider(&scan.source)
+        .ok()
+        .and_then(|p| p.downcast_ref::<CteWorkTable>().map(|w| w.name() == name))
+        .unwrap_or(false)
 }

@@ -16,22 +16,58 @@
 
 use datafusion::sql::sqlparser::ast::{
     visit_expressions_mut, DataType, Expr, Ident, ObjectName, SetExpr, Statement, TableObject,
-    Value, ValueWithSpan,
+    UnaryOperator, Value, ValueWithSpan,
 };
 
 use super::error::SqlError;
 use crate::storage::table::SqlType;
 
 fn rewrite(v: &mut ValueWithSpan) {
+    rewrite_signed(v, false);
+}
+
+/// [`rewrite`], negating the value when `negate` (`-INTERVAL '1 day'`:
+/// DataFusion would negate only the first unit of the written form).
+/// False when the text is not PostgreSQL interval input.
+fn rewrite_signed(v: &mut ValueWithSpan, negate: bool) -> bool {
     let Value::SingleQuotedString(s) = &mut v.value else {
-        return;
+        return false;
     };
-    if let Ok(iv) = quiver_copy::parse_interval(s.as_bytes()) {
-        *s = format!(
-            "{} months {} days {} nanoseconds",
-            iv.months, iv.days, iv.nanoseconds
-        );
-    }
+    // Under a minus, the operand was already written in unit form.
+    let parsed = quiver_copy::parse_interval(s.as_bytes())
+        .ok()
+        .map(|iv| (iv.months, iv.days, iv.nanoseconds))
+        .or_else(|| unit_form(s));
+    let Some((months, days, nanos)) = parsed else {
+        return false;
+    };
+    let (months, days, nanos) = if negate {
+        match (
+            months.checked_neg(),
+            days.checked_neg(),
+            nanos.checked_neg(),
+        ) {
+            (Some(m), Some(d), Some(n)) => (m, d, n),
+            _ => return false,
+        }
+    } else {
+        (months, days, nanos)
+    };
+    *s = format!("{months} months {days} days {nanos} nanoseconds");
+    true
+}
+
+/// Reads back the unit form [`rewrite_signed`] writes.
+fn unit_form(s: &str) -> Option<(i32, i32, i64)> {
+    let mut it = s.split_ascii_whitespace();
+    let mut next = |unit: &str| {
+        let v = it.next()?;
+        (it.next()? == unit).then_some(v)
+    };
+    let months = next("months")?.parse().ok()?;
+    let days = next("days")?.parse().ok()?;
+    let nanos = next("nanoseconds")?.parse().ok()?;
+    Some((months, days, nanos))
 }
 
 /// `bytea` input text as a hex literal (other values are left alone).
@@ -122,7 +158,7 @@ pub fn insert_literals(
         ins.columns
             .iter()
             .map(|c| {
-                let c = c.to_string().trim_matches('"').to_ascii_lowercase();
+                let c = super::idents::last_part(c);
                 cols.iter().find(|(n, _)| *n == c).map(|(_, t)| t.clone())
             })
             .collect()
@@ -148,6 +184,21 @@ pub fn insert_literals(
 pub fn interval_literals(stmt: &mut Statement) {
     let _ = visit_expressions_mut(stmt, |e: &mut Expr| {
         match e {
+            Expr::UnaryOp {
+                op: UnaryOperator::Minus,
+                expr,
+            } => {
+                // Visited after its operand, which is already in unit form.
+                if let Expr::Interval(iv) = expr.as_mut() {
+                    if iv.leading_field.is_none() && iv.last_field.is_none() {
+                        if let Expr::Value(v) = iv.value.as_mut() {
+                            if rewrite_signed(v, true) {
+                                *e = Expr::Interval(iv.clone());
+                            }
+                        }
+                    }
+                }
+            }
             Expr::Interval(iv) if iv.leading_field.is_none() && iv.last_field.is_none() => {
                 if let Expr::Value(v) = iv.value.as_mut() {
                     rewrite(v);
@@ -190,6 +241,15 @@ mod tests {
         })
         .unwrap();
         stmt.to_string()
+    }
+
+    #[test]
+    fn negated_interval_negates_every_unit() {
+        assert_eq!(
+            rewritten("SELECT -INTERVAL '1 day 02:00:00', -(INTERVAL '1 mon')"),
+            "SELECT INTERVAL '0 months -1 days -7200000000000 nanoseconds', \
+             -(INTERVAL '1 months 0 days 0 nanoseconds')"
+        );
     }
 
     #[test]

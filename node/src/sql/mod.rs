@@ -5,14 +5,18 @@
 //! [`Database`] is shared by all connections of a node; each connection
 //! gets a [`Session`] with its own DataFusion context and transaction.
 
+pub mod alter;
+pub mod avg_merge;
 pub mod catalog;
 pub mod chars;
 pub mod checked;
 pub mod copy;
 pub mod ddl;
 pub mod error;
+pub mod idents;
 pub mod info_schema;
 pub mod int_literals;
+pub mod interval_ops;
 pub mod literals;
 pub mod names;
 pub mod pg_attribute;
@@ -35,6 +39,7 @@ use std::sync::Arc;
 
 use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider};
 use datafusion::datasource::file_format::options::{CsvReadOptions, ParquetReadOptions};
+use datafusion::execution::FunctionRegistry;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
 use datafusion_postgres::datafusion_pg_catalog::sql::PostgresCompatibilityParser;
@@ -101,8 +106,12 @@ impl Database {
         // `now()` and `TIMESTAMPTZ '...'` are instants (timestamptz), as in
         // PostgreSQL; results show them in the session's TimeZone.
         config.options_mut().execution.time_zone = Some("+00:00".into());
-        let base = SessionContext::new_with_config(config);
+        let mut base = SessionContext::new_with_config(config);
         base.register_udf(checked::checked_int_udf().as_ref().clone());
+        base.register_udf(interval_ops::interval_scale_udf());
+        base.register_udf(avg_merge::avg_merge_udf());
+        base.register_expr_planner(Arc::new(interval_ops::IntervalArithmetic))
+            .map_err(SqlError::from)?;
         base.add_analyzer_rule(Arc::new(checked::CheckedArithmeticRule::default()));
         let schema = Arc::new(QuiverSchema::new(engine.clone(), base.state()));
         let catalog = Arc::new(MemoryCatalogProvider::new());

@@ -3,9 +3,23 @@
 //! DataFusion names `SELECT count(*)` as `count(*)` and `SELECT 1` as
 //! `Int64(1)`; PostgreSQL says `count` and `?column?`, and drivers that read
 //! rows by column name depend on that. This derives PostgreSQL's names from
-//! the statement's syntax.
+//! the statement's syntax: a function's name, a cast's type name when its
+//! operand has none (`'1'::int` is `int4`), the keyword of SQL's special
+//! forms (`substring`, `position`, `extract`...).
+//!
+//! [`function_alias_columns`] names the column of a one-column set-returning
+//! function in FROM after its alias, as PostgreSQL does
+//! (`FROM generate_series(1, 3) g` has a column `g`; DataFusion calls it
+//! `value`).
 
-use datafusion::sql::sqlparser::ast::{Expr, Query, SelectItem, SetExpr, Statement};
+use std::ops::ControlFlow;
+
+use datafusion::sql::sqlparser::ast::{
+    DataType, Expr, Query, SelectItem, SetExpr, Statement, TableAliasColumnDef, TableFactor,
+    TrimWhereField, VisitMut, VisitorMut,
+};
+
+use super::idents::fold;
 
 /// Column names PostgreSQL would give a query's result, or `None` when the
 /// select list has a wildcard (DataFusion's names are right then).
@@ -27,7 +41,7 @@ fn set_names(body: &SetExpr) -> Option<Vec<String>> {
             .iter()
             .map(|item| match item {
                 SelectItem::UnnamedExpr(e) => Some(expr_name(e)),
-                SelectItem::ExprWithAlias { alias, .. } => Some(ident(alias)),
+                SelectItem::ExprWithAlias { alias, .. } => Some(fold(alias)),
                 _ => None,
             })
             .collect(),
@@ -37,32 +51,43 @@ fn set_names(body: &SetExpr) -> Option<Vec<String>> {
     }
 }
 
-fn ident(i: &datafusion::sql::sqlparser::ast::Ident) -> String {
-    if i.quote_style.is_some() {
-        i.value.clone()
-    } else {
-        i.value.to_ascii_lowercase()
-    }
-}
-
 fn expr_name(e: &Expr) -> String {
     match e {
-        Expr::Identifier(i) => ident(i),
-        Expr::CompoundIdentifier(parts) => parts.last().map(ident).unwrap_or_default(),
+        Expr::Identifier(i) => fold(i),
+        Expr::CompoundIdentifier(parts) => parts.last().map(fold).unwrap_or_default(),
         Expr::Function(f) => f
             .name
             .0
             .last()
             .and_then(|p| p.as_ident())
-            .map(ident)
+            .map(fold)
             .unwrap_or_else(|| "?column?".into()),
         Expr::Nested(inner) => expr_name(inner),
-        Expr::Cast { expr, .. } => match expr.as_ref() {
+        // The operand names the column when it is a column or a function
+        // (a strong name); otherwise the type does.
+        Expr::Cast {
+            expr, data_type, ..
+        } => match expr.as_ref() {
             Expr::Identifier(_) | Expr::CompoundIdentifier(_) | Expr::Function(_) => {
                 expr_name(expr)
             }
-            _ => "?column?".into(),
+            Expr::Nested(inner) if matches!(inner.as_ref(), Expr::Identifier(_)) => expr_name(expr),
+            _ => type_name(data_type).unwrap_or("?column?").into(),
         },
+        Expr::TypedString(ts) => type_name(&ts.data_type).unwrap_or("?column?").into(),
+        Expr::Interval(_) => "interval".into(),
+        Expr::Substring { shorthand, .. } => if *shorthand { "substr" } else { "substring" }.into(),
+        Expr::Position { .. } => "position".into(),
+        Expr::Trim { trim_where, .. } => match trim_where {
+            Some(TrimWhereField::Leading) => "ltrim",
+            Some(TrimWhereField::Trailing) => "rtrim",
+            _ => "btrim",
+        }
+        .into(),
+        Expr::Ceil { .. } => "ceil".into(),
+        Expr::Floor { .. } => "floor".into(),
+        Expr::Extract { .. } => "extract".into(),
+        Expr::AtTimeZone { .. } => "timezone".into(),
         Expr::Case { .. } => "case".into(),
         Expr::Exists { .. } => "exists".into(),
         Expr::Subquery(q) => query_names(q)
@@ -70,6 +95,69 @@ fn expr_name(e: &Expr) -> String {
             .unwrap_or_else(|| "?column?".into()),
         _ => "?column?".into(),
     }
+}
+
+/// PostgreSQL's internal name of a type, which names a cast's column.
+fn type_name(t: &DataType) -> Option<&'static str> {
+    Some(match t {
+        DataType::Int(_) | DataType::Integer(_) | DataType::Int4(_) => "int4",
+        DataType::BigInt(_) | DataType::Int8(_) => "int8",
+        DataType::SmallInt(_) | DataType::Int2(_) => "int2",
+        DataType::Boolean | DataType::Bool => "bool",
+        DataType::Text | DataType::String(_) => "text",
+        DataType::Varchar(_) | DataType::CharacterVarying(_) => "varchar",
+        DataType::Char(_) | DataType::Character(_) => "bpchar",
+        DataType::Numeric(_) | DataType::Decimal(_) | DataType::Dec(_) => "numeric",
+        DataType::Real | DataType::Float4 => "float4",
+        DataType::DoublePrecision | DataType::Float8 | DataType::Float(_) => "float8",
+        DataType::Date => "date",
+        DataType::Time(_, _) => "time",
+        DataType::Timestamp(_, tz) => match tz {
+            datafusion::sql::sqlparser::ast::TimezoneInfo::WithTimeZone
+            | datafusion::sql::sqlparser::ast::TimezoneInfo::Tz => "timestamptz",
+            _ => "timestamp",
+        },
+        DataType::Interval { .. } => "interval",
+        DataType::Bytea => "bytea",
+        DataType::JSON => "json",
+        DataType::JSONB => "jsonb",
+        DataType::Uuid => "uuid",
+        DataType::Array(_) => return None,
+        _ => return None,
+    })
+}
+
+/// Gives a one-column function in FROM with an alias but no column list
+/// (`generate_series(1, 3) AS g`) the column name `g`.
+pub fn function_alias_columns(stmt: &mut Statement) {
+    struct Namer;
+    impl VisitorMut for Namer {
+        type Break = ();
+        fn pre_visit_table_factor(&mut self, f: &mut TableFactor) -> ControlFlow<()> {
+            if let TableFactor::Table {
+                name,
+                alias: Some(alias),
+                args: Some(_),
+                ..
+            } = f
+            {
+                let one_column = name
+                    .0
+                    .last()
+                    .and_then(|p| p.as_ident())
+                    .map(fold)
+                    .is_some_and(|n| n == "generate_series" || n == "range");
+                if one_column && alias.columns.is_empty() {
+                    alias.columns = vec![TableAliasColumnDef {
+                        name: alias.name.clone(),
+                        data_type: None,
+                    }];
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = stmt.visit(&mut Namer);
 }
 
 #[cfg(test)]

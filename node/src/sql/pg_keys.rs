@@ -32,6 +32,7 @@ use datafusion::logical_expr::{
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 
+use super::idents::quote_if_needed;
 use super::pg_attribute::{column, scan_all};
 use crate::storage::table::TableMeta;
 use crate::storage::Engine;
@@ -107,25 +108,9 @@ pub(super) fn keys(meta: &TableMeta) -> Vec<Key<'_>> {
     out
 }
 
-/// `name` as PostgreSQL's `quote_ident` writes it: bare when it can be.
-fn quote_ident(name: &str) -> String {
-    let plain = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if plain {
-        name.to_owned()
-    } else {
-        format!("\"{}\"", name.replace('"', "\"\""))
-    }
-}
-
 fn column_list(meta: &TableMeta, cols: &[usize]) -> String {
     cols.iter()
-        .map(|&c| quote_ident(&meta.columns[c].name))
+        .map(|&c| quote_if_needed(&meta.columns[c].name))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -135,8 +120,8 @@ fn index_def(meta: &TableMeta, k: usize) -> Option<String> {
     let key = keys(meta).into_iter().nth(k)?;
     Some(format!(
         "CREATE UNIQUE INDEX {} ON public.{} USING btree ({})",
-        quote_ident(&key.name),
-        quote_ident(&meta.name),
+        quote_if_needed(&key.name),
+        quote_if_needed(&meta.name),
         column_list(meta, key.columns)
     ))
 }
@@ -561,7 +546,5 @@ mod tests {
         assert_eq!(constraint_def(&m, 1).unwrap(), "UNIQUE (a, b)");
         assert_eq!(keys(&m)[1].name, "t_a_b_key");
         assert!(index_def(&m, 2).is_none());
-        assert_eq!(quote_ident("Mixed Case"), "\"Mixed Case\"");
-        assert_eq!(quote_ident("a_1"), "a_1");
     }
 }

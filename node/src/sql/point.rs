@@ -17,7 +17,7 @@ use datafusion::arrow::array::{ArrayRef, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::sql::sqlparser::ast::{
-    BinaryOperator, Expr, GroupByExpr, Ident, ObjectNamePart, SelectFlavor, SelectItem, SetExpr,
+    BinaryOperator, Expr, GroupByExpr, ObjectNamePart, SelectFlavor, SelectItem, SetExpr,
     Statement, TableFactor, Value,
 };
 
@@ -55,25 +55,16 @@ fn key_type_ok(t: &SqlType) -> bool {
     )
 }
 
-/// An identifier as DataFusion normalises it (unquoted folds to lower case).
-fn ident_name(i: &Ident) -> String {
-    if i.quote_style.is_some() {
-        i.value.clone()
-    } else {
-        i.value.to_ascii_lowercase()
-    }
-}
-
 /// The column an identifier expression names, if it names one of `meta`'s
 /// columns through the table's name or alias.
 fn column_of(e: &Expr, meta: &TableMeta, qualifier: &str) -> Option<usize> {
     let name = match e {
-        Expr::Identifier(i) => ident_name(i),
+        Expr::Identifier(i) => super::idents::fold(i),
         Expr::CompoundIdentifier(parts) if parts.len() == 2 => {
-            if ident_name(&parts[0]) != qualifier {
+            if super::idents::fold(&parts[0]) != qualifier {
                 return None;
             }
-            ident_name(&parts[1])
+            super::idents::fold(&parts[1])
         }
         Expr::Nested(inner) => return column_of(inner, meta, qualifier),
         _ => return None,
@@ -215,7 +206,7 @@ impl PointQuery {
             .0
             .iter()
             .map(|p| match p {
-                ObjectNamePart::Identifier(i) => Some(ident_name(i)),
+                ObjectNamePart::Identifier(i) => Some(super::idents::fold(i)),
                 _ => None,
             })
             .collect::<Option<_>>()?;
@@ -228,7 +219,7 @@ impl PointQuery {
         let data: &Arc<TableData> = version.table_by_name(table_name)?;
         let meta = data.meta.clone();
         let qualifier = match alias {
-            Some(a) => ident_name(&a.name),
+            Some(a) => super::idents::fold(&a.name),
             None => table_name.clone(),
         };
 
@@ -250,7 +241,11 @@ impl PointQuery {
                 SelectItem::ExprWithAlias { expr, alias } => {
                     let c = column_of(expr, &meta, &qualifier)?;
                     projection.push(c);
-                    fields.push(meta.columns[c].field().with_name(ident_name(alias)));
+                    fields.push(
+                        meta.columns[c]
+                            .field()
+                            .with_name(super::idents::fold(alias)),
+                    );
                 }
                 _ => return None,
             }

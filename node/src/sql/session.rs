@@ -18,11 +18,12 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{
-    AlterTableOperation, ObjectType, Statement, TransactionIsolationLevel, TransactionMode,
+    ObjectType, Statement, TransactionIsolationLevel, TransactionMode,
 };
 
 use super::ddl;
 use super::error::SqlError;
+use super::idents;
 use super::point::PointQuery;
 use super::settings::Settings;
 use super::txn::{Pending, TxnContext};
@@ -145,13 +146,14 @@ impl Session {
         let engine = &self.txn.engine;
         for s in stmts.iter_mut() {
             json_casts_to_text(s);
+            super::names::function_alias_columns(s);
             super::literals::interval_literals(s);
             super::literals::bytea_literals(s)?;
             super::literals::insert_literals(s, |name| {
                 // The newest catalog, without pinning the statement's
                 // snapshot; only INSERTs ask.
                 let snap = engine.snapshot();
-                let t = snap.table_by_name(&super::ddl::table_name(&name.to_string()))?;
+                let t = snap.table_by_name(&super::idents::relation(name))?;
                 Some(
                     t.meta
                         .columns
@@ -243,7 +245,7 @@ impl Session {
                 savepoint: Some(name),
                 ..
             } => {
-                let name = savepoint_name(name);
+                let name = idents::fold(name);
                 let Some(pos) = self.savepoints.iter().rposition(|(n, _, _)| *n == name) else {
                     return Err(self.savepoint_error(&name));
                 };
@@ -275,14 +277,14 @@ impl Session {
                     ));
                 }
                 self.savepoints.push((
-                    savepoint_name(name),
+                    idents::fold(name),
                     self.txn.pending(),
                     self.txn.dist_writes(),
                 ));
                 return Ok(Outcome::Command("SAVEPOINT".into()));
             }
             Statement::ReleaseSavepoint { name } if self.block != BlockState::Failed => {
-                let name = savepoint_name(name);
+                let name = idents::fold(name);
                 if self.block == BlockState::Idle {
                     return Err(SqlError::new(
                         "25P01",
@@ -444,7 +446,7 @@ impl Session {
                 ..
             } => {
                 for n in names {
-                    let name = ddl::table_name(&n.to_string());
+                    let name = idents::relation(n);
                     if name.starts_with("pg_dist_") && self.db.schema.is_external(&name) {
                         return Err(SqlError::new(
                             "42501",
@@ -543,7 +545,7 @@ impl Session {
         let Some(q) = &ct.query else {
             return Err(SqlError::syntax("CREATE TABLE AS needs a query"));
         };
-        let name = ddl::table_name(&ct.name.to_string());
+        let name = idents::relation(&ct.name);
         let plan = self
             .ctx
             .state()
@@ -601,125 +603,6 @@ impl Session {
         }
         self.txn.add_inserts(&t, conformed)?;
         Ok(Outcome::Command(format!("SELECT {rows}")))
-    }
-
-    async fn alter_table(
-        &mut self,
-        at: &datafusion::sql::sqlparser::ast::AlterTable,
-    ) -> Result<Outcome, SqlError> {
-        let name = ddl::table_name(&at.name.to_string());
-        let snap = self.db.engine.snapshot();
-        let t = snap
-            .table_by_name(&name)
-            .cloned()
-            .ok_or_else(|| SqlError::new("42P01", format!("relation \"{name}\" does not exist")))?;
-        let mut meta = (*t.meta).clone();
-        let mut mapping: Vec<Option<usize>> = (0..meta.columns.len()).map(Some).collect();
-        for op in &at.operations {
-            match op {
-                AlterTableOperation::AddColumn {
-                    column_def,
-                    if_not_exists,
-                    ..
-                } => {
-                    let (col, pk, unique) = ddl::column_meta(column_def)?;
-                    if meta.column_index(&col.name).is_some() {
-                        if *if_not_exists {
-                            continue;
-                        }
-                        return Err(SqlError::new(
-                            "42701",
-                            format!(
-                                "column \"{}\" of relation \"{name}\" already exists",
-                                col.name
-                            ),
-                        ));
-                    }
-                    if pk || unique || !col.nullable {
-                        return Err(SqlError::unsupported(
-                            "ADD COLUMN with NOT NULL, PRIMARY KEY or UNIQUE is not supported yet",
-                        ));
-                    }
-                    meta.columns.push(col);
-                    mapping.push(None);
-                }
-                AlterTableOperation::DropColumn {
-                    column_names,
-                    if_exists,
-                    ..
-                } => {
-                    for c in column_names {
-                        let cname = c.value.to_ascii_lowercase();
-                        let Some(i) = meta.column_index(&cname) else {
-                            if *if_exists {
-                                continue;
-                            }
-                            return Err(SqlError::new(
-                                "42703",
-                                format!("column \"{cname}\" of relation \"{name}\" does not exist"),
-                            ));
-                        };
-                        let in_key = meta.unique_keys().iter().any(|k| k.contains(&i));
-                        if in_key {
-                            return Err(SqlError::unsupported(
-                                "cannot drop a column that is part of a key",
-                            ));
-                        }
-                        meta.columns.remove(i);
-                        mapping.remove(i);
-                        let fix = |k: &mut Vec<usize>| {
-                            for x in k.iter_mut() {
-                                if *x > i {
-                                    *x -= 1;
-                                }
-                            }
-                        };
-                        if let Some(pk) = meta.primary_key.as_mut() {
-                            fix(pk);
-                        }
-                        for u in meta.uniques.iter_mut() {
-                            fix(u);
-                        }
-                    }
-                }
-                AlterTableOperation::RenameColumn {
-                    old_column_name,
-                    new_column_name,
-                } => {
-                    let old = old_column_name.value.to_ascii_lowercase();
-                    let i = meta.column_index(&old).ok_or_else(|| {
-                        SqlError::new("42703", format!("column \"{old}\" does not exist"))
-                    })?;
-                    meta.columns[i].name = new_column_name.value.to_ascii_lowercase();
-                }
-                AlterTableOperation::RenameTable { table_name } => {
-                    meta.name = ddl::table_name(&table_name.to_string().replace("TO ", ""));
-                }
-                other => {
-                    return Err(SqlError::unsupported(format!(
-                        "ALTER TABLE {other} is not supported yet"
-                    )))
-                }
-            }
-        }
-        let distributed = self
-            .db
-            .cluster
-            .as_ref()
-            .and_then(|c| c.layout(&name).map(|l| (c.clone(), l)));
-        if let Some((_, layout)) = &distributed {
-            if meta.name != name {
-                return Err(SqlError::unsupported(
-                    "renaming a distributed table is not supported yet",
-                ));
-            }
-            crate::dist::ddl::check_alter(layout, &meta)?;
-        }
-        self.db.engine.alter_table(meta.clone(), mapping).await?;
-        if let Some((cluster, layout)) = distributed {
-            crate::dist::ddl::alter_shards(&cluster, &layout, &meta, at).await?;
-        }
-        Ok(Outcome::Command("ALTER TABLE".into()))
     }
 }
 
@@ -781,15 +664,6 @@ fn handled_here(stmt: &Statement) -> bool {
             | Statement::ShowVariable { .. }
     ) || is_deallocate_all(stmt)
         || crate::dist::ddl::utility_call(stmt).is_some()
-}
-
-/// A savepoint name as PostgreSQL folds it.
-fn savepoint_name(i: &datafusion::sql::sqlparser::ast::Ident) -> String {
-    if i.quote_style.is_some() {
-        i.value.clone()
-    } else {
-        i.value.to_ascii_lowercase()
-    }
 }
 
 /// `DEALLOCATE [PREPARE] ALL`.

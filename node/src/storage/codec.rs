@@ -26,10 +26,13 @@ pub enum Op {
         table: u64,
     },
     /// Replace a table's definition; `mapping[i]` is the old position of new
-    /// column `i`, or `None` for a new column (filled with NULL).
+    /// column `i`, or `None` for a new column. Existing rows get a new
+    /// column's value from `fill` (one row over the new user columns; the
+    /// value of its DEFAULT, computed once when the ALTER ran), or NULL.
     AlterTable {
         meta: TableMeta,
         mapping: Vec<Option<usize>>,
+        fill: Option<RecordBatch>,
     },
     /// Stored batches (user columns + final `__rowid`). With `staged`, the
     /// first `staged.rows` rows were logged ahead in staged records and the
@@ -62,6 +65,8 @@ const DELETE: u8 = 5;
 const TRUNCATE: u8 = 6;
 const STAGE: u8 = 7;
 const INSERT_STAGED: u8 = 8;
+/// ALTER TABLE with the values existing rows take in new columns.
+const ALTER_FILL: u8 = 9;
 
 /// Rows of an insert that were logged ahead by staged records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,8 +156,21 @@ pub fn encode(ops: &[Op]) -> Result<Vec<Vec<u8>>, StorageError> {
         let (tag, head, ipc) = match op {
             Op::CreateTable(meta) => (CREATE, serde_json::to_vec(meta)?, Vec::new()),
             Op::DropTable { table } => (DROP, table.to_le_bytes().to_vec(), Vec::new()),
-            Op::AlterTable { meta, mapping } => {
-                (ALTER, serde_json::to_vec(&(meta, mapping))?, Vec::new())
+            Op::AlterTable {
+                meta,
+                mapping,
+                fill: None,
+            } => (ALTER, serde_json::to_vec(&(meta, mapping))?, Vec::new()),
+            Op::AlterTable {
+                meta,
+                mapping,
+                fill: Some(fill),
+            } => {
+                let json = serde_json::to_vec(&(meta, mapping))?;
+                let len = u32::try_from(json.len()).map_err(|_| corrupt("ALTER too large"))?;
+                let mut head = len.to_le_bytes().to_vec();
+                head.extend_from_slice(&json);
+                (ALTER_FILL, head, ipc_stream(std::slice::from_ref(fill))?)
             }
             Op::Insert {
                 table,
@@ -253,7 +271,26 @@ pub fn decode(payload: &[u8]) -> Result<Vec<Op>, StorageError> {
             },
             ALTER => {
                 let (meta, mapping) = serde_json::from_slice(body)?;
-                Op::AlterTable { meta, mapping }
+                Op::AlterTable {
+                    meta,
+                    mapping,
+                    fill: None,
+                }
+            }
+            ALTER_FILL => {
+                let len = body
+                    .get(0..4)
+                    .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]) as usize)
+                    .ok_or_else(|| corrupt("missing ALTER length"))?;
+                let json = body.get(4..4 + len).ok_or_else(|| corrupt("short ALTER"))?;
+                let (meta, mapping) = serde_json::from_slice(json)?;
+                Op::AlterTable {
+                    meta,
+                    mapping,
+                    fill: read_ipc(body.get(4 + len..).unwrap_or_default())?
+                        .into_iter()
+                        .next(),
+                }
             }
             INSERT => Op::Insert {
                 table: u64_at(body, 0)?,
@@ -343,10 +380,40 @@ mod tests {
             },
             Op::Truncate { table: 7 },
             Op::DropTable { table: 7 },
+            Op::AlterTable {
+                meta: meta.clone(),
+                mapping: vec![Some(0), None],
+                fill: Some(user.slice(0, 1)),
+            },
+            Op::AlterTable {
+                meta: meta.clone(),
+                mapping: vec![None, Some(0)],
+                fill: None,
+            },
         ];
         let bytes = encode(&ops).unwrap().concat();
         let back = decode(&bytes).unwrap();
-        assert_eq!(back.len(), 5);
+        assert_eq!(back.len(), 7);
+        match (&back[5], &back[6]) {
+            (
+                Op::AlterTable {
+                    meta: m5,
+                    mapping: p5,
+                    fill: Some(f5),
+                },
+                Op::AlterTable {
+                    mapping: p6,
+                    fill: None,
+                    ..
+                },
+            ) => {
+                assert_eq!(m5, &meta);
+                assert_eq!(p5, &vec![Some(0), None]);
+                assert_eq!(f5, &user.slice(0, 1));
+                assert_eq!(p6, &vec![None, Some(0)]);
+            }
+            other => panic!("{other:?}"),
+        }
         match &back[0] {
             Op::CreateTable(m) => assert_eq!(m, &meta),
             other => panic!("{other:?}"),

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{new_null_array, ArrayRef, RecordBatch};
+use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::util::display::array_value_to_string;
 use parking_lot::{Mutex, RwLock};
 
@@ -383,17 +383,39 @@ impl Engine {
         Ok(dropped)
     }
 
-    /// Replaces a table's definition (ALTER TABLE).
+    /// Replaces a table's definition (ALTER TABLE). Existing rows take the
+    /// value of each new column from `fill` (one row over the new user
+    /// columns), or NULL; a new NOT NULL column that would hold NULL in an
+    /// existing row is refused.
     pub async fn alter_table(
         &self,
         meta: TableMeta,
         mapping: Vec<Option<usize>>,
+        fill: Option<RecordBatch>,
     ) -> Result<(), StorageError> {
         self.commit_with(|head, _| {
-            if !head.tables.contains_key(&meta.id) {
+            let Some(old) = head.tables.get(&meta.id) else {
                 return Err(StorageError::UndefinedTable(meta.name.clone()));
+            };
+            if old.live_rows() > 0 {
+                for (i, col) in meta.columns.iter().enumerate() {
+                    let filled = fill
+                        .as_ref()
+                        .and_then(|f| f.columns().get(i))
+                        .is_some_and(|c| c.is_valid(0));
+                    if mapping.get(i) == Some(&None) && !col.nullable && !filled {
+                        return Err(StorageError::NullsInNewColumn {
+                            table: meta.name.clone(),
+                            column: col.name.clone(),
+                        });
+                    }
+                }
             }
-            Ok(vec![Op::AlterTable { meta, mapping }])
+            Ok(vec![Op::AlterTable {
+                meta,
+                mapping,
+                fill,
+            }])
         })
         .await?;
         Ok(())
@@ -578,7 +600,11 @@ pub(super) fn apply(
                 }
                 indexes.remove(table);
             }
-            Op::AlterTable { meta, mapping } => {
+            Op::AlterTable {
+                meta,
+                mapping,
+                fill,
+            } => {
                 let Some(old) = v.tables.get(&meta.id).cloned() else {
                     continue;
                 };
@@ -592,7 +618,7 @@ pub(super) fn apply(
                     s.batches = seg
                         .batches
                         .iter()
-                        .map(|b| remap(b, mapping, &stored))
+                        .map(|b| super::table::remap(b, mapping, fill.as_ref(), &stored))
                         .collect::<Result<_, _>>()?;
                     data.segments.push(Arc::new(s));
                 }
@@ -775,23 +801,4 @@ impl Staged {
         }
         Ok(out)
     }
-}
-
-/// Rebuilds a stored batch for a new column layout.
-fn remap(
-    b: &RecordBatch,
-    mapping: &[Option<usize>],
-    stored: &datafusion::arrow::datatypes::SchemaRef,
-) -> Result<RecordBatch, StorageError> {
-    let n = b.num_rows();
-    let mut cols: Vec<ArrayRef> = Vec::with_capacity(mapping.len() + 1);
-    for (i, m) in mapping.iter().enumerate() {
-        let ty = stored.field(i).data_type();
-        cols.push(match m {
-            Some(old) => datafusion::arrow::compute::cast(b.column(*old), ty)?,
-            None => new_null_array(ty, n),
-        });
-    }
-    cols.push(b.column(b.num_columns() - 1).clone());
-    Ok(RecordBatch::try_new(stored.clone(), cols)?)
 }

@@ -62,6 +62,8 @@ pub enum StorageError {
         "null value in column \"{column}\" of relation \"{table}\" violates not-null constraint"
     )]
     NotNull { table: String, column: String },
+    #[error("column \"{column}\" of relation \"{table}\" contains null values")]
+    NullsInNewColumn { table: String, column: String },
     #[error("could not serialize access due to concurrent update")]
     SerializationFailure,
     #[error("the storage engine is shutting down")]
@@ -75,7 +77,7 @@ impl StorageError {
             StorageError::UndefinedTable(_) => "42P01",
             StorageError::DuplicateTable(_) => "42P07",
             StorageError::UniqueViolation { .. } => "23505",
-            StorageError::NotNull { .. } => "23502",
+            StorageError::NotNull { .. } | StorageError::NullsInNewColumn { .. } => "23502",
             StorageError::SerializationFailure => "40001",
             StorageError::ShuttingDown => "57P01",
             StorageError::Corrupt(_) => "XX001",

@@ -436,3 +436,32 @@ pub fn check_not_null(meta: &TableMeta, batch: &RecordBatch) -> Result<(), Stora
     }
     Ok(())
 }
+
+/// Rebuilds a stored batch for a new column layout; a new column takes its
+/// value from `fill`'s one row, or is NULL.
+pub fn remap(
+    b: &RecordBatch,
+    mapping: &[Option<usize>],
+    fill: Option<&RecordBatch>,
+    stored: &datafusion::arrow::datatypes::SchemaRef,
+) -> Result<RecordBatch, StorageError> {
+    let n = b.num_rows();
+    let mut cols: Vec<ArrayRef> = Vec::with_capacity(mapping.len() + 1);
+    for (i, m) in mapping.iter().enumerate() {
+        let ty = stored.field(i).data_type();
+        let filled = fill
+            .and_then(|f| f.columns().get(i))
+            .filter(|c| c.is_valid(0));
+        cols.push(match (m, filled) {
+            (Some(old), _) => datafusion::arrow::compute::cast(b.column(*old), ty)?,
+            (None, Some(v)) => {
+                let v = datafusion::arrow::compute::cast(v, ty)?;
+                let first = datafusion::arrow::array::UInt32Array::from(vec![0; n]);
+                datafusion::arrow::compute::take(&v, &first, None)?
+            }
+            (None, None) => datafusion::arrow::array::new_null_array(ty, n),
+        });
+    }
+    cols.push(b.column(b.num_columns() - 1).clone());
+    Ok(RecordBatch::try_new(stored.clone(), cols)?)
+}

@@ -1,0 +1,257 @@
+//! `interval * number`, `number * interval` and `interval / number`, as
+//! PostgreSQL computes them.
+//!
+//! Step in the flow: DataFusion's SQL planner asks [`IntervalArithmetic`]
+//! (an expression planner) about every binary operator while it builds a
+//! statement's logical plan. DataFusion's type coercion refuses these
+//! operators ("Invalid interval arithmetic operation"); PostgreSQL scales
+//! each field and cascades the fractions down (`'1 mon' * 1.5` is
+//! `1 mon 15 days`, `'1 day' / 2` is `12:00:00`). The planner replaces them
+//! with `quiver_interval_scale(interval, factor, divide)`, which does the
+//! arithmetic of PostgreSQL's `interval_mul` / `interval_div`. The function
+//! is registered on every node, so fragments that carry it run on workers.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, IntervalMonthDayNanoArray};
+use datafusion::arrow::datatypes::{DataType, Float64Type, IntervalMonthDayNano, IntervalUnit};
+use datafusion::common::{DFSchema, Result, ScalarValue};
+use datafusion::logical_expr::planner::{ExprPlanner, PlannerResult, RawBinaryExpr};
+use datafusion::logical_expr::{
+    ColumnarValue, Expr, ExprSchemable, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    Volatility,
+};
+use datafusion::sql::sqlparser::ast::BinaryOperator;
+
+use super::error::SqlError;
+
+/// The function's name in plans and in fragments sent to workers.
+pub const INTERVAL_SCALE_FN: &str = "quiver_interval_scale";
+
+const DAYS_PER_MONTH: f64 = 30.0;
+const SECS_PER_DAY: f64 = 86_400.0;
+
+/// PostgreSQL's `TSROUND`: rounds to whole microseconds (of the unit given).
+fn ts_round(v: f64) -> f64 {
+    (v * 1e6).round_ties_even() / 1e6
+}
+
+/// `span * factor` (or `span / factor` with `divide`), PostgreSQL's way:
+/// months and days are scaled and truncated, and the fractions cascade
+/// down (a month is 30 days, a day 24 hours).
+pub fn scale(
+    span: IntervalMonthDayNano,
+    factor: f64,
+    divide: bool,
+) -> Result<IntervalMonthDayNano, SqlError> {
+    if divide && factor == 0.0 {
+        return Err(SqlError::new("22012", "division by zero"));
+    }
+    let apply = |v: f64| if divide { v / factor } else { v * factor };
+    let out_of_range = || SqlError::new("22008", "interval out of range");
+    let months_f = apply(f64::from(span.months));
+    let days_f = apply(f64::from(span.days));
+    if !months_f.is_finite() || !days_f.is_finite() {
+        return Err(out_of_range());
+    }
+    let months = months_f.trunc();
+    let mut days = days_f.trunc();
+    let month_remainder_days = ts_round((months_f - months) * DAYS_PER_MONTH);
+    let mut sec_remainder = ts_round(
+        (days_f - days + month_remainder_days - month_remainder_days.trunc()) * SECS_PER_DAY,
+    );
+    if sec_remainder.abs() >= SECS_PER_DAY {
+        let whole = (sec_remainder / SECS_PER_DAY).trunc();
+        days += whole;
+        sec_remainder -= whole * SECS_PER_DAY;
+    }
+    days += month_remainder_days.trunc();
+    // PostgreSQL keeps microseconds; Arrow's interval keeps nanoseconds.
+    let micros = (apply(span.nanoseconds as f64 / 1000.0) + sec_remainder * 1e6).round_ties_even();
+    let nanos = micros * 1000.0;
+    let fits_i32 = |v: f64| v >= f64::from(i32::MIN) && v <= f64::from(i32::MAX);
+    let nanos_fit = nanos.is_finite() && nanos.abs() < 9.2e18;
+    if !fits_i32(months) || !fits_i32(days) || !nanos_fit {
+        return Err(out_of_range());
+    }
+    Ok(IntervalMonthDayNano::new(
+        months as i32,
+        days as i32,
+        nanos as i64,
+    ))
+}
+
+/// `quiver_interval_scale(interval, factor, divide)`.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct IntervalScaleFn {
+    signature: Signature,
+}
+
+impl Default for IntervalScaleFn {
+    fn default() -> Self {
+        IntervalScaleFn {
+            signature: Signature::exact(
+                vec![
+                    DataType::Interval(IntervalUnit::MonthDayNano),
+                    DataType::Float64,
+                    DataType::Boolean,
+                ],
+                Volatility::Immutable,
+            ),
+        }
+    }
+}
+
+impl ScalarUDFImpl for IntervalScaleFn {
+    fn name(&self) -> &str {
+        INTERVAL_SCALE_FN
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Interval(IntervalUnit::MonthDayNano))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let n = args.number_rows;
+        let [span, factor, divide] = args.args.as_slice() else {
+            return Err(SqlError::new("42883", "quiver_interval_scale takes 3 arguments").into());
+        };
+        let divide = match divide {
+            ColumnarValue::Scalar(ScalarValue::Boolean(Some(d))) => *d,
+            _ => {
+                return Err(SqlError::new(
+                    "42883",
+                    "quiver_interval_scale: divide must be a constant",
+                )
+                .into())
+            }
+        };
+        let all_scalar = matches!(
+            (span, factor),
+            (ColumnarValue::Scalar(_), ColumnarValue::Scalar(_))
+        );
+        let spans: ArrayRef = span.clone().into_array(n)?;
+        let factors: ArrayRef = factor.clone().into_array(n)?;
+        let spans = spans.as_primitive::<datafusion::arrow::datatypes::IntervalMonthDayNanoType>();
+        let factors = factors.as_primitive::<Float64Type>();
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            if spans.is_null(i) || factors.is_null(i) {
+                out.push(None);
+            } else {
+                out.push(Some(scale(spans.value(i), factors.value(i), divide)?));
+            }
+        }
+        let array = IntervalMonthDayNanoArray::from(out);
+        if all_scalar {
+            Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
+                &array, 0,
+            )?))
+        } else {
+            Ok(ColumnarValue::Array(Arc::new(array)))
+        }
+    }
+}
+
+/// The function, for registering on a session.
+pub fn interval_scale_udf() -> ScalarUDF {
+    ScalarUDF::new_from_impl(IntervalScaleFn::default())
+}
+
+/// Plans `interval * n`, `n * interval` and `interval / n` as
+/// [`INTERVAL_SCALE_FN`].
+#[derive(Debug, Default)]
+pub struct IntervalArithmetic;
+
+fn is_interval(t: &DataType) -> bool {
+    matches!(t, DataType::Interval(_))
+}
+
+fn is_number(t: &DataType) -> bool {
+    t.is_numeric()
+}
+
+impl ExprPlanner for IntervalArithmetic {
+    fn plan_binary_op(
+        &self,
+        expr: RawBinaryExpr,
+        schema: &DFSchema,
+    ) -> Result<PlannerResult<RawBinaryExpr>> {
+        let divide = match expr.op {
+            BinaryOperator::Multiply => false,
+            BinaryOperator::Divide => true,
+            _ => return Ok(PlannerResult::Original(expr)),
+        };
+        // A placeholder or a column that does not resolve: not ours.
+        let (Ok(lt), Ok(rt)) = (expr.left.get_type(schema), expr.right.get_type(schema)) else {
+            return Ok(PlannerResult::Original(expr));
+        };
+        let (span, factor) = if is_interval(&lt) && is_number(&rt) {
+            (expr.left, expr.right)
+        } else if !divide && is_number(&lt) && is_interval(&rt) {
+            (expr.right, expr.left)
+        } else {
+            return Ok(PlannerResult::Original(expr));
+        };
+        let span = span.cast_to(&DataType::Interval(IntervalUnit::MonthDayNano), schema)?;
+        let factor = factor.cast_to(&DataType::Float64, schema)?;
+        Ok(PlannerResult::Planned(Expr::ScalarFunction(
+            datafusion::logical_expr::expr::ScalarFunction::new_udf(
+                Arc::new(interval_scale_udf()),
+                vec![
+                    span,
+                    factor,
+                    Expr::Literal(ScalarValue::Boolean(Some(divide)), None),
+                ],
+            ),
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NANOS_PER_SEC: f64 = 1e9;
+
+    fn iv(months: i32, days: i32, secs: f64) -> IntervalMonthDayNano {
+        IntervalMonthDayNano::new(months, days, (secs * NANOS_PER_SEC) as i64)
+    }
+
+    #[test]
+    fn scales_like_postgres() {
+        // Results checked against PostgreSQL 15.
+        assert_eq!(scale(iv(0, 1, 0.0), 2.0, false).unwrap(), iv(0, 2, 0.0));
+        assert_eq!(scale(iv(1, 0, 0.0), 1.5, false).unwrap(), iv(1, 15, 0.0));
+        assert_eq!(
+            scale(iv(0, 1, 0.0), 1.5, false).unwrap(),
+            iv(0, 1, 43_200.0)
+        );
+        assert_eq!(scale(iv(1, 0, 0.0), 3.0, true).unwrap(), iv(0, 10, 0.0));
+        assert_eq!(scale(iv(0, 1, 0.0), 2.0, true).unwrap(), iv(0, 0, 43_200.0));
+        // '1 hour' / 7 = 00:08:34.285714
+        assert_eq!(
+            scale(iv(0, 0, 3600.0), 7.0, true).unwrap(),
+            IntervalMonthDayNano::new(0, 0, 514_285_714_000)
+        );
+        assert_eq!(scale(iv(0, 3, 0.0), -1.0, false).unwrap(), iv(0, -3, 0.0));
+    }
+
+    #[test]
+    fn errors_like_postgres() {
+        assert_eq!(
+            scale(iv(0, 1, 0.0), 0.0, true).unwrap_err().sqlstate,
+            "22012"
+        );
+        assert_eq!(
+            scale(iv(i32::MAX, 0, 0.0), 2.0, false)
+                .unwrap_err()
+                .sqlstate,
+            "22008"
+        );
+    }
+}
