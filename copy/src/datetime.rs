@@ -351,7 +351,7 @@ fn parse_date_slow(s: &[u8]) -> Result<i32, Fail> {
 
 /// Parses `timestamp` (`with_tz = false`, zone ignored as PostgreSQL does)
 /// or `timestamptz` (zone applied; none means UTC) in `unit` ticks.
-pub(crate) fn parse_timestamp(s: &[u8], unit: TimeUnit, with_tz: bool) -> Result<i64, ValueError> {
+pub fn parse_timestamp(s: &[u8], unit: TimeUnit, with_tz: bool) -> Result<i64, ValueError> {
     let name = if with_tz {
         "timestamp with time zone"
     } else {

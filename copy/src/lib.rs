@@ -42,7 +42,7 @@ mod text;
 
 pub use bytes::parse_bytea;
 pub use columns::{is_json_field, is_supported_type, EXTENSION_NAME_KEY, JSON_EXTENSION_NAME};
-pub use datetime::{format_time, format_timestamp_at};
+pub use datetime::{format_time, format_timestamp_at, parse_timestamp};
 pub use decimal::{
     format_decimal, format_decimal256, parse_decimal, parse_decimal256, trims_zeros,
     UNCONSTRAINED_PRECISION, UNCONSTRAINED_SCALE,

@@ -173,6 +173,10 @@ SCRIPTS: dict[str, list[str]] = {
         "SELECT id FROM {t} WHERE d > date '2024-02-01' ORDER BY id",
         "SELECT id, extract(epoch from ts) FROM {t} ORDER BY id",
         "SELECT timestamp '2024-01-01 10:00', '2024-01-01 10:00'::timestamp",
+        "INSERT INTO {t} VALUES (4, '2024-03-01', '2024-03-01 08:15', '3 days')",
+        "SELECT id, ts, ts + span FROM {t} WHERE id = 4",
+        "SELECT 5 # 3, 10 >> 1, 1 << 4, 5 & 3, 5 | 3",
+        "SELECT generate_series(1, 3)::int, generate_series(2, 4)::int AS x",
     ],
     "ctes": [
         "WITH a AS (SELECT 1 AS x UNION ALL SELECT 2) SELECT sum(x) FROM a",

@@ -80,6 +80,9 @@ fn from_arrow(e: &ArrowError) -> SqlError {
     if matches!(e, ArrowError::DivideByZero) {
         return SqlError::new("22012", "division by zero");
     }
+    if let Some(pg) = pg_cast_error(&msg) {
+        return pg;
+    }
     let state = match e {
         ArrowError::CastError(m) | ArrowError::ParseError(m) if m.contains("overflow") => "22003",
         ArrowError::CastError(_) | ArrowError::ParseError(_) => "22P02",
@@ -88,6 +91,54 @@ fn from_arrow(e: &ArrowError) -> SqlError {
         _ => "XX000",
     };
     SqlError::new(state, clean(&msg))
+}
+
+/// PostgreSQL's error for a failed cast that Arrow reports in its own
+/// words: an integer out of range, a numeric too wide for its precision,
+/// date or timestamp text that is malformed (22007) or names a day that
+/// does not exist (22008).
+fn pg_cast_error(msg: &str) -> Option<SqlError> {
+    if let Some(rest) = msg.split("Can't cast value ").nth(1) {
+        let word = match rest.rsplit(" to type ").next().unwrap_or("") {
+            "Int16" | "Int8" => "smallint",
+            "Int32" => "integer",
+            "Int64" => "bigint",
+            _ => return None,
+        };
+        return Some(SqlError::new("22003", format!("{word} out of range")));
+    }
+    if msg.contains("too large to store in a Decimal") {
+        return Some(SqlError::new("22003", "numeric field overflow"));
+    }
+    let rest = msg.split("Cannot cast string '").nth(1)?;
+    let (text, target) = rest.split_once("' to value of ")?;
+    let kind = if target.starts_with("Date") {
+        "date"
+    } else if target.starts_with("Timestamp") {
+        "timestamp"
+    } else {
+        return None;
+    };
+    // Digits in a date's shape that still fail name a day that does not exist.
+    let shaped = text.len() >= 10
+        && text.as_bytes()[..10].iter().enumerate().all(|(i, b)| {
+            if i == 4 || i == 7 {
+                *b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }
+        });
+    Some(if shaped {
+        SqlError::new(
+            "22008",
+            format!("date/time field value out of range: \"{text}\""),
+        )
+    } else {
+        SqlError::new(
+            "22007",
+            format!("invalid input syntax for type {kind}: \"{text}\""),
+        )
+    })
 }
 
 /// Drops DataFusion's "Error during planning: " style prefixes.
@@ -160,7 +211,10 @@ impl From<DataFusionError> for SqlError {
             DataFusionError::Plan(m) => plan_error(&m),
             DataFusionError::Execution(m) => exec_error(&m),
             DataFusionError::ResourcesExhausted(m) => SqlError::new("53200", m),
-            other => SqlError::new("XX000", clean(&other.to_string())),
+            other => {
+                let m = other.to_string();
+                pg_cast_error(&m).unwrap_or_else(|| SqlError::new("XX000", clean(&m)))
+            }
         }
     }
 }
@@ -232,6 +286,9 @@ fn plan_error(m: &str) -> SqlError {
 }
 
 fn exec_error(m: &str) -> SqlError {
+    if let Some(pg) = pg_cast_error(m) {
+        return pg;
+    }
     if m.contains("is declared as non-nullable but contains null values") {
         let col = m.split('\'').nth(1).unwrap_or("?");
         return SqlError::new(
@@ -255,6 +312,28 @@ fn exec_error(m: &str) -> SqlError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cast_errors_get_postgres_states() {
+        let state = |m: &str| from_arrow(&ArrowError::CastError(m.into())).sqlstate;
+        assert_eq!(state("Can't cast value 3000000000 to type Int32"), "22003");
+        assert_eq!(
+            state("Cannot cast string 'x' to value of Date32 type"),
+            "22007"
+        );
+        assert_eq!(
+            state("Cannot cast string '2024-02-30' to value of Date32 type"),
+            "22008"
+        );
+        assert_eq!(
+            from_arrow(&ArrowError::InvalidArgumentError(
+                "12345.68 is too large to store in a Decimal128 of precision 5. Max is 999.99"
+                    .into()
+            ))
+            .sqlstate,
+            "22003"
+        );
+    }
 
     #[test]
     fn shared_errors_keep_their_sqlstate() {

@@ -10,16 +10,22 @@
 //! with `quiver_interval_scale(interval, factor, divide)`, which does the
 //! arithmetic of PostgreSQL's `interval_mul` / `interval_div`. The function
 //! is registered on every node, so fragments that carry it run on workers.
+//!
+//! The same planner gives other operators PostgreSQL's result types:
+//! `date ± interval` is a `timestamp` (DataFusion keeps a date), `date -
+//! date` is an `integer` of days, and `a # b` is a bitwise xor.
 
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, IntervalMonthDayNanoArray};
-use datafusion::arrow::datatypes::{DataType, Float64Type, IntervalMonthDayNano, IntervalUnit};
+use datafusion::arrow::datatypes::{
+    DataType, Float64Type, IntervalMonthDayNano, IntervalUnit, TimeUnit,
+};
 use datafusion::common::{DFSchema, Result, ScalarValue};
 use datafusion::logical_expr::planner::{ExprPlanner, PlannerResult, RawBinaryExpr};
 use datafusion::logical_expr::{
-    ColumnarValue, Expr, ExprSchemable, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
-    Volatility,
+    binary_expr, ColumnarValue, Expr, ExprSchemable, Operator, ScalarFunctionArgs, ScalarUDF,
+    ScalarUDFImpl, Signature, Volatility,
 };
 use datafusion::sql::sqlparser::ast::BinaryOperator;
 
@@ -181,14 +187,24 @@ impl ExprPlanner for IntervalArithmetic {
         expr: RawBinaryExpr,
         schema: &DFSchema,
     ) -> Result<PlannerResult<RawBinaryExpr>> {
-        let divide = match expr.op {
-            BinaryOperator::Multiply => false,
-            BinaryOperator::Divide => true,
-            _ => return Ok(PlannerResult::Original(expr)),
-        };
+        if expr.op == BinaryOperator::PGBitwiseXor {
+            return Ok(PlannerResult::Planned(binary_expr(
+                expr.left,
+                Operator::BitwiseXor,
+                expr.right,
+            )));
+        }
         // A placeholder or a column that does not resolve: not ours.
         let (Ok(lt), Ok(rt)) = (expr.left.get_type(schema), expr.right.get_type(schema)) else {
             return Ok(PlannerResult::Original(expr));
+        };
+        let divide = match expr.op {
+            BinaryOperator::Multiply => false,
+            BinaryOperator::Divide => true,
+            BinaryOperator::Plus | BinaryOperator::Minus => {
+                return date_arithmetic(expr, &lt, &rt, schema)
+            }
+            _ => return Ok(PlannerResult::Original(expr)),
         };
         let (span, factor) = if is_interval(&lt) && is_number(&rt) {
             (expr.left, expr.right)
@@ -210,6 +226,33 @@ impl ExprPlanner for IntervalArithmetic {
             ),
         )))
     }
+}
+
+/// `date ± interval` as a timestamp, `date - date` as integer days.
+fn date_arithmetic(
+    expr: RawBinaryExpr,
+    lt: &DataType,
+    rt: &DataType,
+    schema: &DFSchema,
+) -> Result<PlannerResult<RawBinaryExpr>> {
+    let timestamp = DataType::Timestamp(TimeUnit::Microsecond, None);
+    let is_date = |t: &DataType| matches!(t, DataType::Date32 | DataType::Date64);
+    let minus = expr.op == BinaryOperator::Minus;
+    if minus && is_date(lt) && is_date(rt) {
+        let days = binary_expr(expr.left, Operator::Minus, expr.right);
+        return Ok(PlannerResult::Planned(
+            days.cast_to(&DataType::Int32, schema)?,
+        ));
+    }
+    if is_date(lt) && is_interval(rt) {
+        let left = expr.left.cast_to(&timestamp, schema)?;
+        return Ok(PlannerResult::Original(RawBinaryExpr { left, ..expr }));
+    }
+    if !minus && is_interval(lt) && is_date(rt) {
+        let right = expr.right.cast_to(&timestamp, schema)?;
+        return Ok(PlannerResult::Original(RawBinaryExpr { right, ..expr }));
+    }
+    Ok(PlannerResult::Original(expr))
 }
 
 #[cfg(test)]

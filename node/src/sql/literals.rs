@@ -13,10 +13,15 @@
 //! input text, as PostgreSQL does, where DataFusion would take the string's
 //! own bytes. [`insert_literals`] does both for untyped string literals that
 //! `INSERT ... VALUES` puts into interval and bytea columns.
+//!
+//! `timestamp` literals (`TIMESTAMP '2024-01-15 10:00'`, `'...'::timestamp`,
+//! and text put into timestamp columns) are read with PostgreSQL's rules
+//! too and written back in full (`2024-01-15 10:00:00`): DataFusion wants
+//! the seconds.
 
 use datafusion::sql::sqlparser::ast::{
     visit_expressions_mut, DataType, Expr, Ident, ObjectName, SetExpr, Statement, TableObject,
-    UnaryOperator, Value, ValueWithSpan,
+    TimezoneInfo, UnaryOperator, Value, ValueWithSpan,
 };
 
 use super::error::SqlError;
@@ -68,6 +73,30 @@ fn unit_form(s: &str) -> Option<(i32, i32, i64)> {
     let days = next("days")?.parse().ok()?;
     let nanos = next("nanoseconds")?.parse().ok()?;
     Some((months, days, nanos))
+}
+
+/// `timestamp` input text in PostgreSQL's forms (`2024-01-15 10:00`,
+/// `Jan 15 2024`, `epoch`...) written back as `YYYY-MM-DD HH:MM:SS[.f]`,
+/// which DataFusion reads. Text neither reads is left for DataFusion's
+/// error.
+fn rewrite_timestamp(v: &mut ValueWithSpan) {
+    use datafusion::arrow::datatypes::TimeUnit;
+    let Value::SingleQuotedString(s) = &mut v.value else {
+        return;
+    };
+    let Ok(t) = quiver_copy::parse_timestamp(s.as_bytes(), TimeUnit::Microsecond, false) else {
+        return;
+    };
+    if t == i64::MAX || t == i64::MIN {
+        return; // 'infinity': DataFusion has none
+    }
+    let mut out = Vec::with_capacity(32);
+    quiver_copy::format_timestamp_at(t, TimeUnit::Microsecond, None, &mut out);
+    if let Ok(text) = String::from_utf8(out) {
+        if !text.ends_with(" BC") {
+            *s = text;
+        }
+    }
 }
 
 /// `bytea` input text as a hex literal (other values are left alone).
@@ -173,6 +202,7 @@ pub fn insert_literals(
                         rewrite(v);
                     }
                 }
+                Some(SqlType::Timestamp) => rewrite_timestamp(v),
                 _ => {}
             }
         }
@@ -212,6 +242,24 @@ pub fn interval_literals(stmt: &mut Statement) {
                 if let Expr::Value(v) = expr.as_mut() {
                     rewrite(v);
                 }
+            }
+            Expr::Cast {
+                data_type:
+                    DataType::Timestamp(_, TimezoneInfo::None | TimezoneInfo::WithoutTimeZone),
+                expr,
+                ..
+            } => {
+                if let Expr::Value(v) = expr.as_mut() {
+                    rewrite_timestamp(v);
+                }
+            }
+            Expr::TypedString(ts)
+                if matches!(
+                    ts.data_type,
+                    DataType::Timestamp(_, TimezoneInfo::None | TimezoneInfo::WithoutTimeZone)
+                ) =>
+            {
+                rewrite_timestamp(&mut ts.value);
             }
             _ => {}
         }

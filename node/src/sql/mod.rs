@@ -29,6 +29,7 @@ pub mod rewrite;
 pub mod session;
 pub mod settings;
 pub mod shard;
+pub mod srf;
 pub mod subqueries;
 pub mod txn;
 pub mod type_planner;
@@ -110,6 +111,13 @@ impl Database {
         base.register_udf(checked::checked_int_udf().as_ref().clone());
         base.register_udf(interval_ops::interval_scale_udf());
         base.register_udf(avg_merge::avg_merge_udf());
+        // PostgreSQL's `every` is `bool_and`.
+        base.register_udaf(
+            datafusion::functions_aggregate::bool_and_or::bool_and_udaf()
+                .as_ref()
+                .clone()
+                .with_aliases(["every"]),
+        );
         base.register_expr_planner(Arc::new(interval_ops::IntervalArithmetic))
             .map_err(SqlError::from)?;
         base.add_analyzer_rule(Arc::new(checked::CheckedArithmeticRule::default()));

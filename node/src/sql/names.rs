@@ -6,17 +6,9 @@
 //! the statement's syntax: a function's name, a cast's type name when its
 //! operand has none (`'1'::int` is `int4`), the keyword of SQL's special
 //! forms (`substring`, `position`, `extract`...).
-//!
-//! [`function_alias_columns`] names the column of a one-column set-returning
-//! function in FROM after its alias, as PostgreSQL does
-//! (`FROM generate_series(1, 3) g` has a column `g`; DataFusion calls it
-//! `value`).
-
-use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    DataType, Expr, Query, SelectItem, SetExpr, Statement, TableAliasColumnDef, TableFactor,
-    TrimWhereField, VisitMut, VisitorMut,
+    DataType, Expr, Query, SelectItem, SetExpr, Statement, TrimWhereField,
 };
 
 use super::idents::fold;
@@ -125,39 +117,6 @@ fn type_name(t: &DataType) -> Option<&'static str> {
         DataType::Array(_) => return None,
         _ => return None,
     })
-}
-
-/// Gives a one-column function in FROM with an alias but no column list
-/// (`generate_series(1, 3) AS g`) the column name `g`.
-pub fn function_alias_columns(stmt: &mut Statement) {
-    struct Namer;
-    impl VisitorMut for Namer {
-        type Break = ();
-        fn pre_visit_table_factor(&mut self, f: &mut TableFactor) -> ControlFlow<()> {
-            if let TableFactor::Table {
-                name,
-                alias: Some(alias),
-                args: Some(_),
-                ..
-            } = f
-            {
-                let one_column = name
-                    .0
-                    .last()
-                    .and_then(|p| p.as_ident())
-                    .map(fold)
-                    .is_some_and(|n| n == "generate_series" || n == "range");
-                if one_column && alias.columns.is_empty() {
-                    alias.columns = vec![TableAliasColumnDef {
-                        name: alias.name.clone(),
-                        data_type: None,
-                    }];
-                }
-            }
-            ControlFlow::Continue(())
-        }
-    }
-    let _ = stmt.visit(&mut Namer);
 }
 
 #[cfg(test)]

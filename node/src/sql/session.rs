@@ -146,7 +146,7 @@ impl Session {
         let engine = &self.txn.engine;
         for s in stmts.iter_mut() {
             json_casts_to_text(s);
-            super::names::function_alias_columns(s);
+            super::srf::set_returning_functions(s);
             super::literals::interval_literals(s);
             super::literals::bytea_literals(s)?;
             super::literals::insert_literals(s, |name| {
@@ -622,25 +622,52 @@ fn json_casts_to_text(stmt: &mut Statement) {
 
 /// Gives every unnamed item of the top-level select list a unique alias.
 fn alias_select_items(stmt: &mut Statement) {
-    use datafusion::sql::sqlparser::ast::{Ident, SelectItem, SetExpr};
-    let query = match stmt {
-        Statement::Query(q) => q,
-        // INSERT ... SELECT a, a: the names do not matter there.
-        Statement::Insert(ins) => match ins.source.as_mut() {
-            Some(q) => q,
-            None => return,
-        },
-        _ => return,
-    };
-    if let SetExpr::Select(sel) = query.body.as_mut() {
-        for (i, item) in sel.projection.iter_mut().enumerate() {
-            if let SelectItem::UnnamedExpr(e) = item {
-                *item = SelectItem::ExprWithAlias {
-                    expr: e.clone(),
-                    alias: Ident::new(format!("?column?{}", i + 1)),
-                };
+    use datafusion::sql::sqlparser::ast::{Ident, Query, SelectItem, SetExpr};
+    /// Aliases every unnamed item of the selects of `body` (through set
+    /// operations).
+    fn alias_body(body: &mut SetExpr) {
+        match body {
+            SetExpr::Select(sel) => {
+                for (i, item) in sel.projection.iter_mut().enumerate() {
+                    if let SelectItem::UnnamedExpr(e) = item {
+                        *item = SelectItem::ExprWithAlias {
+                            expr: e.clone(),
+                            alias: Ident::new(format!("?column?{}", i + 1)),
+                        };
+                    }
+                }
+            }
+            SetExpr::SetOperation { left, right, .. } => {
+                alias_body(left);
+                alias_body(right);
+            }
+            SetExpr::Query(q) => alias_body(&mut q.body),
+            _ => {}
+        }
+    }
+    fn alias_query(query: &mut Query) {
+        // A CTE with a column list (`WITH r(n, m) AS (SELECT 1, 1::bigint
+        // ...)`) names its columns itself.
+        if let Some(with) = query.with.as_mut() {
+            for cte in with.cte_tables.iter_mut() {
+                if !cte.alias.columns.is_empty() {
+                    alias_body(&mut cte.query.body);
+                }
             }
         }
+        if let SetExpr::Select(_) = query.body.as_ref() {
+            alias_body(&mut query.body);
+        }
+    }
+    match stmt {
+        Statement::Query(q) => alias_query(q),
+        // INSERT ... SELECT a, a: the names do not matter there.
+        Statement::Insert(ins) => {
+            if let Some(q) = ins.source.as_mut() {
+                alias_query(q);
+            }
+        }
+        _ => {}
     }
 }
 
