@@ -125,6 +125,9 @@ SCRIPTS: dict[str, list[str]] = {
         "SELECT 'it''s', E'tab\\there', $$dollar$$",
         "SELECT 'abc' < 'abd', 'a' = 'a ', 'B' > 'a'",
         "SELECT format('%s-%s', 'a', 1), quote_ident('Foo'), quote_literal('it''s')",
+        "SELECT format('INSERT INTO %I VALUES (%L, %L)', 'My Table', 'x', NULL), quote_nullable(NULL), "
+        "format('%2$s %1$s', 'a', 'b')",
+        "SELECT format('%s %s', 'only one')",
         "CREATE TABLE {t} (id int, s text, c char(5), v varchar(5))",
         "INSERT INTO {t} VALUES (1, 'x', 'ab', 'ab'), (2, NULL, NULL, NULL), (3, '', '', '')",
         "SELECT id, s, c, v, length(c), c || '|' FROM {t} ORDER BY id",
@@ -176,6 +179,10 @@ SCRIPTS: dict[str, list[str]] = {
         "INSERT INTO {t} VALUES (4, '2024-03-01', '2024-03-01 08:15', '3 days')",
         "SELECT id, ts, ts + span FROM {t} WHERE id = 4",
         "SELECT 5 # 3, 10 >> 1, 1 << 4, 5 & 3, 5 | 3",
+        "SELECT to_char(timestamp '2024-05-06 07:08:09.5', 'YYYY-MM-DD HH24:MI:SS.MS'), "
+        "to_char(timestamp '2024-05-06 19:08:09', 'HH12:MI AM, FMMonth DD YYYY'), "
+        "to_char(date '2024-05-06', 'Dy Mon DD \"week\" YY')",
+        "SELECT id, to_char(ts, 'DD/MM/YYYY HH24:MI') FROM {t} ORDER BY id",
         "SELECT generate_series(1, 3)::int, generate_series(2, 4)::int AS x",
     ],
     "ctes": [

@@ -110,12 +110,13 @@ pub fn result_fields(
     opts: Arc<FormatOptions>,
 ) -> Result<Vec<FieldInfo>, SqlError> {
     // arrow-pg has no `Decimal256`: describe it as the `numeric` it is.
+    // Unsigned integers (`row_number()`, `rank()`) are sent as the signed
+    // type PostgreSQL would use (see `rows::signed_integers`).
     let described;
-    let for_types = if schema
-        .fields()
-        .iter()
-        .any(|f| matches!(f.data_type(), DataType::Decimal256(..)))
-    {
+    let for_types = if schema.fields().iter().any(|f| {
+        matches!(f.data_type(), DataType::Decimal256(..))
+            || crate::frontend::rows::signed_for(f.data_type()).is_some()
+    }) {
         described = Schema::new_with_metadata(
             schema
                 .fields()
@@ -125,7 +126,10 @@ pub fn result_fields(
                         .as_ref()
                         .clone()
                         .with_data_type(DataType::Decimal128(38, (*s).min(38))),
-                    _ => f.as_ref().clone(),
+                    t => match crate::frontend::rows::signed_for(t) {
+                        Some(signed) => f.as_ref().clone().with_data_type(signed),
+                        None => f.as_ref().clone(),
+                    },
                 })
                 .collect::<Vec<_>>(),
             schema.metadata().clone(),

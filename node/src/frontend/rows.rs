@@ -66,6 +66,50 @@ fn timestamps_as_text(
     RecordBatch::try_new(Arc::new(Schema::new(out_fields)), cols)
 }
 
+/// The signed type PostgreSQL would send for an unsigned Arrow integer
+/// (window functions such as `row_number()` return `UInt64`; PostgreSQL's
+/// is `bigint`).
+pub fn signed_for(t: &DataType) -> Option<DataType> {
+    match t {
+        DataType::UInt8 => Some(DataType::Int16),
+        DataType::UInt16 => Some(DataType::Int32),
+        DataType::UInt32 | DataType::UInt64 => Some(DataType::Int64),
+        _ => None,
+    }
+}
+
+/// Unsigned integer columns as [`signed_for`] types; a value that does not
+/// fit is an error (22003), never wrapped.
+fn signed_integers(batch: RecordBatch) -> Result<RecordBatch, ArrowError> {
+    let schema = batch.schema();
+    if !schema
+        .fields()
+        .iter()
+        .any(|f| signed_for(f.data_type()).is_some())
+    {
+        return Ok(batch);
+    }
+    let mut fields = Vec::with_capacity(schema.fields().len());
+    let mut cols = Vec::with_capacity(fields.capacity());
+    for (f, c) in schema.fields().iter().zip(batch.columns()) {
+        match signed_for(f.data_type()) {
+            Some(t) => {
+                let opts = datafusion::arrow::compute::CastOptions {
+                    safe: false,
+                    ..Default::default()
+                };
+                cols.push(datafusion::arrow::compute::cast_with_options(c, &t, &opts)?);
+                fields.push(f.as_ref().clone().with_data_type(t));
+            }
+            None => {
+                cols.push(c.clone());
+                fields.push(f.as_ref().clone());
+            }
+        }
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)
+}
+
 /// Encodes `batch` as rows described by `fields` (one per column), with
 /// timestamptz values in `time_zone`.
 pub fn encode_rows(
@@ -73,8 +117,9 @@ pub fn encode_rows(
     batch: RecordBatch,
     time_zone: Option<Arc<str>>,
 ) -> Rows {
-    let batch =
-        pad_output(batch).and_then(|b| timestamps_as_text(b, &fields, time_zone.as_deref()));
+    let batch = pad_output(batch)
+        .and_then(signed_integers)
+        .and_then(|b| timestamps_as_text(b, &fields, time_zone.as_deref()));
     let batch = match batch {
         Ok(b) => b,
         Err(e) => {

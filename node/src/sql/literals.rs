@@ -267,6 +267,100 @@ pub fn interval_literals(stmt: &mut Statement) {
     });
 }
 
+/// PostgreSQL's `to_char` template patterns, longest first, and the
+/// chrono specifiers DataFusion's `to_char` formats with.
+const TEMPLATE_PATTERNS: &[(&str, &str)] = &[
+    ("HH24", "%H"),
+    ("HH12", "%I"),
+    ("YYYY", "%Y"),
+    ("Month", "%B"),
+    ("MONTH", "%B"),
+    ("month", "%B"),
+    ("Day", "%A"),
+    ("DAY", "%A"),
+    ("day", "%A"),
+    ("DDD", "%j"),
+    ("Mon", "%b"),
+    ("MON", "%b"),
+    ("mon", "%b"),
+    ("Dy", "%a"),
+    ("DY", "%a"),
+    ("dy", "%a"),
+    ("YY", "%y"),
+    ("MM", "%m"),
+    ("DD", "%d"),
+    ("HH", "%I"),
+    ("MI", "%M"),
+    ("SS", "%S"),
+    ("MS", "%3f"),
+    ("US", "%6f"),
+    ("AM", "%p"),
+    ("PM", "%p"),
+    ("am", "%P"),
+    ("pm", "%P"),
+    ("TZ", "%Z"),
+];
+
+/// A `to_char` template in chrono's terms: PostgreSQL's patterns become
+/// specifiers, `"quoted text"` and other characters stay as they are
+/// (`%` escaped), and the `FM` prefix is dropped. Month and day names are
+/// not blank-padded to nine characters as PostgreSQL pads them.
+pub fn to_char_template(pg: &str) -> String {
+    let mut out = String::with_capacity(pg.len() * 2);
+    let mut rest = pg;
+    while let Some(c) = rest.chars().next() {
+        if let Some(r) = rest.strip_prefix("FM") {
+            rest = r;
+            continue;
+        }
+        if c == '"' {
+            let body = &rest[1..];
+            let end = body.find('"').unwrap_or(body.len());
+            out.push_str(&body[..end].replace('%', "%%"));
+            rest = body.get(end + 1..).unwrap_or("");
+            continue;
+        }
+        if let Some((p, spec)) = TEMPLATE_PATTERNS.iter().find(|(p, _)| rest.starts_with(p)) {
+            out.push_str(spec);
+            rest = &rest[p.len()..];
+            continue;
+        }
+        if c == '%' {
+            out.push_str("%%");
+        } else {
+            out.push(c);
+        }
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
+/// Rewrites the template of `to_char(value, 'template')` calls (see
+/// [`to_char_template`]).
+pub fn to_char_templates(stmt: &mut Statement) {
+    use datafusion::sql::sqlparser::ast::{FunctionArg, FunctionArgExpr, FunctionArguments};
+    let _ = visit_expressions_mut(stmt, |e: &mut Expr| {
+        if let Expr::Function(f) = e {
+            let is_to_char = f
+                .name
+                .0
+                .last()
+                .and_then(|p| p.as_ident())
+                .is_some_and(|i| super::idents::fold(i) == "to_char");
+            if let (true, FunctionArguments::List(list)) = (is_to_char, &mut f.args) {
+                if let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v)))) =
+                    list.args.get_mut(1)
+                {
+                    if let Value::SingleQuotedString(t) = &mut v.value {
+                        *t = to_char_template(t);
+                    }
+                }
+            }
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,6 +371,7 @@ mod tests {
             .unwrap()
             .remove(0);
         interval_literals(&mut stmt);
+        to_char_templates(&mut stmt);
         bytea_literals(&mut stmt).unwrap();
         insert_literals(&mut stmt, |n| {
             (n.to_string() == "t").then(|| {
@@ -297,6 +392,20 @@ mod tests {
             rewritten("SELECT -INTERVAL '1 day 02:00:00', -(INTERVAL '1 mon')"),
             "SELECT INTERVAL '0 months -1 days -7200000000000 nanoseconds', \
              -(INTERVAL '1 months 0 days 0 nanoseconds')"
+        );
+    }
+
+    #[test]
+    fn to_char_templates_become_chrono() {
+        assert_eq!(
+            to_char_template("YYYY-MM-DD HH24:MI:SS"),
+            "%Y-%m-%d %H:%M:%S"
+        );
+        assert_eq!(to_char_template("FMMonth DD, YYYY"), "%B %d, %Y");
+        assert_eq!(to_char_template("\"at\" HH12 AM 100%"), "at %I %p 100%%");
+        assert_eq!(
+            rewritten("SELECT to_char(d, 'YYYY'), other(d, 'YYYY')"),
+            "SELECT to_char(d, '%Y'), other(d, 'YYYY')"
         );
     }
 

@@ -22,6 +22,7 @@ pub mod names;
 pub mod pg_attribute;
 pub mod pg_functions;
 pub mod pg_keys;
+pub mod pg_strings;
 pub mod pg_text;
 pub mod point;
 pub mod provider;
@@ -111,6 +112,13 @@ impl Database {
         base.register_udf(checked::checked_int_udf().as_ref().clone());
         base.register_udf(interval_ops::interval_scale_udf());
         base.register_udf(avg_merge::avg_merge_udf());
+        // PostgreSQL's `sign` is `signum`.
+        base.register_udf(
+            datafusion::functions::math::signum()
+                .as_ref()
+                .clone()
+                .with_aliases(["sign"]),
+        );
         // PostgreSQL's `every` is `bool_and`.
         base.register_udaf(
             datafusion::functions_aggregate::bool_and_or::bool_and_udaf()
@@ -152,6 +160,10 @@ impl Database {
         }
         setup_pg_catalog(&base, CATALOG, pg_functions::Roles)
             .map_err(|e| SqlError::new("XX000", format!("pg_catalog setup: {e}")))?;
+        // After pg_catalog's, which has a `quote_ident` that never quotes.
+        for f in pg_strings::string_udfs() {
+            base.register_udf(f);
+        }
         // After pg_catalog's own type planner, which it wraps.
         type_planner::QuiverTypePlanner::install(&base);
         pg_attribute::install(&base, CATALOG, engine.clone())?;

@@ -148,6 +148,7 @@ impl Session {
             json_casts_to_text(s);
             super::srf::set_returning_functions(s);
             super::literals::interval_literals(s);
+            super::literals::to_char_templates(s);
             super::literals::bytea_literals(s)?;
             super::literals::insert_literals(s, |name| {
                 // The newest catalog, without pinning the statement's
