@@ -164,3 +164,55 @@ def small_cluster(target):
 @pytest.mark.parametrize("script", sorted(DISTRIBUTE))
 def test_distributed_same_as_postgres(script, small_cluster, postgres):
     run_and_compare(script, small_cluster.dsn, postgres.dsn, DIST_KNOWN_DIFFERENCES, DISTRIBUTE[script])
+
+
+COPY_TABLE = ("(id int PRIMARY KEY, s text, n numeric(12,3), f float8, d date, ts timestamp, "
+              "b boolean, iv interval, j json, bin bytea)")
+COPY_ROWS = [
+    "1\thello\t1.500\t0.1\t2024-01-02\t2024-01-02 03:04:05\tt\t1 day\t{\"a\": 1}\t\\\\x0102",
+    "2\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N",
+    "3\ttab\\there\\nline\t-0.001\t-1e+20\t1999-12-31\t2000-01-01 00:00:00.5\tf\t-01:30:00\t[]\t\\\\x",
+    "4\t\t0.000\t-0\t2024-02-29\t2024-02-29 23:59:59.999999\tt\t1 year 2 mons\tnull\t\\\\x41",
+]
+
+
+def _copy_round_trip(dsn: str, table: str) -> dict[str, list[bytes]]:
+    """Loads COPY_ROWS with psycopg's COPY FROM STDIN (text), then reads the table back with
+    COPY TO STDOUT in text and CSV: every CopyData message, as psycopg receives it."""
+    out = {}
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute("SET TIME ZONE 'UTC'")
+        c.execute(f"CREATE TABLE {table} {COPY_TABLE}")
+        cur = c.cursor()
+        with cur.copy(f"COPY {table} FROM STDIN") as cp:
+            for line in COPY_ROWS:
+                cp.write(line + "\n")
+        out["in_rowcount"] = [str(cur.rowcount).encode()]
+        for name, opts in [("text", ""), ("csv", " WITH (FORMAT csv, HEADER true)"),
+                           ("csv_quoted", " WITH (FORMAT csv, FORCE_QUOTE (s, d, j), NULL 'NULL')")]:
+            with cur.copy(f"COPY (SELECT * FROM {table} ORDER BY id) TO STDOUT{opts}") as cp:
+                out[name] = [bytes(b) for b in cp]
+        with cur.copy(f"COPY (SELECT id, s, n FROM {table} ORDER BY id) TO STDOUT") as cp:
+            cp.set_types(["int4", "text", "numeric"])
+            out["rows"] = [repr(r).encode() for r in cp.rows()]
+    return out
+
+
+def _psql_copy_out(dsn: str, table: str) -> str:
+    """psql's \\copy ... to stdout, as a user's shell script runs it."""
+    import shutil
+    import subprocess
+    psql = shutil.which("psql") or "/usr/lib/postgresql/15/bin/psql"
+    r = subprocess.run([psql, dsn, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c",
+                        f"\\copy (SELECT id, s, n, d FROM {table} ORDER BY id) to stdout with (format csv)"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def test_copy_in_and_out_same_as_postgres(server, postgres):
+    table = f"ev_copy_{next(_ids)}"
+    ours, theirs = _copy_round_trip(server.dsn, table), _copy_round_trip(postgres.dsn, table)
+    for key in theirs:
+        assert ours[key] == theirs[key], f"{key}:\n quiver:     {ours[key]}\n postgresql: {theirs[key]}"
+    assert _psql_copy_out(server.dsn, table) == _psql_copy_out(postgres.dsn, table)

@@ -224,6 +224,14 @@ pub fn stage_form(meta: &TableMeta, batch: RecordBatch) -> datafusion::error::Re
     super::provider::from_columns(meta, &meta.schema(), batch.columns().to_vec())
 }
 
+/// A column list as COPY's option text (`a, "B"`): the codec folds it.
+fn column_list(cols: &[datafusion::sql::sqlparser::ast::Ident]) -> String {
+    cols.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// COPY options as `(name, value)` pairs.
 fn copy_options(
     options: &[CopyOption],
@@ -246,7 +254,9 @@ fn copy_options(
                 }
             }
             CopyOption::Freeze(_) => {}
-            other => return Err(SqlError::unsupported(format!("COPY option {other}"))),
+            CopyOption::ForceQuote(cols) => put("force_quote", Some(column_list(cols))),
+            CopyOption::ForceNotNull(cols) => put("force_not_null", Some(column_list(cols))),
+            CopyOption::ForceNull(cols) => put("force_null", Some(column_list(cols))),
         }
     }
     for o in legacy {
@@ -264,7 +274,12 @@ fn copy_options(
                         CopyLegacyCsvOption::Header => put("header", Some("true".into())),
                         CopyLegacyCsvOption::Quote(q) => put("quote", Some(q.to_string())),
                         CopyLegacyCsvOption::Escape(q) => put("escape", Some(q.to_string())),
-                        _ => {}
+                        CopyLegacyCsvOption::ForceQuote(cols) => {
+                            put("force_quote", Some(column_list(cols)))
+                        }
+                        CopyLegacyCsvOption::ForceNotNull(cols) => {
+                            put("force_not_null", Some(column_list(cols)))
+                        }
                     }
                 }
             }
