@@ -96,6 +96,8 @@ SCRIPTS: dict[str, list[str]] = {
         "SELECT avg(amount) = 8230452600823045.263333 FROM {t}",
         "SELECT avg(amount) FROM {t} WHERE id <= 2",
         "SELECT avg(ratio), sum(ratio) FROM {t}",
+        "SELECT id, 1 / ratio FROM {t} WHERE ratio IS NOT NULL ORDER BY id",
+        "SELECT id, ratio / (ratio - 0.5) FROM {t} WHERE ratio IS NOT NULL ORDER BY id",
         "SELECT id, amount * 2, amount + 0.005 FROM {t} ORDER BY id",
     ],
     "booleans_and_nulls": [
@@ -149,6 +151,7 @@ SCRIPTS: dict[str, list[str]] = {
         "SELECT '\\x41'::bytea, 'abc'::bytea",
         "SELECT pg_typeof(1), pg_typeof(1.5), pg_typeof('a'::text), pg_typeof(now())",
         "SELECT 1::float8::text, 0.1::float8::text, 1e20::float8::text, 123456789012::float8::text",
+        "SELECT 'v=' || 2.0::float8, 'r=' || (1.0::float8 / 3), 'f=' || 1.5::real, (-0.0::float8)::text",
     ],
     "dates_and_intervals": [
         "SET TIME ZONE 'UTC'",
@@ -183,6 +186,7 @@ SCRIPTS: dict[str, list[str]] = {
         "to_char(timestamp '2024-05-06 19:08:09', 'HH12:MI AM, FMMonth DD YYYY'), "
         "to_char(date '2024-05-06', 'Dy Mon DD \"week\" YY')",
         "SELECT id, to_char(ts, 'DD/MM/YYYY HH24:MI') FROM {t} ORDER BY id",
+        "SELECT id, ts - timestamp '2024-01-01 00:00:00', timestamp '2024-01-01 00:00:00' - ts FROM {t} ORDER BY id",
         "SELECT generate_series(1, 3)::int, generate_series(2, 4)::int AS x",
     ],
     "ctes": [

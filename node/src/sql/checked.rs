@@ -11,6 +11,8 @@
 //!
 //! The same rule makes a cast from `numeric` to an integer round (half away
 //! from zero) before it converts, as PostgreSQL's does; Arrow truncates.
+//! And a float divisor goes through `quiver_divisor(x)`, which fails with
+//! 22012 on zero: PostgreSQL's `1.0::float8 / 0` is an error, not Infinity.
 
 use std::sync::Arc;
 
@@ -169,6 +171,64 @@ impl ScalarUDFImpl for CheckedIntFn {
     }
 }
 
+/// The float divisor check's name in plans and fragments.
+pub const DIVISOR_FN: &str = "quiver_divisor";
+
+/// `quiver_divisor(x)`: `x`, or 22012 when a value is zero.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct DivisorFn {
+    signature: Signature,
+}
+
+impl Default for DivisorFn {
+    fn default() -> Self {
+        DivisorFn {
+            signature: Signature::uniform(
+                1,
+                vec![DataType::Float64, DataType::Float32],
+                Volatility::Immutable,
+            ),
+        }
+    }
+}
+
+impl ScalarUDFImpl for DivisorFn {
+    fn name(&self) -> &str {
+        DIVISOR_FN
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, args: &[DataType]) -> Result<DataType> {
+        Ok(args.first().cloned().unwrap_or(DataType::Float64))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let [x] = args.args.as_slice() else {
+            return Err(DataFusionError::Plan(format!(
+                "{DIVISOR_FN} takes one float"
+            )));
+        };
+        let a = x.clone().into_array(args.number_rows)?;
+        let a64 = datafusion::arrow::compute::cast(&a, &DataType::Float64)?;
+        let zero = a64
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::Float64Array>()
+            .is_some_and(|f| f.iter().any(|v| v == Some(0.0)));
+        if zero {
+            return Err(SqlError::new("22012", "division by zero").into());
+        }
+        Ok(x.clone())
+    }
+}
+
+/// The function, to register in every session.
+pub fn divisor_udf() -> Arc<ScalarUDF> {
+    Arc::new(ScalarUDF::new_from_impl(DivisorFn::default()))
+}
+
 /// The function, to register in every session.
 pub fn checked_int_udf() -> Arc<ScalarUDF> {
     Arc::new(ScalarUDF::new_from_impl(CheckedIntFn::default()))
@@ -178,12 +238,14 @@ pub fn checked_int_udf() -> Arc<ScalarUDF> {
 #[derive(Debug)]
 pub struct CheckedArithmeticRule {
     udf: Arc<ScalarUDF>,
+    divisor: Arc<ScalarUDF>,
 }
 
 impl Default for CheckedArithmeticRule {
     fn default() -> Self {
         CheckedArithmeticRule {
             udf: checked_int_udf(),
+            divisor: divisor_udf(),
         }
     }
 }
@@ -212,6 +274,21 @@ impl AnalyzerRule for CheckedArithmeticRule {
             let Expr::BinaryExpr(BinaryExpr { left, op, right }) = &e else {
                 return Ok(Transformed::no(e));
             };
+            if matches!(op, Operator::Divide | Operator::Modulo) {
+                let float =
+                    |t: Result<DataType>| matches!(t, Ok(DataType::Float64 | DataType::Float32));
+                let divisor_is_checked = matches!(right.as_ref(),
+                    Expr::ScalarFunction(f) if f.func.name() == DIVISOR_FN);
+                if float(right.get_type(schema)) && !divisor_is_checked {
+                    let checked = self.divisor.call(vec![right.as_ref().clone()]);
+                    return Ok(Transformed::yes(Expr::BinaryExpr(BinaryExpr::new(
+                        left.clone(),
+                        *op,
+                        Box::new(checked),
+                    ))));
+                }
+                return Ok(Transformed::no(e));
+            }
             let Some(text) = op_text(*op) else {
                 return Ok(Transformed::no(e));
             };

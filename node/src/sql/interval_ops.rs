@@ -13,7 +13,10 @@
 //!
 //! The same planner gives other operators PostgreSQL's result types:
 //! `date ± interval` is a `timestamp` (DataFusion keeps a date), `date -
-//! date` is an `integer` of days, and `a # b` is a bitwise xor.
+//! date` is an `integer` of days, `timestamp - timestamp` an interval whose
+//! whole days are days (`5 days 07:08:09`, not `127:08:09`: PostgreSQL's
+//! `justify_hours`, through `quiver_justify_hours`), and `a # b` is a
+//! bitwise xor.
 
 use std::sync::Arc;
 
@@ -33,6 +36,9 @@ use super::error::SqlError;
 
 /// The function's name in plans and in fragments sent to workers.
 pub const INTERVAL_SCALE_FN: &str = "quiver_interval_scale";
+
+/// PostgreSQL's `justify_hours`, in plans and fragments.
+pub const JUSTIFY_HOURS_FN: &str = "quiver_justify_hours";
 
 const DAYS_PER_MONTH: f64 = 30.0;
 const SECS_PER_DAY: f64 = 86_400.0;
@@ -85,6 +91,83 @@ pub fn scale(
         days as i32,
         nanos as i64,
     ))
+}
+
+/// PostgreSQL's `justify_hours`: whole days of the time part become days,
+/// with the time part's sign made to agree with the days'.
+pub fn justify_hours(span: IntervalMonthDayNano) -> Result<IntervalMonthDayNano, SqlError> {
+    const NANOS_PER_DAY: i64 = 86_400_000_000_000;
+    let whole = span.nanoseconds / NANOS_PER_DAY;
+    let mut nanos = span.nanoseconds - whole * NANOS_PER_DAY;
+    let mut days = i32::try_from(whole)
+        .ok()
+        .and_then(|w| span.days.checked_add(w))
+        .ok_or_else(|| SqlError::new("22008", "interval out of range"))?;
+    if days > 0 && nanos < 0 {
+        nanos += NANOS_PER_DAY;
+        days -= 1;
+    } else if days < 0 && nanos > 0 {
+        nanos -= NANOS_PER_DAY;
+        days += 1;
+    }
+    Ok(IntervalMonthDayNano::new(span.months, days, nanos))
+}
+
+/// `quiver_justify_hours(interval)`.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct JustifyHoursFn {
+    signature: Signature,
+}
+
+impl Default for JustifyHoursFn {
+    fn default() -> Self {
+        JustifyHoursFn {
+            signature: Signature::exact(
+                vec![DataType::Interval(IntervalUnit::MonthDayNano)],
+                Volatility::Immutable,
+            ),
+        }
+    }
+}
+
+impl ScalarUDFImpl for JustifyHoursFn {
+    fn name(&self) -> &str {
+        JUSTIFY_HOURS_FN
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Interval(IntervalUnit::MonthDayNano))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let [span] = args.args.as_slice() else {
+            return Err(SqlError::new("42883", "quiver_justify_hours takes 1 argument").into());
+        };
+        let scalar = matches!(span, ColumnarValue::Scalar(_));
+        let spans = span.clone().into_array(args.number_rows)?;
+        let spans = spans.as_primitive::<datafusion::arrow::datatypes::IntervalMonthDayNanoType>();
+        let out = (0..spans.len())
+            .map(|i| {
+                (!spans.is_null(i))
+                    .then(|| justify_hours(spans.value(i)))
+                    .transpose()
+            })
+            .collect::<Result<IntervalMonthDayNanoArray, SqlError>>()?;
+        if scalar {
+            Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?))
+        } else {
+            Ok(ColumnarValue::Array(Arc::new(out)))
+        }
+    }
+}
+
+/// The function, for registering on a session.
+pub fn justify_hours_udf() -> ScalarUDF {
+    ScalarUDF::new_from_impl(JustifyHoursFn::default())
 }
 
 /// `quiver_interval_scale(interval, factor, divide)`.
@@ -238,6 +321,17 @@ fn date_arithmetic(
     let timestamp = DataType::Timestamp(TimeUnit::Microsecond, None);
     let is_date = |t: &DataType| matches!(t, DataType::Date32 | DataType::Date64);
     let minus = expr.op == BinaryOperator::Minus;
+    let is_ts = |t: &DataType| matches!(t, DataType::Timestamp(..));
+    if minus && is_ts(lt) && is_ts(rt) {
+        let span = binary_expr(expr.left, Operator::Minus, expr.right)
+            .cast_to(&DataType::Interval(IntervalUnit::MonthDayNano), schema)?;
+        return Ok(PlannerResult::Planned(Expr::ScalarFunction(
+            datafusion::logical_expr::expr::ScalarFunction::new_udf(
+                Arc::new(justify_hours_udf()),
+                vec![span],
+            ),
+        )));
+    }
     if minus && is_date(lt) && is_date(rt) {
         let days = binary_expr(expr.left, Operator::Minus, expr.right);
         return Ok(PlannerResult::Planned(
@@ -282,6 +376,17 @@ mod tests {
             IntervalMonthDayNano::new(0, 0, 514_285_714_000)
         );
         assert_eq!(scale(iv(0, 3, 0.0), -1.0, false).unwrap(), iv(0, -3, 0.0));
+    }
+
+    #[test]
+    fn justifies_hours_like_postgres() {
+        let h = |x: f64| x * 3600.0;
+        assert_eq!(justify_hours(iv(0, 0, h(127.0))).unwrap(), iv(0, 5, h(7.0)));
+        assert_eq!(
+            justify_hours(iv(0, 0, -h(25.0))).unwrap(),
+            iv(0, -1, -h(1.0))
+        );
+        assert_eq!(justify_hours(iv(0, 1, -h(1.0))).unwrap(), iv(0, 0, h(23.0)));
     }
 
     #[test]

@@ -110,7 +110,9 @@ impl Database {
         config.options_mut().execution.time_zone = Some("+00:00".into());
         let mut base = SessionContext::new_with_config(config);
         base.register_udf(checked::checked_int_udf().as_ref().clone());
+        base.register_udf(checked::divisor_udf().as_ref().clone());
         base.register_udf(interval_ops::interval_scale_udf());
+        base.register_udf(interval_ops::justify_hours_udf());
         base.register_udf(avg_merge::avg_merge_udf());
         // PostgreSQL's `sign` is `signum`.
         base.register_udf(

@@ -10,6 +10,11 @@
 //! cast with `quiver_timestamp_text(ts, zone)`, the session's zone fixed
 //! when the statement is planned (so a fragment that a worker runs shows
 //! the same text as the coordinator would).
+//!
+//! Floats cast to text the same way: DataFusion writes `1.0` and `1e20`,
+//! PostgreSQL `1` and `1e+20`; the rule makes such a cast
+//! `quiver_float_text(x)`, which writes what the front end sends for a
+//! float column.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -172,12 +177,94 @@ pub fn timestamp_text_udf() -> Arc<ScalarUDF> {
     Arc::new(ScalarUDF::new_from_impl(TimestampTextFn::default()))
 }
 
+/// The name of the float cast function in plans and fragments.
+pub const FLOAT_TEXT_FN: &str = "quiver_float_text";
+
+/// `quiver_float_text(x)`: a float as PostgreSQL's text.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct FloatTextFn {
+    signature: Signature,
+}
+
+impl Default for FloatTextFn {
+    fn default() -> Self {
+        FloatTextFn {
+            signature: Signature::uniform(
+                1,
+                vec![DataType::Float64, DataType::Float32],
+                Volatility::Immutable,
+            ),
+        }
+    }
+}
+
+impl ScalarUDFImpl for FloatTextFn {
+    fn name(&self) -> &str {
+        FLOAT_TEXT_FN
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let [x] = args.args.as_slice() else {
+            return Err(DataFusionError::Plan(format!(
+                "{FLOAT_TEXT_FN} takes one float"
+            )));
+        };
+        let scalar = matches!(x, ColumnarValue::Scalar(_));
+        let a = x.clone().into_array(args.number_rows)?;
+        let mut out = StringBuilder::with_capacity(a.len(), a.len() * 12);
+        let mut buf = Vec::with_capacity(32);
+        for i in 0..a.len() {
+            if a.is_null(i) {
+                out.append_null();
+                continue;
+            }
+            buf.clear();
+            match a.data_type() {
+                DataType::Float32 => quiver_copy::format_f32(
+                    a.as_primitive::<datafusion::arrow::datatypes::Float32Type>()
+                        .value(i),
+                    &mut buf,
+                ),
+                _ => quiver_copy::format_f64(
+                    a.as_primitive::<datafusion::arrow::datatypes::Float64Type>()
+                        .value(i),
+                    &mut buf,
+                ),
+            }
+            out.append_value(String::from_utf8_lossy(&buf));
+        }
+        let array: ArrayRef = Arc::new(out.finish());
+        if scalar {
+            Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
+                &array, 0,
+            )?))
+        } else {
+            Ok(ColumnarValue::Array(array))
+        }
+    }
+}
+
+/// The function, to register in every session.
+pub fn float_text_udf() -> Arc<ScalarUDF> {
+    Arc::new(ScalarUDF::new_from_impl(FloatTextFn::default()))
+}
+
 /// Replaces casts of timestamps to text with [`TIMESTAMP_TEXT_FN`], in the
-/// session's zone at planning time.
+/// session's zone at planning time, and casts of floats to text with
+/// [`FLOAT_TEXT_FN`].
 #[derive(Debug)]
 pub struct TimestampTextRule {
     settings: Settings,
     udf: Arc<ScalarUDF>,
+    float_udf: Arc<ScalarUDF>,
 }
 
 impl TimestampTextRule {
@@ -185,6 +272,7 @@ impl TimestampTextRule {
         TimestampTextRule {
             settings: settings.clone(),
             udf: timestamp_text_udf(),
+            float_udf: float_text_udf(),
         }
     }
 }
@@ -213,10 +301,15 @@ impl AnalyzerRule for TimestampTextRule {
             };
             // Outer references of a subquery do not resolve here: such a
             // cast keeps DataFusion's form.
-            if !matches!(inner.get_type(schema), Ok(DataType::Timestamp(..))) {
-                return Ok(Transformed::no(e));
-            }
-            let call = self.udf.call(vec![inner.as_ref().clone(), zone.clone()]);
+            let call = match inner.get_type(schema) {
+                Ok(DataType::Timestamp(..)) => {
+                    self.udf.call(vec![inner.as_ref().clone(), zone.clone()])
+                }
+                Ok(DataType::Float64 | DataType::Float32) => {
+                    self.float_udf.call(vec![inner.as_ref().clone()])
+                }
+                _ => return Ok(Transformed::no(e)),
+            };
             let out = if *to == DataType::Utf8 {
                 call
             } else {

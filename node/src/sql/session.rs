@@ -99,6 +99,7 @@ impl Session {
         let settings = Settings::default();
         ctx.register_udf(super::settings::current_setting_udf(&settings));
         ctx.register_udf(super::pg_text::timestamp_text_udf().as_ref().clone());
+        ctx.register_udf(super::pg_text::float_text_udf().as_ref().clone());
         ctx.add_analyzer_rule(Arc::new(super::pg_text::TimestampTextRule::new(&settings)));
         Session {
             db,
