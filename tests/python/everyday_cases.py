@@ -99,6 +99,8 @@ SCRIPTS: dict[str, list[str]] = {
         "SELECT id, 1 / ratio FROM {t} WHERE ratio IS NOT NULL ORDER BY id",
         "SELECT id, ratio / (ratio - 0.5) FROM {t} WHERE ratio IS NOT NULL ORDER BY id",
         "SELECT id, amount * 2, amount + 0.005 FROM {t} ORDER BY id",
+        "SELECT id, ceil(amount), floor(amount), trunc(amount, 1), round(amount, 1) FROM {t} ORDER BY id",
+        "SELECT ceil(9.5), floor(-0.5), trunc(-2.789, 2), ceil(ratio) FROM {t} WHERE id = 2",
     ],
     "booleans_and_nulls": [
         "SELECT true AND NULL, false AND NULL, true OR NULL, NOT NULL::boolean",

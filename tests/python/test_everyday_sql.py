@@ -45,7 +45,6 @@ KNOWN_DIFFERENCES: dict[tuple[str, int], str] = {
     ("integers", 9): "pg_typeof returns text, not regtype",
     ("integers", 15): "the # (xor) and ~ operators are missing",
     ("numerics", 0): "numeric division keeps a fixed scale (ADR 0010), not PostgreSQL's",
-    ("numerics", 3): "trunc/ceil/floor of numeric keep the input's scale",
     ("numerics", 9): "numeric division keeps a fixed scale (ADR 0010), not PostgreSQL's",
     ("numerics", 14): "avg(numeric) keeps scale + 4 digits, PostgreSQL's scale depends on the value",
     ("numerics", 15): "avg(numeric) keeps scale + 4 digits, PostgreSQL's scale depends on the value",

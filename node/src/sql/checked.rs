@@ -13,6 +13,8 @@
 //! from zero) before it converts, as PostgreSQL's does; Arrow truncates.
 //! And a float divisor goes through `quiver_divisor(x)`, which fails with
 //! 22012 on zero: PostgreSQL's `1.0::float8 / 0` is an error, not Infinity.
+//! `ceil`, `floor` and `trunc(x, n)` of a `numeric` have PostgreSQL's scale
+//! (0, 0 and `n`: `ceil(2.1)` is `3`, not `3.0`).
 
 use std::sync::Arc;
 
@@ -171,6 +173,60 @@ impl ScalarUDFImpl for CheckedIntFn {
     }
 }
 
+/// `ceil(x)` / `floor(x)` / `trunc(x, n)` of a decimal, cast to the scale
+/// PostgreSQL gives the result; `None` for anything else.
+fn numeric_result_scale(e: &Expr, schema: &datafusion::common::DFSchema) -> Option<Expr> {
+    let Expr::ScalarFunction(f) = e else {
+        return None;
+    };
+    let arg = f.args.first()?;
+    let (precision, scale, wide) = match arg.get_type(schema).ok()? {
+        DataType::Decimal128(p, s) => (p, s, false),
+        DataType::Decimal256(p, s) => (p, s, true),
+        _ => return None,
+    };
+    // The digits argument, a constant (type coercion may have cast it).
+    let digits = |e: &Expr| -> Option<i8> {
+        let e = match e {
+            Expr::Cast(c) => c.expr.as_ref(),
+            other => other,
+        };
+        match e {
+            Expr::Literal(ScalarValue::Int64(Some(n)), _) => i8::try_from(*n).ok(),
+            Expr::Literal(ScalarValue::Int32(Some(n)), _) => i8::try_from(*n).ok(),
+            _ => None,
+        }
+    };
+    let target = match (f.func.name(), f.args.get(1)) {
+        ("ceil" | "floor", None) => 0,
+        ("trunc", Some(n)) => digits(n)?,
+        _ => return None,
+    };
+    if target < 0 || target >= scale {
+        return None;
+    }
+    // One more integer digit, for the input too: ceil(9.5) is 10, which
+    // DataFusion's ceil would not fit into the input's precision.
+    let max = if wide { 76 } else { 38 };
+    let p = precision.saturating_add(1).min(max);
+    let decimal = |s: i8| {
+        if wide {
+            DataType::Decimal256(p, s)
+        } else {
+            DataType::Decimal128(p, s)
+        }
+    };
+    let mut call = f.clone();
+    call.args[0] = Expr::Cast(datafusion::logical_expr::Cast::new(
+        Box::new(arg.clone()),
+        decimal(scale),
+    ));
+    Some(Expr::Cast(datafusion::logical_expr::Cast::new(
+        Box::new(Expr::ScalarFunction(call)),
+        decimal(target),
+    )))
+}
+
 /// The float divisor check's name in plans and fragments.
 pub const DIVISOR_FN: &str = "quiver_divisor";
 
@@ -253,6 +309,9 @@ impl Default for CheckedArithmeticRule {
 impl AnalyzerRule for CheckedArithmeticRule {
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
         super::rewrite::rewrite_exprs(plan, |e, schema| {
+            if let Some(scaled) = numeric_result_scale(&e, schema) {
+                return Ok(Transformed::yes(scaled));
+            }
             if let Expr::Cast(c) = &e {
                 // numeric -> integer rounds half away from zero, as in
                 // PostgreSQL (`2.5::int` is 3); Arrow's cast truncates.
