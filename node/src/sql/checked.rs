@@ -227,6 +227,69 @@ fn numeric_result_scale(e: &Expr, schema: &datafusion::common::DFSchema) -> Opti
     )))
 }
 
+/// `mod(a, b)`: PostgreSQL's name for `a % b` (22012 when `b` is zero).
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct ModFn {
+    signature: Signature,
+}
+
+impl Default for ModFn {
+    fn default() -> Self {
+        ModFn {
+            signature: Signature::user_defined(Volatility::Immutable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for ModFn {
+    fn name(&self) -> &str {
+        "mod"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    /// Both sides in the wider of their types, as `%` would have them.
+    fn coerce_types(&self, args: &[DataType]) -> Result<Vec<DataType>> {
+        let [l, r] = args else {
+            return Err(DataFusionError::Plan("mod takes two numbers".into()));
+        };
+        let t = datafusion::logical_expr::type_coercion::binary::BinaryTypeCoercer::new(
+            l,
+            &Operator::Modulo,
+            r,
+        )
+        .get_input_types()?
+        .0;
+        Ok(vec![t.clone(), t])
+    }
+
+    fn return_type(&self, args: &[DataType]) -> Result<DataType> {
+        Ok(args.first().cloned().unwrap_or(DataType::Int64))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let [l, r] = args.args.as_slice() else {
+            return Err(DataFusionError::Plan("mod takes two numbers".into()));
+        };
+        let scalars = matches!((l, r), (ColumnarValue::Scalar(_), ColumnarValue::Scalar(_)));
+        let (la, ra) = (
+            l.clone().into_array(args.number_rows)?,
+            r.clone().into_array(args.number_rows)?,
+        );
+        let out = numeric::rem(&la, &ra).map_err(|e| match e {
+            ArrowError::DivideByZero => SqlError::new("22012", "division by zero").into(),
+            other => DataFusionError::from(other),
+        })?;
+        if scalars {
+            Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?))
+        } else {
+            Ok(ColumnarValue::Array(out))
+        }
+    }
+}
+
 /// The float divisor check's name in plans and fragments.
 pub const DIVISOR_FN: &str = "quiver_divisor";
 

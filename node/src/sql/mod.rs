@@ -42,6 +42,7 @@ use std::sync::Arc;
 use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider};
 use datafusion::datasource::file_format::options::{CsvReadOptions, ParquetReadOptions};
 use datafusion::execution::FunctionRegistry;
+use datafusion::logical_expr::ScalarUDF;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
 use datafusion_postgres::datafusion_pg_catalog::sql::PostgresCompatibilityParser;
@@ -111,6 +112,7 @@ impl Database {
         let mut base = SessionContext::new_with_config(config);
         base.register_udf(checked::checked_int_udf().as_ref().clone());
         base.register_udf(checked::divisor_udf().as_ref().clone());
+        base.register_udf(ScalarUDF::new_from_impl(checked::ModFn::default()));
         base.register_udf(interval_ops::interval_scale_udf());
         base.register_udf(interval_ops::justify_hours_udf());
         base.register_udf(avg_merge::avg_merge_udf());
