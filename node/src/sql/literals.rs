@@ -219,15 +219,31 @@ pub fn interval_literals(stmt: &mut Statement) {
                 expr,
             } => {
                 // Visited after its operand, which is already in unit form.
+                // The minus becomes a plus over the negated value: the
+                // column is still named `?column?`, as PostgreSQL names it.
                 if let Expr::Interval(iv) = expr.as_mut() {
                     if iv.leading_field.is_none() && iv.last_field.is_none() {
                         if let Expr::Value(v) = iv.value.as_mut() {
                             if rewrite_signed(v, true) {
-                                *e = Expr::Interval(iv.clone());
+                                *e = Expr::UnaryOp {
+                                    op: UnaryOperator::Plus,
+                                    expr: Box::new(Expr::Interval(iv.clone())),
+                                };
                             }
                         }
                     }
                 }
+            }
+            Expr::UnaryOp {
+                op: UnaryOperator::BitwiseNot,
+                expr,
+            } => {
+                // `~x` is `x # -1` (every bit flipped), which is planned.
+                *e = Expr::BinaryOp {
+                    left: Box::new(Expr::Nested(expr.clone())),
+                    op: datafusion::sql::sqlparser::ast::BinaryOperator::PGBitwiseXor,
+                    right: Box::new(Expr::value(Value::Number("-1".into(), false))),
+                };
             }
             Expr::Interval(iv) if iv.leading_field.is_none() && iv.last_field.is_none() => {
                 if let Expr::Value(v) = iv.value.as_mut() {
@@ -390,7 +406,7 @@ mod tests {
     fn negated_interval_negates_every_unit() {
         assert_eq!(
             rewritten("SELECT -INTERVAL '1 day 02:00:00', -(INTERVAL '1 mon')"),
-            "SELECT INTERVAL '0 months -1 days -7200000000000 nanoseconds', \
+            "SELECT +INTERVAL '0 months -1 days -7200000000000 nanoseconds', \
              -(INTERVAL '1 months 0 days 0 nanoseconds')"
         );
     }

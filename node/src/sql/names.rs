@@ -8,7 +8,7 @@
 //! forms (`substring`, `position`, `extract`...).
 
 use datafusion::sql::sqlparser::ast::{
-    DataType, Expr, Query, SelectItem, SetExpr, Statement, TrimWhereField,
+    ArrayElemTypeDef, DataType, Expr, Query, SelectItem, SetExpr, Statement, TrimWhereField,
 };
 
 use super::idents::fold;
@@ -79,6 +79,8 @@ fn expr_name(e: &Expr) -> String {
         Expr::Ceil { .. } => "ceil".into(),
         Expr::Floor { .. } => "floor".into(),
         Expr::Extract { .. } => "extract".into(),
+        // `arr[1]`, `(x::int[])[1]`: named as what is subscripted.
+        Expr::CompoundFieldAccess { root, .. } => expr_name(root),
         Expr::AtTimeZone { .. } => "timezone".into(),
         Expr::Case { .. } => "case".into(),
         Expr::Exists { .. } => "exists".into(),
@@ -114,7 +116,12 @@ fn type_name(t: &DataType) -> Option<&'static str> {
         DataType::JSON => "json",
         DataType::JSONB => "jsonb",
         DataType::Uuid => "uuid",
-        DataType::Array(_) => return None,
+        // `'{1,2}'::int[]` is named after its element type.
+        DataType::Array(
+            ArrayElemTypeDef::SquareBracket(inner, _)
+            | ArrayElemTypeDef::AngleBracket(inner)
+            | ArrayElemTypeDef::Parenthesis(inner),
+        ) => return type_name(inner),
         _ => return None,
     })
 }
