@@ -96,6 +96,8 @@ SCRIPTS: dict[str, list[str]] = {
         "SELECT avg(amount) = 8230452600823045.263333 FROM {t}",
         "SELECT avg(amount) FROM {t} WHERE id <= 2",
         "SELECT avg(ratio), sum(ratio) FROM {t}",
+        "SELECT avg(amount)::numeric(30,2), round(avg(amount), 3) = 8230452600823045.263 FROM {t}",
+        "SELECT avg(amount)::numeric(30,2) FROM {t} WHERE id <= 2",
         "SELECT id, 1 / ratio FROM {t} WHERE ratio IS NOT NULL ORDER BY id",
         "SELECT id, ratio / (ratio - 0.5) FROM {t} WHERE ratio IS NOT NULL ORDER BY id",
         "SELECT id, amount * 2, amount + 0.005 FROM {t} ORDER BY id",
