@@ -15,7 +15,7 @@ use datafusion::arrow::array::{Array, ArrayRef, AsArray, Decimal128Array, Decima
 use datafusion::arrow::datatypes::{
     i256, DataType, Decimal128Type, Decimal256Type, Float64Type, Int64Type,
 };
-use datafusion::common::{Result, ScalarValue};
+use datafusion::common::Result;
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
@@ -116,14 +116,7 @@ impl ScalarUDFImpl for AvgMergeFn {
                 datafusion::arrow::compute::cast(&v, &target)?
             }
         };
-        if matches!(
-            (sum, count),
-            (ColumnarValue::Scalar(_), ColumnarValue::Scalar(_))
-        ) {
-            Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?))
-        } else {
-            Ok(ColumnarValue::Array(out))
-        }
+        super::udf::columnar(out, super::udf::all_scalar(&args.args))
     }
 }
 
@@ -150,6 +143,7 @@ mod tests {
     use super::*;
     use datafusion::arrow::datatypes::Field;
     use datafusion::common::config::ConfigOptions;
+    use datafusion::common::ScalarValue;
 
     fn merge(sum: ScalarValue, count: i64, target: DataType) -> ScalarValue {
         let f = AvgMergeFn::default();

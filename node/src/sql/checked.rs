@@ -273,7 +273,7 @@ impl ScalarUDFImpl for ModFn {
         let [l, r] = args.args.as_slice() else {
             return Err(DataFusionError::Plan("mod takes two numbers".into()));
         };
-        let scalars = matches!((l, r), (ColumnarValue::Scalar(_), ColumnarValue::Scalar(_)));
+        let scalars = super::udf::all_scalar(&args.args);
         let (la, ra) = (
             l.clone().into_array(args.number_rows)?,
             r.clone().into_array(args.number_rows)?,
@@ -282,11 +282,7 @@ impl ScalarUDFImpl for ModFn {
             ArrowError::DivideByZero => SqlError::new("22012", "division by zero").into(),
             other => DataFusionError::from(other),
         })?;
-        if scalars {
-            Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?))
-        } else {
-            Ok(ColumnarValue::Array(out))
-        }
+        super::udf::columnar(out, scalars)
     }
 }
 

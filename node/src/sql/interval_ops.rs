@@ -147,7 +147,7 @@ impl ScalarUDFImpl for JustifyHoursFn {
         let [span] = args.args.as_slice() else {
             return Err(SqlError::new("42883", "quiver_justify_hours takes 1 argument").into());
         };
-        let scalar = matches!(span, ColumnarValue::Scalar(_));
+        let scalar = super::udf::all_scalar(&args.args);
         let spans = span.clone().into_array(args.number_rows)?;
         let spans = spans.as_primitive::<datafusion::arrow::datatypes::IntervalMonthDayNanoType>();
         let out = (0..spans.len())
@@ -157,11 +157,7 @@ impl ScalarUDFImpl for JustifyHoursFn {
                     .transpose()
             })
             .collect::<Result<IntervalMonthDayNanoArray, SqlError>>()?;
-        if scalar {
-            Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?))
-        } else {
-            Ok(ColumnarValue::Array(Arc::new(out)))
-        }
+        super::udf::columnar(Arc::new(out), scalar)
     }
 }
 
@@ -219,10 +215,7 @@ impl ScalarUDFImpl for IntervalScaleFn {
                 .into())
             }
         };
-        let all_scalar = matches!(
-            (span, factor),
-            (ColumnarValue::Scalar(_), ColumnarValue::Scalar(_))
-        );
+        let all_scalar = super::udf::all_scalar(&args.args);
         let spans: ArrayRef = span.clone().into_array(n)?;
         let factors: ArrayRef = factor.clone().into_array(n)?;
         let spans = spans.as_primitive::<datafusion::arrow::datatypes::IntervalMonthDayNanoType>();
@@ -236,13 +229,7 @@ impl ScalarUDFImpl for IntervalScaleFn {
             }
         }
         let array = IntervalMonthDayNanoArray::from(out);
-        if all_scalar {
-            Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
-                &array, 0,
-            )?))
-        } else {
-            Ok(ColumnarValue::Array(Arc::new(array)))
-        }
+        super::udf::columnar(Arc::new(array), all_scalar)
     }
 }
 

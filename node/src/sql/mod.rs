@@ -34,6 +34,7 @@ pub mod srf;
 pub mod subqueries;
 pub mod txn;
 pub mod type_planner;
+pub mod udf;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -217,7 +217,7 @@ impl ScalarUDFImpl for FloatTextFn {
                 "{FLOAT_TEXT_FN} takes one float"
             )));
         };
-        let scalar = matches!(x, ColumnarValue::Scalar(_));
+        let scalar = super::udf::all_scalar(&args.args);
         let a = x.clone().into_array(args.number_rows)?;
         let mut out = StringBuilder::with_capacity(a.len(), a.len() * 12);
         let mut buf = Vec::with_capacity(32);
@@ -242,13 +242,7 @@ impl ScalarUDFImpl for FloatTextFn {
             out.append_value(String::from_utf8_lossy(&buf));
         }
         let array: ArrayRef = Arc::new(out.finish());
-        if scalar {
-            Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
-                &array, 0,
-            )?))
-        } else {
-            Ok(ColumnarValue::Array(array))
-        }
+        super::udf::columnar(array, scalar)
     }
 }
 
