@@ -182,6 +182,10 @@ SCRIPTS: dict[str, list[str]] = {
         "SELECT max(d), min(ts), sum(span) FROM {t}",
         "SELECT id FROM {t} WHERE d > date '2024-02-01' ORDER BY id",
         "SELECT id, extract(epoch from ts) FROM {t} ORDER BY id",
+        "SELECT extract(second from timestamp '2024-05-06 07:08:09.5'), "
+        "extract(milliseconds from timestamp '2024-05-06 07:08:09.25'), extract(quarter from date '2024-05-01'), "
+        "extract(doy from date '2024-05-01'), extract(hour from timestamp '2024-05-06 07:08:09')",
+        "SELECT id, extract(year from d), extract(second from ts) FROM {t} ORDER BY id",
         "SELECT timestamp '2024-01-01 10:00', '2024-01-01 10:00'::timestamp",
         "INSERT INTO {t} VALUES (4, '2024-03-01', '2024-03-01 08:15', '3 days')",
         "SELECT id, ts, ts + span FROM {t} WHERE id = 4",

@@ -16,7 +16,9 @@
 //! date` is an `integer` of days, `timestamp - timestamp` an interval whose
 //! whole days are days (`5 days 07:08:09`, not `127:08:09`: PostgreSQL's
 //! `justify_hours`, through `quiver_justify_hours`), and `a # b` is a
-//! bitwise xor.
+//! bitwise xor. `EXTRACT(field FROM x)` is `numeric`, and its `second` and
+//! `milliseconds` keep the fraction (`9.500000`; DataFusion's `date_part`
+//! gives the whole seconds).
 
 use std::sync::Arc;
 
@@ -239,9 +241,25 @@ pub fn interval_scale_udf() -> ScalarUDF {
 }
 
 /// Plans `interval * n`, `n * interval` and `interval / n` as
-/// [`INTERVAL_SCALE_FN`].
+/// [`INTERVAL_SCALE_FN`] (and the other forms the module docs list).
 #[derive(Debug, Default)]
 pub struct IntervalArithmetic;
+
+impl IntervalArithmetic {
+    /// Installs the planner on `ctx`, ahead of DataFusion's own (which
+    /// would plan EXTRACT first).
+    pub fn install(ctx: &datafusion::prelude::SessionContext) {
+        use datafusion::execution::SessionStateBuilder;
+        let state = ctx.state_ref();
+        let existing = state.read().clone();
+        let mut planners: Vec<Arc<dyn ExprPlanner>> = vec![Arc::new(IntervalArithmetic)];
+        planners.extend(existing.expr_planners().iter().cloned());
+        let built = SessionStateBuilder::new_from_existing(existing)
+            .with_expr_planners(planners)
+            .build();
+        *state.write() = built;
+    }
+}
 
 fn is_interval(t: &DataType) -> bool {
     matches!(t, DataType::Interval(_))
@@ -252,6 +270,41 @@ fn is_number(t: &DataType) -> bool {
 }
 
 impl ExprPlanner for IntervalArithmetic {
+    fn plan_extract(&self, args: Vec<Expr>) -> Result<PlannerResult<Vec<Expr>>> {
+        let [Expr::Literal(ScalarValue::Utf8(Some(field)), _), value] = args.as_slice() else {
+            return Ok(PlannerResult::Original(args));
+        };
+        let field = field.to_ascii_lowercase();
+        let part = |name: &str| {
+            datafusion::functions::datetime::date_part().call(vec![
+                Expr::Literal(ScalarValue::Utf8(Some(name.into())), None),
+                value.clone(),
+            ])
+        };
+        let micros = || {
+            Expr::Cast(datafusion::logical_expr::Cast::new(
+                Box::new(part("microsecond")),
+                DataType::Float64,
+            ))
+        };
+        let f64_lit = |v: f64| Expr::Literal(ScalarValue::Float64(Some(v)), None);
+        let (expr, precision, scale) = match field.as_str() {
+            "second" | "seconds" => (binary_expr(micros(), Operator::Divide, f64_lit(1e6)), 9, 6),
+            "millisecond" | "milliseconds" => {
+                (binary_expr(micros(), Operator::Divide, f64_lit(1e3)), 9, 3)
+            }
+            // A float of about 16 digits: left as DataFusion has it.
+            "epoch" => return Ok(PlannerResult::Original(args)),
+            _ => (part(&field), 20, 0),
+        };
+        Ok(PlannerResult::Planned(Expr::Cast(
+            datafusion::logical_expr::Cast::new(
+                Box::new(expr),
+                DataType::Decimal128(precision, scale),
+            ),
+        )))
+    }
+
     fn plan_binary_op(
         &self,
         expr: RawBinaryExpr,

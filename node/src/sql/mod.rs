@@ -42,7 +42,6 @@ use std::sync::Arc;
 
 use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider};
 use datafusion::datasource::file_format::options::{CsvReadOptions, ParquetReadOptions};
-use datafusion::execution::FunctionRegistry;
 use datafusion::logical_expr::ScalarUDF;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
@@ -110,7 +109,7 @@ impl Database {
         // `now()` and `TIMESTAMPTZ '...'` are instants (timestamptz), as in
         // PostgreSQL; results show them in the session's TimeZone.
         config.options_mut().execution.time_zone = Some("+00:00".into());
-        let mut base = SessionContext::new_with_config(config);
+        let base = SessionContext::new_with_config(config);
         base.register_udf(checked::checked_int_udf().as_ref().clone());
         base.register_udf(checked::divisor_udf().as_ref().clone());
         base.register_udf(ScalarUDF::new_from_impl(checked::ModFn::default()));
@@ -131,8 +130,7 @@ impl Database {
                 .clone()
                 .with_aliases(["every"]),
         );
-        base.register_expr_planner(Arc::new(interval_ops::IntervalArithmetic))
-            .map_err(SqlError::from)?;
+        interval_ops::IntervalArithmetic::install(&base);
         base.add_analyzer_rule(Arc::new(checked::CheckedArithmeticRule::default()));
         let schema = Arc::new(QuiverSchema::new(engine.clone(), base.state()));
         let catalog = Arc::new(MemoryCatalogProvider::new());
