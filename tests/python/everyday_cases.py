@@ -186,6 +186,8 @@ SCRIPTS: dict[str, list[str]] = {
         "extract(milliseconds from timestamp '2024-05-06 07:08:09.25'), extract(quarter from date '2024-05-01'), "
         "extract(doy from date '2024-05-01'), extract(hour from timestamp '2024-05-06 07:08:09')",
         "SELECT id, extract(year from d), extract(second from ts) FROM {t} ORDER BY id",
+        "SELECT date_part('second', timestamp '2024-05-06 07:08:09.5'), date_part('year', d), "
+        "date_part('hour', ts) FROM {t} WHERE id = 1",
         "SELECT timestamp '2024-01-01 10:00', '2024-01-01 10:00'::timestamp",
         "INSERT INTO {t} VALUES (4, '2024-03-01', '2024-03-01 08:15', '3 days')",
         "SELECT id, ts, ts + span FROM {t} WHERE id = 4",
