@@ -34,8 +34,6 @@ KNOWN_DIFFERENCES: dict[tuple[str, int], str] = {
     ("casts", 7): "casts to char(n)/varchar(n) neither pad nor cut, and are text",
     ("casts", 10): "pg_typeof returns text, not regtype",
     ("ctes", 4): "pg_typeof returns text, not regtype",
-    ("dates_and_intervals", 9): "date_part() is integer, not float8",
-    ("dates_and_intervals", 24): "date_part() is integer: date_part('second', ...) loses the fraction",
     ("dates_and_intervals", 10): "date_trunc() of a date is a timestamp, not timestamptz",
     ("dates_and_intervals", 14): "timestamptz AT TIME ZONE stays timestamptz",
     ("dates_and_intervals", 21): "extract(epoch ...) is float8, not numeric",

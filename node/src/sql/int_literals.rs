@@ -10,6 +10,11 @@
 //! With checked arithmetic ([`super::checked`]) an int4 result that does not
 //! fit fails with 22003, as in PostgreSQL.
 //!
+//! The same pass gives `date_part(field, x)` PostgreSQL's type, `float8`,
+//! with the fraction of `second` ([`date_part_float`]): a change of type,
+//! so it happens here, where schemas are recomputed, not in an analyzer
+//! rule.
+//!
 //! Left alone: `LIMIT` / `OFFSET` (DataFusion wants int8 there), `VALUES`
 //! rows (a column's rows must agree in type; PostgreSQL unifies them, the
 //! column keeps `bigint` here), and nodes without inputs.
@@ -22,14 +27,15 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::Schema;
+use datafusion::arrow::datatypes::{DataType, Schema};
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Result, ScalarValue};
 use datafusion::datasource::cte_worktable::CteWorkTable;
 use datafusion::datasource::{provider_as_source, source_as_provider};
 use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::{
-    Expr, LogicalPlan, LogicalPlanBuilder, RecursiveQuery, TableScan, TableScanBuilder,
+    binary_expr, Cast, Expr, LogicalPlan, LogicalPlanBuilder, Operator, RecursiveQuery, TableScan,
+    TableScanBuilder,
 };
 
 /// Rewrites `plan`'s 32-bit integer literals to `Int32`.
@@ -59,6 +65,9 @@ pub fn int4_literals(plan: LogicalPlan) -> Result<LogicalPlan> {
                         meta,
                     ))),
                 },
+                Expr::ScalarFunction(f) if f.func.name() == "date_part" => {
+                    Ok(date_part_float(Expr::ScalarFunction(f)))
+                }
                 other => Ok(Transformed::no(other)),
             })
             .map(|t| t.update_data(|e| name.restore(e)))
@@ -67,6 +76,35 @@ pub fn int4_literals(plan: LogicalPlan) -> Result<LogicalPlan> {
         Ok(Transformed::yes(out.data.recompute_schema()?))
     })
     .map(|t| t.data)
+}
+
+/// `date_part('field', x)` as PostgreSQL's `float8`; its `second` keeps the
+/// fraction (DataFusion's is an integer of whole seconds). The
+/// `microsecond` part, which EXTRACT builds on (`interval_ops`), stays.
+fn date_part_float(e: Expr) -> Transformed<Expr> {
+    let Expr::ScalarFunction(f) = &e else {
+        return Transformed::no(e);
+    };
+    let field = match f.args.first() {
+        Some(Expr::Literal(ScalarValue::Utf8(Some(s)), _)) => s.to_ascii_lowercase(),
+        _ => return Transformed::no(e),
+    };
+    let float = |x: Expr| Expr::Cast(Cast::new(Box::new(x), DataType::Float64));
+    match (field.as_str(), f.args.get(1)) {
+        ("microsecond" | "microseconds", _) | (_, None) => Transformed::no(e),
+        ("second" | "seconds", Some(value)) => {
+            let micros = f.func.call(vec![
+                Expr::Literal(ScalarValue::Utf8(Some("microsecond".into())), None),
+                value.clone(),
+            ]);
+            Transformed::yes(binary_expr(
+                float(micros),
+                Operator::Divide,
+                Expr::Literal(ScalarValue::Float64(Some(1e6)), None),
+            ))
+        }
+        _ => Transformed::yes(float(e)),
+    }
 }
 
 /// Rebuilds a recursive CTE whose non-recursive term changed types: the
