@@ -174,6 +174,9 @@ SCRIPTS: dict[str, list[str]] = {
         "SELECT to_char(date '2024-05-06', 'YYYY-MM-DD'), make_date(2024, 2, 29)",
         "SELECT timestamptz '2024-05-06 07:08:09+02'",
         "SELECT timestamptz '2024-05-06 07:08:09+02' AT TIME ZONE 'UTC'",
+        "SELECT timestamptz '2024-05-06 07:08:09+00' AT TIME ZONE 'Asia/Tokyo', "
+        "timestamptz '2024-01-15 12:00:00+00' AT TIME ZONE 'America/New_York', "
+        "timestamp '2024-05-06 07:08:09' AT TIME ZONE 'Asia/Tokyo'",
         "CREATE TABLE {t} (id int, d date, ts timestamp, span interval)",
         "INSERT INTO {t} VALUES (1, '2024-01-15', '2024-01-15 10:00:00', '1 day'), "
         "(2, '2024-02-20', '2024-02-20 12:30:00', '2 hours'), (3, NULL, NULL, NULL)",
@@ -182,6 +185,7 @@ SCRIPTS: dict[str, list[str]] = {
         "SELECT max(d), min(ts), sum(span) FROM {t}",
         "SELECT id FROM {t} WHERE d > date '2024-02-01' ORDER BY id",
         "SELECT id, extract(epoch from ts) FROM {t} ORDER BY id",
+        "SELECT id, ts AT TIME ZONE 'Europe/Paris', (ts AT TIME ZONE 'UTC') AT TIME ZONE 'Asia/Tokyo' FROM {t} ORDER BY id",
         "SELECT extract(second from timestamp '2024-05-06 07:08:09.5'), "
         "extract(milliseconds from timestamp '2024-05-06 07:08:09.25'), extract(quarter from date '2024-05-01'), "
         "extract(doy from date '2024-05-01'), extract(hour from timestamp '2024-05-06 07:08:09')",

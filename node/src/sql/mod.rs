@@ -6,6 +6,7 @@
 //! gets a [`Session`] with its own DataFusion context and transaction.
 
 pub mod alter;
+pub mod at_time_zone;
 pub mod avg_merge;
 pub mod catalog;
 pub mod chars;
@@ -167,6 +168,7 @@ impl Database {
         for f in pg_strings::string_udfs() {
             base.register_udf(f);
         }
+        base.register_udf(at_time_zone::timezone_udf());
         // After pg_catalog's own type planner, which it wraps.
         type_planner::QuiverTypePlanner::install(&base);
         pg_attribute::install(&base, CATALOG, engine.clone())?;

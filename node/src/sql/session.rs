@@ -150,6 +150,7 @@ impl Session {
             super::srf::set_returning_functions(s);
             super::literals::interval_literals(s);
             super::literals::to_char_templates(s);
+            super::at_time_zone::at_time_zone(s);
             super::literals::bytea_literals(s)?;
             super::literals::insert_literals(s, |name| {
                 // The newest catalog, without pinning the statement's
