@@ -151,6 +151,8 @@ SCRIPTS: dict[str, list[str]] = {
         "SELECT '12:34:56'::time, '2024-01-02 03:04:05'::timestamp",
         "SELECT '1 day'::interval, '90 minutes'::interval, '1 year 2 months'::interval",
         "SELECT 65::char, 'abc'::varchar(2), 'abc'::char(5)",
+        "SELECT 65::char || '|', 'abcdef'::varchar(3) || '|', 'ab'::char(5) || '|', 'abcdef'::char(2) || '|', "
+        "'x'::varchar || '|'",
         "SELECT '{1,2,3}'::int[], ('{4,5}'::int[])[1]",
         "SELECT '\\x41'::bytea, 'abc'::bytea",
         "SELECT pg_typeof(1), pg_typeof(1.5), pg_typeof('a'::text), pg_typeof(now())",

@@ -31,8 +31,8 @@ from servers import PgServer, running_cluster
 # (script, statement index) -> why Quiver's answer differs from PostgreSQL's.
 KNOWN_DIFFERENCES: dict[tuple[str, int], str] = {
     ("casts", 1): "numeric keeps no trailing zeros of its input text ('12.50' is 12.5)",
-    ("casts", 7): "casts to char(n)/varchar(n) neither pad nor cut, and are text",
-    ("casts", 10): "pg_typeof returns text, not regtype",
+    ("casts", 7): "casts to char(n)/varchar(n) are text: a char(n) is not blank-padded on output",
+    ("casts", 11): "pg_typeof returns text, not regtype",
     ("ctes", 4): "pg_typeof returns text, not regtype",
     ("dates_and_intervals", 10): "date_trunc() of a date is a timestamp, not timestamptz",
     ("dates_and_intervals", 22): "extract(epoch ...) is float8, not numeric",

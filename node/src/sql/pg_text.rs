@@ -275,6 +275,18 @@ fn is_text(t: &DataType) -> bool {
     matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
 }
 
+/// Text cut to a cast's length (`v<n>`: `varchar(n)`, `c<n>`: `char(n)`),
+/// as PostgreSQL's explicit casts cut it. A `char(n)` value is not padded
+/// here: as in a stored `char(n)` column, trailing blanks do not count (so
+/// `'ab'::char(5) || '|'` is `ab|`, as in PostgreSQL).
+fn with_length(text: Expr, tag: &str) -> Expr {
+    let Ok(n) = tag.get(1..).unwrap_or("").parse::<i64>() else {
+        return text;
+    };
+    let n = Expr::Literal(ScalarValue::Int64(Some(n)), None);
+    datafusion::functions::unicode::left().call(vec![text, n])
+}
+
 impl AnalyzerRule for TimestampTextRule {
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
         let zone = self
@@ -285,14 +297,19 @@ impl AnalyzerRule for TimestampTextRule {
             .map(|z| z.to_string());
         let zone = Expr::Literal(ScalarValue::Utf8(zone), None);
         super::rewrite::rewrite_exprs(plan, |e, schema| {
-            let (inner, to) = match &e {
+            let (inner, field) = match &e {
                 Expr::Cast(Cast { expr, field }) | Expr::TryCast(TryCast { expr, field })
                     if is_text(field.data_type()) =>
                 {
-                    (expr, field.data_type())
+                    (expr, field)
                 }
                 _ => return Ok(Transformed::no(e)),
             };
+            let to = field.data_type();
+            let length = field
+                .metadata()
+                .get(super::type_planner::CAST_LENGTH_KEY)
+                .cloned();
             // Outer references of a subquery do not resolve here: such a
             // cast keeps DataFusion's form.
             let call = match inner.get_type(schema) {
@@ -302,7 +319,12 @@ impl AnalyzerRule for TimestampTextRule {
                 Ok(DataType::Float64 | DataType::Float32) => {
                     self.float_udf.call(vec![inner.as_ref().clone()])
                 }
+                _ if length.is_some() => Expr::Cast(Cast::new(inner.clone(), DataType::Utf8)),
                 _ => return Ok(Transformed::no(e)),
+            };
+            let call = match length {
+                Some(tag) => with_length(call, &tag),
+                None => call,
             };
             let out = if *to == DataType::Utf8 {
                 call

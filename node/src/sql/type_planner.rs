@@ -5,7 +5,9 @@
 //! `CREATE TABLE ... AS` column types). Unconstrained `numeric` is
 //! `Decimal256(76,16)`, as table columns of that type are
 //! ([`crate::storage::table::SqlType::NumericAny`]); DataFusion would make it
-//! `Decimal128(38,10)`.
+//! `Decimal128(38,10)`. `varchar(n)` and `char(n)` are text whose field
+//! carries the length ([`CAST_LENGTH_KEY`]), so that a cast to them cuts
+//! the text as PostgreSQL's explicit casts do (see `pg_text`).
 
 use std::sync::Arc;
 
@@ -49,8 +51,29 @@ impl TypePlanner for QuiverTypePlanner {
     }
 }
 
+/// Field metadata of a cast target with a length: `v<n>` for `varchar(n)`,
+/// `c<n>` for `char(n)`.
+pub const CAST_LENGTH_KEY: &str = "quiver.cast_length";
+
 fn own_type(sql_type: &ast::DataType) -> Option<FieldRef> {
+    let length = |l: &Option<ast::CharacterLength>| match l {
+        Some(ast::CharacterLength::IntegerLength { length, .. }) => Some(*length),
+        _ => None,
+    };
+    let text_of = |tag: String| {
+        Some(std::sync::Arc::new(
+            datafusion::arrow::datatypes::Field::new("", DataType::Utf8, true).with_metadata(
+                std::collections::HashMap::from([(CAST_LENGTH_KEY.to_owned(), tag)]),
+            ),
+        ))
+    };
     match sql_type {
+        ast::DataType::Varchar(l) | ast::DataType::CharacterVarying(l) => {
+            length(l).and_then(|n| text_of(format!("v{n}")))
+        }
+        ast::DataType::Char(l) | ast::DataType::Character(l) => {
+            text_of(format!("c{}", length(l).unwrap_or(1)))
+        }
         ast::DataType::Numeric(ExactNumberInfo::None)
         | ast::DataType::Decimal(ExactNumberInfo::None)
         | ast::DataType::Dec(ExactNumberInfo::None) => Some(
@@ -69,7 +92,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_unconstrained_numeric_is_planned_here() {
+    fn unconstrained_numeric_and_lengths_are_planned_here() {
         let p = QuiverTypePlanner::default();
         let f = p
             .plan_type_field(&ast::DataType::Numeric(ExactNumberInfo::None))
@@ -79,5 +102,19 @@ mod tests {
         let typed = ast::DataType::Numeric(ExactNumberInfo::PrecisionAndScale(10, 2));
         assert!(p.plan_type_field(&typed).unwrap().is_none());
         assert!(p.plan_type_field(&ast::DataType::Text).unwrap().is_none());
+        let v2 = p
+            .plan_type_field(&ast::DataType::Varchar(Some(
+                ast::CharacterLength::IntegerLength {
+                    length: 2,
+                    unit: None,
+                },
+            )))
+            .unwrap()
+            .unwrap();
+        assert_eq!(v2.data_type(), &DataType::Utf8);
+        assert_eq!(
+            v2.metadata().get(CAST_LENGTH_KEY).map(String::as_str),
+            Some("v2")
+        );
     }
 }
