@@ -31,7 +31,7 @@ def test_pgbench_custom_script(server, conn, tname, tmp_path, mode):
 \\set k random(1, 10)
 \\set id random(1, 1000000000000)
 BEGIN;
-INSERT INTO {tname} VALUES (:id * 100 + :client_id, :client_id, :k);
+INSERT INTO {tname} VALUES (:id::bigint * 100 + :client_id, :client_id, :k);
 SELECT v FROM {tname}_kv WHERE k = :k;
 COMMIT;
 """
