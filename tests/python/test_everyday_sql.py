@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import itertools
 import re
+import shutil
+import subprocess
 
 import psycopg
 import pytest
@@ -90,9 +92,21 @@ def outcome(conn: psycopg.Connection, sql: str):
         return ("status", cur.statusmessage)
     cols = [(d.name, _type_name(d.type_code)) for d in cur.description]
     rows = cur.fetchall()
-    if not re.search(r"\border\s+by\b", sql, re.I):
+    if not _ordered(sql):
         rows = sorted(rows, key=lambda r: tuple("\0" if v is None else v for v in r))
     return ("rows", cols, rows)
+
+
+def _ordered(sql: str) -> bool:
+    """True when the statement itself has an ORDER BY: one inside parentheses (an aggregate's,
+    a window's, a subquery's) does not order the rows."""
+    outer = sql
+    while True:
+        stripped = re.sub(r"\([^()]*\)", "", outer)
+        if stripped == outer:
+            break
+        outer = stripped
+    return re.search(r"\border\s+by\b", outer, re.I) is not None
 
 
 def _render(script: str, t: str) -> list[str]:
@@ -190,8 +204,6 @@ def _copy_round_trip(dsn: str, table: str) -> dict[str, list[bytes]]:
 
 def _psql_copy_out(dsn: str, table: str) -> str:
     """psql's \\copy ... to stdout, as a user's shell script runs it."""
-    import shutil
-    import subprocess
     psql = shutil.which("psql") or "/usr/lib/postgresql/15/bin/psql"
     r = subprocess.run([psql, dsn, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c",
                         f"\\copy (SELECT id, s, n, d FROM {table} ORDER BY id) to stdout with (format csv)"],

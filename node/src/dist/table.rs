@@ -46,10 +46,6 @@ impl std::fmt::Debug for DistributedTable {
     }
 }
 
-fn ext(e: SqlError) -> DataFusionError {
-    DataFusionError::External(Box::new(e))
-}
-
 pub use crate::sql::idents::quote;
 
 /// `e` as SQL text over an unqualified shard table, or `None` if it cannot
@@ -88,7 +84,7 @@ impl DistributedTable {
 
     fn layout(&self) -> Result<TableLayout> {
         self.cluster.layout(&self.shell.name).ok_or_else(|| {
-            ext(SqlError::new(
+            DataFusionError::from(SqlError::new(
                 "42P01",
                 format!("relation \"{}\" is no longer distributed", self.shell.name),
             ))
@@ -119,7 +115,7 @@ impl DistributedTable {
         let mut parts = Vec::new();
         for f in filters {
             let sql = expr_sql(f).ok_or_else(|| {
-                ext(SqlError::unsupported(format!(
+                DataFusionError::from(SqlError::unsupported(format!(
                     "this condition cannot run on the shards yet: {f}"
                 )))
             })?;
@@ -148,16 +144,23 @@ impl DistributedTable {
             let shard = &layout.shards[pos];
             let name = shard_table_name(&layout.info.name, shard.shard_id);
             if shard.placements.is_empty() {
-                return Err(ext(layout.read_placement(shard).err().unwrap_or_else(
-                    || SqlError::new("XX000", "shard without placement"),
-                )));
+                return Err(DataFusionError::from(
+                    layout
+                        .read_placement(shard)
+                        .err()
+                        .unwrap_or_else(|| SqlError::new("XX000", "shard without placement")),
+                ));
             }
             for (i, (node, addr)) in shard.placements.iter().enumerate() {
                 counted.push(i == 0);
                 targets.push((*node, addr.clone(), sql_for(&name)));
             }
         }
-        let rows = self.cluster.exec_in_txn(&txn, targets).await.map_err(ext)?;
+        let rows = self
+            .cluster
+            .exec_in_txn(&txn, targets)
+            .await
+            .map_err(DataFusionError::from)?;
         Ok(rows
             .into_iter()
             .zip(counted)
@@ -224,7 +227,9 @@ impl TableProvider for DistributedTable {
         let mut fragments = Vec::with_capacity(positions.len());
         for pos in positions {
             let shard = &layout.shards[pos];
-            let (node, addr) = layout.read_placement(shard).map_err(ext)?;
+            let (node, addr) = layout
+                .read_placement(shard)
+                .map_err(DataFusionError::from)?;
             let name = quote(&shard_table_name(&layout.info.name, shard.shard_id));
             let sql = if count_only && limit.is_some() {
                 format!("SELECT count(*) FROM (SELECT 1 FROM {name}{where_sql}{limit_sql}) q")
@@ -291,7 +296,7 @@ impl TableProvider for DistributedTable {
                 &conformed,
             )
             .await
-            .map_err(ext)?;
+            .map_err(DataFusionError::from)?;
         count_exec(rows)
     }
 
@@ -325,7 +330,7 @@ impl TableProvider for DistributedTable {
                 if matches!(e, Expr::Column(c) if c.name == *name) {
                     continue;
                 }
-                return Err(ext(SqlError::unsupported(format!(
+                return Err(DataFusionError::from(SqlError::unsupported(format!(
                     "modifying the distribution column \"{name}\" of a distributed table is not allowed"
                 ))));
             }
@@ -333,7 +338,7 @@ impl TableProvider for DistributedTable {
                 continue;
             }
             let sql = expr_sql(e).ok_or_else(|| {
-                ext(SqlError::unsupported(format!(
+                DataFusionError::from(SqlError::unsupported(format!(
                     "this assignment cannot run on the shards yet: {e}"
                 )))
             })?;

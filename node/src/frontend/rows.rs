@@ -166,17 +166,12 @@ pub fn encode_rows(
 /// A `time` value as PostgreSQL writes it (`12:34:56`, `12:34:56.5`).
 fn time_text(arr: &dyn Array, row: usize, out: &mut Vec<u8>) -> bool {
     use datafusion::arrow::datatypes::{Time64MicrosecondType, Time64NanosecondType, TimeUnit};
-    let v = match arr.data_type() {
-        DataType::Time64(TimeUnit::Microsecond) => {
-            arr.as_primitive::<Time64MicrosecondType>().value(row)
-        }
-        DataType::Time64(TimeUnit::Nanosecond) => {
-            arr.as_primitive::<Time64NanosecondType>().value(row)
-        }
-        _ => return false,
-    };
     let DataType::Time64(unit) = arr.data_type() else {
         return false;
+    };
+    let v = match unit {
+        TimeUnit::Nanosecond => arr.as_primitive::<Time64NanosecondType>().value(row),
+        _ => arr.as_primitive::<Time64MicrosecondType>().value(row),
     };
     quiver_copy::format_time(v, *unit, out);
     true

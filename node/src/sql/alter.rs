@@ -11,7 +11,7 @@ use super::ddl;
 use super::error::SqlError;
 use super::idents;
 use super::session::{Outcome, Session};
-use crate::storage::table::{TableData, TableMeta};
+use crate::storage::table::{unfilled_not_null, TableData, TableMeta};
 
 impl Session {
     pub(super) async fn alter_table(
@@ -134,17 +134,11 @@ impl Session {
         if distributed.is_some() {
             // Each shard would check its own rows: some could take the
             // column and others refuse it.
-            for (i, c) in meta.columns.iter().enumerate() {
-                let filled = fill
-                    .as_ref()
-                    .and_then(|f| f.columns().get(i))
-                    .is_some_and(|v| v.is_valid(0));
-                if mapping.get(i) == Some(&None) && !c.nullable && !filled {
-                    return Err(SqlError::unsupported(format!(
-                        "ADD COLUMN \"{}\" NOT NULL needs a non-null DEFAULT on a distributed table",
-                        c.name
-                    )));
-                }
+            if let Some(c) = unfilled_not_null(&meta, &mapping, fill.as_ref()) {
+                return Err(SqlError::unsupported(format!(
+                    "ADD COLUMN \"{}\" NOT NULL needs a non-null DEFAULT on a distributed table",
+                    c.name
+                )));
             }
         }
         self.db

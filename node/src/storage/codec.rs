@@ -238,6 +238,11 @@ fn corrupt(what: &str) -> StorageError {
     StorageError::Corrupt(format!("WAL payload: {what}"))
 }
 
+fn u32_at(b: &[u8], off: usize) -> Result<usize, StorageError> {
+    let s = b.get(off..off + 4).ok_or_else(|| corrupt("short u32"))?;
+    Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]) as usize)
+}
+
 fn u64_at(b: &[u8], off: usize) -> Result<u64, StorageError> {
     let s = b.get(off..off + 8).ok_or_else(|| corrupt("short u64"))?;
     let mut a = [0u8; 8];
@@ -247,18 +252,12 @@ fn u64_at(b: &[u8], off: usize) -> Result<u64, StorageError> {
 
 /// Decodes a payload written by [`encode`].
 pub fn decode(payload: &[u8]) -> Result<Vec<Op>, StorageError> {
-    let n = payload
-        .get(0..4)
-        .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
-        .ok_or_else(|| corrupt("missing op count"))?;
+    let n = u32_at(payload, 0)?;
     let mut off = 4;
-    let mut ops = Vec::with_capacity(n as usize);
+    let mut ops = Vec::with_capacity(n);
     for _ in 0..n {
         let tag = *payload.get(off).ok_or_else(|| corrupt("missing tag"))?;
-        let len = payload
-            .get(off + 1..off + 5)
-            .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]) as usize)
-            .ok_or_else(|| corrupt("missing length"))?;
+        let len = u32_at(payload, off + 1)?;
         off += 5;
         let body = payload
             .get(off..off + len)
@@ -278,10 +277,7 @@ pub fn decode(payload: &[u8]) -> Result<Vec<Op>, StorageError> {
                 }
             }
             ALTER_FILL => {
-                let len = body
-                    .get(0..4)
-                    .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]) as usize)
-                    .ok_or_else(|| corrupt("missing ALTER length"))?;
+                let len = u32_at(body, 0)?;
                 let json = body.get(4..4 + len).ok_or_else(|| corrupt("short ALTER"))?;
                 let (meta, mapping) = serde_json::from_slice(json)?;
                 Op::AlterTable {

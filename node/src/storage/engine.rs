@@ -398,17 +398,11 @@ impl Engine {
                 return Err(StorageError::UndefinedTable(meta.name.clone()));
             };
             if old.live_rows() > 0 {
-                for (i, col) in meta.columns.iter().enumerate() {
-                    let filled = fill
-                        .as_ref()
-                        .and_then(|f| f.columns().get(i))
-                        .is_some_and(|c| c.is_valid(0));
-                    if mapping.get(i) == Some(&None) && !col.nullable && !filled {
-                        return Err(StorageError::NullsInNewColumn {
-                            table: meta.name.clone(),
-                            column: col.name.clone(),
-                        });
-                    }
+                if let Some(col) = super::table::unfilled_not_null(&meta, &mapping, fill.as_ref()) {
+                    return Err(StorageError::NullsInNewColumn {
+                        table: meta.name.clone(),
+                        column: col.name.clone(),
+                    });
                 }
             }
             Ok(vec![Op::AlterTable {

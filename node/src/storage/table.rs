@@ -437,6 +437,25 @@ pub fn check_not_null(meta: &TableMeta, batch: &RecordBatch) -> Result<(), Stora
     Ok(())
 }
 
+/// The value existing rows take in column `i` of an ALTER TABLE's `fill`
+/// (its one row), when there is one and it is not NULL.
+pub fn fill_value(fill: Option<&RecordBatch>, i: usize) -> Option<&ArrayRef> {
+    fill.and_then(|f| f.columns().get(i))
+        .filter(|c| c.is_valid(0))
+}
+
+/// The first column an ALTER TABLE adds (`mapping[i]` is `None`) that is
+/// NOT NULL and gets no value from `fill`: existing rows would hold NULL.
+pub fn unfilled_not_null<'a>(
+    meta: &'a TableMeta,
+    mapping: &[Option<usize>],
+    fill: Option<&RecordBatch>,
+) -> Option<&'a ColumnMeta> {
+    meta.columns.iter().enumerate().find_map(|(i, c)| {
+        (mapping.get(i) == Some(&None) && !c.nullable && fill_value(fill, i).is_none()).then_some(c)
+    })
+}
+
 /// Rebuilds a stored batch for a new column layout; a new column takes its
 /// value from `fill`'s one row, or is NULL.
 pub fn remap(
@@ -449,10 +468,7 @@ pub fn remap(
     let mut cols: Vec<ArrayRef> = Vec::with_capacity(mapping.len() + 1);
     for (i, m) in mapping.iter().enumerate() {
         let ty = stored.field(i).data_type();
-        let filled = fill
-            .and_then(|f| f.columns().get(i))
-            .filter(|c| c.is_valid(0));
-        cols.push(match (m, filled) {
+        cols.push(match (m, fill_value(fill, i)) {
             (Some(old), _) => datafusion::arrow::compute::cast(b.column(*old), ty)?,
             (None, Some(v)) => {
                 let v = datafusion::arrow::compute::cast(v, ty)?;
