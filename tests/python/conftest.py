@@ -142,10 +142,7 @@ def tname(request):
 # strict xfail: the test still runs and must still fail; when a gap is closed the
 # test passes, strict xfail turns that into a failure, and the entry must go.
 # Against PostgreSQL (--target=pg) they are ordinary tests.
-KNOWN_GAPS: dict[str, str] = {
-    "test_copy.py::test_copy_out_tag_counts_rows_not_header":
-        "pgwire 0.41 counts every CopyData message, the header's too, in the COPY tag",
-}
+KNOWN_GAPS: dict[str, str] = {}
 
 
 @pytest.fixture

@@ -246,3 +246,7 @@ def test_copy_out_tag_counts_rows_not_header(conn, tname):
     with cur.copy(f"COPY {tname} TO STDOUT WITH (FORMAT csv, HEADER true)") as cp:
         assert len([bytes(b) for b in cp]) == 4
     assert cur.rowcount == 3
+    conn.execute(f"DELETE FROM {tname}")
+    with cur.copy(f"COPY {tname} TO STDOUT WITH (FORMAT csv, HEADER true)") as cp:
+        assert [bytes(b) for b in cp] == [b"id,s\n"]
+    assert cur.rowcount == 0

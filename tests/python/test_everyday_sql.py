@@ -33,21 +33,11 @@ from servers import PgServer, running_cluster
 # (script, statement index) -> why Quiver's answer differs from PostgreSQL's.
 KNOWN_DIFFERENCES: dict[tuple[str, int], str] = {
     ("casts", 1): "numeric keeps no trailing zeros of its input text ('12.50' is 12.5)",
-    ("casts", 7): "casts to char(n)/varchar(n) are text: a char(n) is not blank-padded on output",
-    ("casts", 11): "pg_typeof returns text, not regtype",
-    ("ctes", 4): "pg_typeof returns text, not regtype",
-    ("dates_and_intervals", 10): "date_trunc() of a date is a timestamp, not timestamptz",
-    ("dates_and_intervals", 22): "extract(epoch ...) is float8, not numeric",
-    ("integers", 8): "gcd() and lcm() of integers are bigint",
-    ("integers", 9): "pg_typeof returns text, not regtype",
     ("numerics", 0): "numeric division keeps a fixed scale (ADR 0010), not PostgreSQL's",
     ("numerics", 9): "numeric division keeps a fixed scale (ADR 0010), not PostgreSQL's",
     ("numerics", 14): "avg(numeric) keeps scale + 4 digits, PostgreSQL's scale depends on the value",
     ("numerics", 15): "avg(numeric) keeps scale + 4 digits, PostgreSQL's scale depends on the value",
     ("queries", 2): "avg(integer) is float8, not numeric",
-    ("queries", 23): "VALUES keeps integer literals bigint",
-    ("queries", 24): "generate_series() in a select list is bigint for integer arguments",
-    ("queries", 25): "generate_series() is bigint for integer arguments",
 }
 
 # The cluster variant: the same, and what distributed tables refuse.

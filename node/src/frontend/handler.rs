@@ -26,7 +26,9 @@ use pgwire::messages::PgWireBackendMessage;
 use tokio::sync::Mutex;
 
 use super::copy_in::CopyState;
-use super::results::{outcome_to_response, result_fields, show_fields};
+use super::results::{
+    copy_out, outcome_to_response, result_fields, send_copy_out, show_fields, CopyOut,
+};
 use crate::server::metrics::{Metrics, QueryKind};
 use crate::server::shutdown::InFlight;
 use crate::sql::pg_text::session_time_zone;
@@ -51,6 +53,13 @@ pub struct Prepared {
     /// The result schema of a point query, which is not planned at Parse
     /// (see [`crate::sql::point`]).
     pub point_schema: Option<datafusion::arrow::datatypes::SchemaRef>,
+}
+
+/// What one statement answers: a pgwire response, or `COPY ... TO STDOUT`
+/// rows, which the handler sends itself ([`send_copy_out`]).
+pub enum Reply {
+    Response(Response),
+    CopyOut(CopyOut),
 }
 
 /// Per-connection state shared by the handlers.
@@ -91,7 +100,7 @@ impl Conn {
         params: Option<datafusion::common::ParamValues>,
         format: &Format,
         described: Option<&datafusion::arrow::datatypes::SchemaRef>,
-    ) -> Result<Response, SqlError>
+    ) -> Result<Reply, SqlError>
     where
         C: ClientInfo,
     {
@@ -127,15 +136,22 @@ impl Conn {
             (result, time_zone)
         };
         let result = match result {
-            Ok(Outcome::CopyIn(copy)) => self.start_copy(copy).map(Response::CopyIn),
+            Ok(Outcome::CopyIn(copy)) => self
+                .start_copy(copy)
+                .map(|c| Reply::Response(Response::CopyIn(c))),
+            Ok(Outcome::CopyOut { df, options }) => {
+                copy_out(df, &options).await.map(Reply::CopyOut)
+            }
             Ok(out) => {
                 let tz = time_zone.as_deref().and_then(session_time_zone);
-                outcome_to_response(out, client, format, self.stream_failed.clone(), tz).await
+                outcome_to_response(out, client, format, self.stream_failed.clone(), tz)
+                    .await
+                    .map(Reply::Response)
             }
             Err(e) => Err(e),
         };
         let state = result.as_ref().err().map(|e| e.sqlstate);
-        if !matches!(result, Ok(Response::CopyIn(_))) {
+        if !matches!(result, Ok(Reply::Response(Response::CopyIn(_)))) {
             self.metrics.observe_query(kind, started.elapsed(), state);
         }
         result
@@ -207,13 +223,22 @@ impl SimpleQueryHandler for Handler {
                 .run(client, stmt, None, None, &Format::UnifiedText, None)
                 .await
             {
-                Ok(r) => {
+                Ok(Reply::Response(r)) => {
                     let copy_in = matches!(r, Response::CopyIn(_));
                     out.push(r);
                     if copy_in {
                         break;
                     }
                 }
+                // Sent here, so its tag counts rows only. pgwire sends the
+                // answers of the statements before it after this returns:
+                // then the order wins, and pgwire's sender counts a header
+                // line in the tag too.
+                Ok(Reply::CopyOut(c)) if out.is_empty() => {
+                    let tag = send_copy_out(client, c).await?;
+                    out.push(Response::Execution(tag));
+                }
+                Ok(Reply::CopyOut(c)) => out.push(Response::CopyOut(c.response)),
                 Err(e) => {
                     let PgWireError::UserError(info) = pg_error(e) else {
                         break;
@@ -475,7 +500,8 @@ impl ExtendedQueryHandler for Handler {
                 }
             }
         };
-        self.conn
+        match self
+            .conn
             .run(
                 client,
                 &prepared.stmt,
@@ -485,6 +511,10 @@ impl ExtendedQueryHandler for Handler {
                 prepared.point_schema.as_ref(),
             )
             .await
-            .map_err(pg_error)
+            .map_err(pg_error)?
+        {
+            Reply::Response(r) => Ok(r),
+            Reply::CopyOut(c) => Ok(Response::Execution(send_copy_out(client, c).await?)),
+        }
     }
 }

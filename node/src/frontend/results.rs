@@ -11,12 +11,15 @@ use pgwire::messages::data::DataRow;
 use bytes::Bytes;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Schema};
-use futures::StreamExt;
+use futures::{Sink, SinkExt, StreamExt};
 use pgwire::api::portal::Format;
-use pgwire::api::results::{CopyResponse, DataRowEncoder, FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::results::{
+    CopyResponse, DataRowEncoder, FieldFormat, FieldInfo, QueryResponse, Response, Tag,
+};
 use pgwire::api::{ClientInfo, ConnectionHandle, Type};
 use pgwire::error::{PgWireError, PgWireResult};
-use pgwire::messages::copy::CopyData;
+use pgwire::messages::copy::{CopyData, CopyDone, CopyOutResponse};
+use pgwire::messages::PgWireBackendMessage;
 use pgwire::types::format::FormatOptions;
 use quiver_copy::{encode_batch, encode_header, CopyOptions};
 
@@ -166,10 +169,23 @@ pub fn result_fields(
 /// are tagged in their Arrow field's metadata. (A json value's binary form
 /// is its text, so the string encoder writes it as is.)
 fn pg_type(af: &datafusion::arrow::datatypes::Field, f: &FieldInfo) -> Type {
+    // A cast to char(n) or varchar(n), in a plan schema computed before
+    // Quiver's analyzer rewrote the cast (`sql::pg_text`).
+    match af
+        .metadata()
+        .get(crate::sql::type_planner::CAST_LENGTH_KEY)
+        .and_then(|tag| tag.chars().next())
+    {
+        Some('c') => return Type::BPCHAR,
+        Some('v') => return Type::VARCHAR,
+        _ => {}
+    }
     match af.metadata().get(PG_TYPE_KEY).map(|s| s.as_str()) {
         Some("varchar") => Type::VARCHAR,
         Some("bpchar") => Type::BPCHAR,
         Some("json") => Type::JSON,
+        // A regtype's binary form is its oid: binary results stay text.
+        Some("regtype") if f.format() == FieldFormat::Text => Type::REGTYPE,
         _ => f.datatype().clone(),
     }
 }
@@ -240,32 +256,79 @@ pub async fn outcome_to_response<C: ClientInfo>(
                 futures::stream::iter(vec![Ok(row)]),
             )))
         }
-        Outcome::CopyOut { df, options } => {
-            let opts = CopyOptions::parse(&options)
-                .map_err(|e| SqlError::new(e.sqlstate(), e.to_string()))?;
-            let schema = Arc::new(df.schema().as_arrow().clone());
-            let ncols = schema.fields().len();
-            let stream = df.execute_stream().await?;
-            let mut header = Vec::new();
-            if opts.header {
-                encode_header(&schema, &opts, &mut header);
-            }
-            let head = futures::stream::iter(if header.is_empty() {
-                vec![]
-            } else {
-                vec![Ok(CopyData::new(Bytes::from(header)))]
-            });
-            let body = stream
-                .map(move |b| futures::stream::iter(encode(b, &opts)))
-                .flatten();
-            Ok(Response::CopyOut(CopyResponse::new(
-                0,
-                ncols,
-                head.chain(body),
-            )))
-        }
+        Outcome::CopyOut { .. } => Err(SqlError::new("XX000", "COPY TO handled by copy_out")),
         Outcome::CopyIn(_) => Err(SqlError::new("XX000", "COPY IN handled elsewhere")),
     }
+}
+
+/// `COPY ... TO STDOUT`, ready to send: the rows as CopyData messages,
+/// and whether the first message is a header line.
+pub struct CopyOut {
+    pub response: CopyResponse,
+    pub header: bool,
+}
+
+/// Starts a `COPY ... TO STDOUT` outcome's row stream.
+pub async fn copy_out(
+    df: datafusion::dataframe::DataFrame,
+    options: &[(String, Option<String>)],
+) -> Result<CopyOut, SqlError> {
+    let opts =
+        CopyOptions::parse(options).map_err(|e| SqlError::new(e.sqlstate(), e.to_string()))?;
+    let schema = Arc::new(df.schema().as_arrow().clone());
+    let ncols = schema.fields().len();
+    let stream = df.execute_stream().await?;
+    let mut header = Vec::new();
+    if opts.header {
+        encode_header(&schema, &opts, &mut header);
+    }
+    let has_header = !header.is_empty();
+    let head = futures::stream::iter(if has_header {
+        vec![Ok(CopyData::new(Bytes::from(header)))]
+    } else {
+        vec![]
+    });
+    let body = stream
+        .map(move |b| futures::stream::iter(encode(b, &opts)))
+        .flatten();
+    Ok(CopyOut {
+        response: CopyResponse::new(0, ncols, head.chain(body)),
+        header: has_header,
+    })
+}
+
+/// Sends a `COPY ... TO STDOUT` answer: CopyOutResponse, one CopyData per
+/// row, CopyDone; returns the `COPY n` tag, where `n` counts rows only, not
+/// the header line (pgwire's own sender counts every message).
+pub async fn send_copy_out<C>(client: &mut C, out: CopyOut) -> PgWireResult<Tag>
+where
+    C: Sink<PgWireBackendMessage> + Unpin,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    let formats = out.response.column_formats();
+    let (format, columns) = (out.response.format, out.response.columns);
+    let mut data_stream = out.response.data_stream;
+    client
+        .send(PgWireBackendMessage::CopyOutResponse(CopyOutResponse::new(
+            format,
+            columns as i16,
+            formats,
+        )))
+        .await?;
+    let mut messages = 0usize;
+    while let Some(data) = data_stream.next().await {
+        let data = data?;
+        if data.data.is_empty() {
+            continue;
+        }
+        messages += 1;
+        client.feed(PgWireBackendMessage::CopyData(data)).await?;
+    }
+    client
+        .send(PgWireBackendMessage::CopyDone(CopyDone::new()))
+        .await?;
+    let rows = messages - usize::from(out.header && messages > 0);
+    Ok(Tag::new("COPY").with_rows(rows))
 }
 
 /// One batch of `COPY TO STDOUT` output: one CopyData message per row, as

@@ -14,11 +14,16 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, StringArray, StringBuilder};
-use datafusion::arrow::datatypes::{DataType, Field};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::arrow::error::ArrowError;
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::{
+    ColumnarValue, Expr, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    Volatility,
+};
 
 use super::error::SqlError;
-use crate::storage::table::{SqlType, TableMeta, CHAR_LENGTH_KEY};
+use crate::storage::table::{SqlType, TableMeta, CHAR_LENGTH_KEY, PG_TYPE_KEY};
 
 /// Checks (and trims) the string columns of a batch in the table's layout.
 pub fn enforce_lengths(meta: &TableMeta, batch: RecordBatch) -> Result<RecordBatch, SqlError> {
@@ -129,6 +134,90 @@ pub fn pad_output(batch: RecordBatch) -> Result<RecordBatch, ArrowError> {
         cols[i] = Arc::new(out.finish());
     }
     RecordBatch::try_new(schema, cols)
+}
+
+/// `CAST(text AS character(n))`: the first `n` characters without trailing
+/// blanks (as a `character(n)` column stores them), in a field tagged
+/// `bpchar` of length `n`, so the result is padded and typed on the way out
+/// as a stored `character(n)` column is.
+pub fn cast_to_char(text: Expr, n: usize) -> Expr {
+    let n = Expr::Literal(ScalarValue::Int64(Some(n as i64)), None);
+    ScalarUDF::new_from_impl(CharCast::default()).call(vec![text, n])
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct CharCast {
+    signature: Signature,
+}
+
+impl Default for CharCast {
+    fn default() -> Self {
+        CharCast {
+            signature: Signature::exact(
+                vec![DataType::Utf8, DataType::Int64],
+                Volatility::Immutable,
+            ),
+        }
+    }
+}
+
+fn cast_length(args: &[ColumnarValue]) -> datafusion::common::Result<usize> {
+    match args.get(1) {
+        Some(ColumnarValue::Scalar(ScalarValue::Int64(Some(n)))) if *n > 0 => Ok(*n as usize),
+        _ => Err(SqlError::new("XX000", "char cast: the length is a positive constant").into()),
+    }
+}
+
+impl ScalarUDFImpl for CharCast {
+    fn name(&self) -> &str {
+        "quiver_char_cast"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> datafusion::common::Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+    fn return_field_from_args(
+        &self,
+        args: ReturnFieldArgs,
+    ) -> datafusion::common::Result<FieldRef> {
+        let n = match args.scalar_arguments.get(1) {
+            Some(Some(ScalarValue::Int64(Some(n)))) => n.to_string(),
+            _ => return Err(SqlError::new("XX000", "char cast: the length is a constant").into()),
+        };
+        let md = std::collections::HashMap::from([
+            (PG_TYPE_KEY.to_owned(), "bpchar".to_owned()),
+            (CHAR_LENGTH_KEY.to_owned(), n),
+        ]);
+        Ok(Arc::new(
+            Field::new(self.name(), DataType::Utf8, true).with_metadata(md),
+        ))
+    }
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> datafusion::common::Result<ColumnarValue> {
+        let n = cast_length(&args.args)?;
+        let cut = |v: &str| -> String {
+            let end = v.char_indices().nth(n).map_or(v.len(), |(i, _)| i);
+            v[..end].trim_end_matches(' ').to_owned()
+        };
+        match &args.args[0] {
+            ColumnarValue::Scalar(ScalarValue::Utf8(v)) => Ok(ColumnarValue::Scalar(
+                ScalarValue::Utf8(v.as_deref().map(cut)),
+            )),
+            ColumnarValue::Array(a) => {
+                let a = a
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .ok_or_else(|| SqlError::new("XX000", "char cast of a non-text array"))?;
+                let out: StringArray = a.iter().map(|v| v.map(cut)).collect();
+                Ok(ColumnarValue::Array(Arc::new(out)))
+            }
+            _ => Err(SqlError::new("XX000", "char cast of a non-text value").into()),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -15,9 +15,16 @@
 //! so it happens here, where schemas are recomputed, not in an analyzer
 //! rule.
 //!
-//! Left alone: `LIMIT` / `OFFSET` (DataFusion wants int8 there), `VALUES`
-//! rows (a column's rows must agree in type; PostgreSQL unifies them, the
-//! column keeps `bigint` here), and nodes without inputs.
+//! A `VALUES` column whose rows are all such literals becomes `integer`
+//! too, as PostgreSQL types it, except under INSERT (DataFusion has cast
+//! the rows to the table's types already).
+//!
+//! Other results PostgreSQL types narrower or differently than DataFusion,
+//! fixed here for the same reason: `gcd` / `lcm` of integers are `integer`
+//! ([`int4_result`]); `date_trunc` of a `date` works on, and returns, a
+//! `timestamptz` ([`date_trunc_of_date`]).
+//!
+//! Left alone: `LIMIT` / `OFFSET` (DataFusion wants int8 there).
 //!
 //! A recursive CTE's working table takes its column types from the
 //! non-recursive term, which this pass may have narrowed (`SELECT 1` is now
@@ -27,20 +34,29 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{DataType, Schema};
+use datafusion::arrow::datatypes::{DataType, Schema, TimeUnit};
 use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::common::{Result, ScalarValue};
+use datafusion::common::{DFSchema, Result, ScalarValue};
 use datafusion::datasource::cte_worktable::CteWorkTable;
 use datafusion::datasource::{provider_as_source, source_as_provider};
+use datafusion::logical_expr::expr::ScalarFunction;
 use datafusion::logical_expr::expr_rewriter::NamePreserver;
+use datafusion::logical_expr::utils::merge_schema;
+use datafusion::logical_expr::ExprSchemable;
 use datafusion::logical_expr::{
     binary_expr, Cast, Expr, LogicalPlan, LogicalPlanBuilder, Operator, RecursiveQuery, TableScan,
-    TableScanBuilder,
+    TableScanBuilder, Values,
 };
 
 /// Rewrites `plan`'s 32-bit integer literals to `Int32`.
 pub fn int4_literals(plan: LogicalPlan) -> Result<LogicalPlan> {
+    let insert = matches!(plan, LogicalPlan::Dml(_));
     plan.transform_up_with_subqueries(|node| {
+        if let LogicalPlan::Values(v) = &node {
+            if !insert {
+                return int4_values(v);
+            }
+        }
         if node.inputs().is_empty() {
             return Ok(Transformed::no(node));
         }
@@ -52,6 +68,7 @@ pub fn int4_literals(plan: LogicalPlan) -> Result<LogicalPlan> {
             return retype_work_table(q).map(Transformed::yes);
         }
         let names = NamePreserver::new(&node);
+        let schema = merge_schema(&node.inputs());
         let out = node.map_expressions(|e| {
             let name = names.save(&e);
             e.transform_up(|e| match e {
@@ -65,9 +82,12 @@ pub fn int4_literals(plan: LogicalPlan) -> Result<LogicalPlan> {
                         meta,
                     ))),
                 },
-                Expr::ScalarFunction(f) if f.func.name() == "date_part" => {
-                    Ok(date_part_float(Expr::ScalarFunction(f)))
-                }
+                Expr::ScalarFunction(f) => match f.func.name() {
+                    "date_part" => Ok(date_part_float(Expr::ScalarFunction(f))),
+                    "gcd" | "lcm" => Ok(int4_result(Expr::ScalarFunction(f), &schema)),
+                    "date_trunc" => date_trunc_of_date(f, &schema),
+                    _ => Ok(Transformed::no(Expr::ScalarFunction(f))),
+                },
                 other => Ok(Transformed::no(other)),
             })
             .map(|t| t.update_data(|e| name.restore(e)))
@@ -76,6 +96,72 @@ pub fn int4_literals(plan: LogicalPlan) -> Result<LogicalPlan> {
         Ok(Transformed::yes(out.data.recompute_schema()?))
     })
     .map(|t| t.data)
+}
+
+/// A `VALUES` list whose columns of integer literals all fit in 32 bits
+/// become `integer` columns.
+fn int4_values(v: &Values) -> Result<Transformed<LogicalPlan>> {
+    let fits = |e: &Expr| matches!(e, Expr::Literal(ScalarValue::Int64(Some(x)), _) if i32::try_from(*x).is_ok());
+    let width = v.values.first().map_or(0, Vec::len);
+    let narrow: Vec<bool> = (0..width)
+        .map(|j| v.values.iter().all(|row| row.get(j).is_some_and(fits)))
+        .collect();
+    if !narrow.contains(&true) {
+        return Ok(Transformed::no(LogicalPlan::Values(v.clone())));
+    }
+    let rows = v
+        .values
+        .iter()
+        .map(|row| {
+            row.iter()
+                .zip(&narrow)
+                .map(|(e, &n)| match e {
+                    Expr::Literal(ScalarValue::Int64(Some(x)), meta) if n => {
+                        Expr::Literal(ScalarValue::Int32(i32::try_from(*x).ok()), meta.clone())
+                    }
+                    other => other.clone(),
+                })
+                .collect()
+        })
+        .collect();
+    LogicalPlanBuilder::values(rows)?
+        .build()
+        .map(Transformed::yes)
+}
+
+/// `gcd(a, b)` / `lcm(a, b)` of two integers of 32 bits or fewer is an
+/// `integer` (an `lcm` beyond it fails with 22003, as in PostgreSQL);
+/// DataFusion computes them in `bigint`.
+fn int4_result(e: Expr, schema: &DFSchema) -> Transformed<Expr> {
+    let Expr::ScalarFunction(f) = &e else {
+        return Transformed::no(e);
+    };
+    let small = f.args.iter().all(|a| {
+        matches!(
+            a.get_type(schema),
+            Ok(DataType::Int8 | DataType::Int16 | DataType::Int32)
+        )
+    });
+    if !small {
+        return Transformed::no(e);
+    }
+    Transformed::yes(Expr::Cast(Cast::new(Box::new(e), DataType::Int32)))
+}
+
+/// `date_trunc(field, d)` of a `date` works on `d` as a `timestamptz` and
+/// returns one, as PostgreSQL resolves it (DataFusion returns a timestamp).
+fn date_trunc_of_date(f: ScalarFunction, schema: &DFSchema) -> Result<Transformed<Expr>> {
+    let is_date = f
+        .args
+        .get(1)
+        .is_some_and(|a| matches!(a.get_type(schema), Ok(DataType::Date32 | DataType::Date64)));
+    if !is_date {
+        return Ok(Transformed::no(Expr::ScalarFunction(f)));
+    }
+    let mut args = f.args;
+    let tz = DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into()));
+    args[1] = Expr::Cast(Cast::new(Box::new(args[1].clone()), tz));
+    Ok(Transformed::yes(f.func.call(args)))
 }
 
 /// `date_part('field', x)` as PostgreSQL's `float8`; its `second` keeps the

@@ -293,8 +293,11 @@ impl ExprPlanner for IntervalArithmetic {
             "millisecond" | "milliseconds" => {
                 (binary_expr(micros(), Operator::Divide, f64_lit(1e3)), 9, 3)
             }
-            // A float of about 16 digits: left as DataFusion has it.
-            "epoch" => return Ok(PlannerResult::Original(args)),
+            "epoch" => {
+                return Ok(PlannerResult::Planned(
+                    super::epoch::epoch_udf().call(vec![value.clone()]),
+                ))
+            }
             _ => (part(&field), 20, 0),
         };
         Ok(PlannerResult::Planned(Expr::Cast(

@@ -13,6 +13,7 @@ pub mod chars;
 pub mod checked;
 pub mod copy;
 pub mod ddl;
+pub mod epoch;
 pub mod error;
 pub mod idents;
 pub mod info_schema;

@@ -278,12 +278,16 @@ fn is_text(t: &DataType) -> bool {
 /// Text cut to a cast's length (`v<n>`: `varchar(n)`, `c<n>`: `char(n)`),
 /// as PostgreSQL's explicit casts cut it. A `char(n)` value is not padded
 /// here: as in a stored `char(n)` column, trailing blanks do not count (so
-/// `'ab'::char(5) || '|'` is `ab|`, as in PostgreSQL).
+/// `'ab'::char(5) || '|'` is `ab|`, as in PostgreSQL); it is padded when
+/// sent ([`super::chars::cast_to_char`]).
 fn with_length(text: Expr, tag: &str) -> Expr {
-    let Ok(n) = tag.get(1..).unwrap_or("").parse::<i64>() else {
+    let Ok(n) = tag.get(1..).unwrap_or("").parse::<usize>() else {
         return text;
     };
-    let n = Expr::Literal(ScalarValue::Int64(Some(n)), None);
+    if tag.starts_with('c') {
+        return super::chars::cast_to_char(text, n);
+    }
+    let n = Expr::Literal(ScalarValue::Int64(Some(n as i64)), None);
     datafusion::functions::unicode::left().call(vec![text, n])
 }
 
