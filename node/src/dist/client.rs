@@ -361,6 +361,7 @@ mod tests {
             sql: "SELECT 1".into(),
             tables: Vec::new(),
             gid: None,
+            snapshot: None,
         };
         let started = std::time::Instant::now();
         let err = clients.query(&addr, &ticket).await.err().unwrap();

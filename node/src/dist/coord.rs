@@ -50,6 +50,8 @@ pub struct Cluster {
     next_gid: AtomicU64,
     /// Held while range shards are created, so writers never race for one.
     pub(crate) range_lock: tokio::sync::Mutex<()>,
+    /// Second phases of commits against pins of reads (ADR 0011).
+    pub(crate) gate: super::read_point::CommitGate,
 }
 
 pub(crate) fn meta_err(e: impl std::fmt::Display) -> SqlError {
@@ -71,6 +73,7 @@ impl Cluster {
             incarnation,
             next_gid: AtomicU64::new(1),
             range_lock: tokio::sync::Mutex::new(()),
+            gate: Default::default(),
         })
     }
 
@@ -102,8 +105,7 @@ impl Cluster {
     }
 
     fn new_gid(&self) -> String {
-        let n = self.next_gid.fetch_add(1, Ordering::Relaxed);
-        format!("{}-{n}", self.incarnation)
+        self.next_id("")
     }
 
     /// The session's open distributed transaction (opened if needed), with
@@ -262,9 +264,27 @@ impl Cluster {
         Ok(())
     }
 
+    /// A new id, unique in the cluster's lifetime: this process's
+    /// incarnation and a counter (`prefix` tells kinds apart).
+    pub fn next_id(&self, prefix: &str) -> String {
+        let n = self.next_gid.fetch_add(1, Ordering::Relaxed);
+        format!("{prefix}{}-{n}", self.incarnation)
+    }
+
+    /// The address of every worker that has not failed.
+    pub fn worker_addrs(&self) -> Vec<String> {
+        Self::workers(&self.snapshot())
+            .into_iter()
+            .map(|(_, a)| a)
+            .collect()
+    }
+
     /// Sends the commit of a decided transaction to every participant, and
     /// forgets the decision once all have it. Failures are left to recovery.
+    /// Holds the commit gate's shared side throughout, so no read pins its
+    /// snapshot while the transaction is on some participants only.
     async fn finish(&self, gid: &str, nodes: &BTreeMap<NodeId, String>) -> bool {
+        let _gate = self.gate.committing().await;
         let commits = nodes.values().map(|addr| {
             let clients = self.clients.clone();
             let gid = gid.to_owned();

@@ -20,6 +20,8 @@
 //!   the coordinator, with shard pruning and per-shard SQL fragments.
 //! - [`shuffle`] and [`worker_shuffle`]: joins of tables that are not
 //!   co-located, repartitioned between the workers.
+//! - [`read_point`]: the snapshot pinned on the workers for a read across
+//!   shards, and the gate that keeps it from meeting half a commit.
 //! - [`range`]: range-distributed (time-series) tables: shards created as
 //!   rows arrive, pruning on comparisons, retention.
 //! - [`catalog`]: `pg_dist_partition`, `pg_dist_shard`, `pg_dist_placement`
@@ -33,6 +35,7 @@ pub mod gate;
 pub mod hash;
 pub mod pushdown;
 pub mod range;
+pub mod read_point;
 pub mod route;
 pub mod router;
 pub mod scan;

@@ -45,6 +45,7 @@ use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 use datafusion::physical_plan::ExecutionPlan;
 
 use super::coord::Cluster;
+use super::read_point::ReadPoint;
 use super::route::TableLayout;
 use super::scan::{Fragment, ShardScanExec};
 use super::shard_table_name;
@@ -691,6 +692,7 @@ impl TableProvider for FragmentTable {
                 self.cluster.clients.clone(),
             )
             .with_projection(projection.cloned())
+            .with_read_point(ReadPoint::of_statement(state, &self.cluster))
             .with_session_limits(state),
         ))
     }

@@ -14,6 +14,7 @@ use futures::TryStreamExt;
 
 use super::client::remote_error;
 use super::coord::Cluster;
+use super::read_point::ReadPoint;
 use super::route::TableLayout;
 use super::shard_table_name;
 use super::table::quote;
@@ -39,7 +40,7 @@ fn literal(arr: &ArrayRef) -> Option<String> {
 /// Answers point query `q` on distributed table `layout` from its shard;
 /// `None` when the general path must run it (a key value that does not fit).
 pub async fn route_point(
-    cluster: &Cluster,
+    cluster: &std::sync::Arc<Cluster>,
     layout: &TableLayout,
     q: &PointQuery,
     params: Option<&ParamValues>,
@@ -103,6 +104,12 @@ pub async fn route_point(
         sql,
         gid: txn.dist_gid(),
         tables: vec![],
+        // One shard on one worker is one version, consistent by itself;
+        // a repeatable-read block reads its block's snapshot.
+        snapshot: match ReadPoint::of_block(txn, cluster) {
+            Some(rp) => rp.pin_for(&addr).await?,
+            None => None,
+        },
     };
     let (stream, _permit) = cluster.clients.query(&addr, &ticket).await?;
     let batches: Vec<RecordBatch> = stream

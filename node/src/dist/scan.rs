@@ -31,6 +31,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::client::WorkerClients;
 use super::gate::QueryGates;
+use super::read_point::ReadPoint;
 use super::shuffle::ShuffleStage;
 use super::wire::QueryTicket;
 use crate::meta::state::{NodeId, ShardId};
@@ -68,6 +69,8 @@ pub struct ShardScanExec {
     partitions: Vec<Vec<usize>>,
     /// A shuffle's map stage, run before the first fragment.
     stage: Option<Arc<ShuffleStage>>,
+    /// The statement's snapshot across shards ([`super::read_point`]).
+    read_point: Option<Arc<ReadPoint>>,
 }
 
 /// The gid of the session's open distributed transaction, if any: its
@@ -134,7 +137,25 @@ impl ShardScanExec {
             gates: QueryGates::unbounded(),
             partitions,
             stage: None,
+            read_point: None,
         }
+    }
+
+    /// Reads at the statement's read point: the fragments are registered
+    /// with it now, and name its pin when they run. The fragments of a
+    /// shuffle's reduce side read intermediate results, not shards: the
+    /// map tasks read at the read point instead.
+    pub fn with_read_point(mut self, read_point: Option<Arc<ReadPoint>>) -> Self {
+        if let Some(rp) = &read_point {
+            if self.stage.is_none() {
+                rp.plan(
+                    self.fragments.iter().map(|f| f.addr.as_str()),
+                    self.fragments.len(),
+                );
+            }
+        }
+        self.read_point = read_point;
+        self
     }
 
     /// Runs `stage` (a shuffle's map tasks) before the fragments.
@@ -303,6 +324,7 @@ impl ExecutionPlan for ShardScanExec {
         let out_schema = schema.clone();
         let gates = self.gates.clone();
         let stage = self.stage.clone();
+        let read_point = self.read_point.clone().filter(|_| stage.is_none());
         let opened = async move {
             // The stage lives as long as the streams (its drop frees the
             // intermediate results they read).
@@ -312,6 +334,13 @@ impl ExecutionPlan for ShardScanExec {
                     .await
                     .map_err(|e| DataFusionError::External(Box::new(e)))?;
             }
+            let snapshot = match &read_point {
+                Some(rp) => rp
+                    .pin_for(&addr)
+                    .await
+                    .map_err(|e| DataFusionError::External(Box::new(e)))?,
+                None => None,
+            };
             // One place in the worker's gate for all fragments of the partition.
             let slot = Arc::new(gates.enter(&addr).await);
             let each = futures::stream::iter(frs).then(move |fr| {
@@ -323,6 +352,7 @@ impl ExecutionPlan for ShardScanExec {
                     sql: fr.sql.clone(),
                     gid: gid.clone(),
                     tables: fr.tables.clone(),
+                    snapshot: snapshot.clone(),
                 };
                 async move {
                     let (stream, permit) = clients

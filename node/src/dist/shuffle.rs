@@ -42,7 +42,9 @@ use datafusion::logical_expr::{Expr, ExprSchemable, Join, JoinType, LogicalPlan,
 use datafusion::physical_plan::ExecutionPlan;
 
 use super::client::WorkerClients;
+use super::coord::Cluster;
 use super::pushdown::{has_subquery, rename_back, unparse, FragmentPushdown, Local};
+use super::read_point::ReadPoint;
 use super::scan::{Fragment, ShardScanExec};
 use super::table::quote;
 use super::wire::{Action, ShuffleMap};
@@ -89,6 +91,8 @@ pub struct ShuffleStage {
     clients: Arc<WorkerClients>,
     started: AtomicBool,
     done: tokio::sync::OnceCell<Result<(), SqlError>>,
+    /// The statement's snapshot, which the map tasks read.
+    read_point: Option<Arc<ReadPoint>>,
     /// What each map task did, for `EXPLAIN ANALYZE`.
     ran: parking_lot::Mutex<Vec<MapRun>>,
 }
@@ -116,8 +120,12 @@ impl ShuffleStage {
                 self.started.store(true, Ordering::Relaxed);
                 for step in &self.steps {
                     let calls = step.iter().map(|(addr, task)| {
-                        let action = Action::ShuffleMap(task.clone());
+                        let mut task = task.clone();
                         async move {
+                            if let Some(rp) = &self.read_point {
+                                task.snapshot = rp.pin_for(addr).await?;
+                            }
+                            let action = Action::ShuffleMap(task.clone());
                             let started = std::time::Instant::now();
                             let reply = self.clients.action(addr, &action).await?;
                             Ok::<_, SqlError>(MapRun {
@@ -231,7 +239,7 @@ pub struct ShuffleTable {
     reduce: Reduce,
     /// `(node, host:port)` of each bucket.
     targets: Vec<(NodeId, String)>,
-    clients: Arc<WorkerClients>,
+    cluster: Arc<Cluster>,
 }
 
 impl ShuffleTable {
@@ -339,6 +347,7 @@ impl ShuffleTable {
                         sql,
                         tables,
                         gid: gid.clone(),
+                        snapshot: None,
                         keys: (side.columns..side.columns + side.keys).collect(),
                         targets: addrs.clone(),
                         schema: side.schema_ipc.clone(),
@@ -373,14 +382,20 @@ impl TableProvider for ShuffleTable {
         let addrs: Vec<String> = self.targets.iter().map(|(_, a)| a.clone()).collect();
         let mut steps = Steps::new();
         self.add_tasks(&qid, "", &gid, &mut steps);
+        let read_point = ReadPoint::of_statement(state, &self.cluster);
+        if let Some(rp) = &read_point {
+            let tasks = steps.iter().flatten();
+            rp.plan(tasks.clone().map(|(a, _)| a.as_str()), tasks.count());
+        }
         let stage = Arc::new(ShuffleStage {
             qid: qid.clone(),
             steps,
             targets: addrs,
-            clients: self.clients.clone(),
+            clients: self.cluster.clients.clone(),
             started: AtomicBool::new(false),
             done: tokio::sync::OnceCell::new(),
             ran: parking_lot::Mutex::new(Vec::new()),
+            read_point,
         });
         let fragments: Vec<Fragment> = self
             .targets
@@ -405,7 +420,7 @@ impl TableProvider for ShuffleTable {
                 fragments,
                 gid,
                 false,
-                self.clients.clone(),
+                self.cluster.clients.clone(),
             )
             .with_projection(projection.cloned())
             .with_stage(stage)
@@ -614,7 +629,7 @@ impl FragmentPushdown {
             sides: vec![left, right],
             reduce: Reduce::Join(join),
             targets: self.shuffle_targets()?,
-            clients: self.cluster().clients.clone(),
+            cluster: self.cluster().clone(),
         });
         Some((table, names))
     }
@@ -667,7 +682,7 @@ impl FragmentPushdown {
             sides: vec![side],
             reduce: Reduce::Aggregate { groups, finals },
             targets: self.shuffle_targets()?,
-            clients: self.cluster().clients.clone(),
+            cluster: self.cluster().clone(),
         });
         rename_back(&name, provider_as_source(table), upper.schema())
     }

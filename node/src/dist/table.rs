@@ -24,6 +24,7 @@ use datafusion::physical_plan::{collect, ExecutionPlan};
 use datafusion::sql::unparser::expr_to_sql;
 
 use super::coord::Cluster;
+use super::read_point::ReadPoint;
 use super::route::TableLayout;
 use super::scan::{Fragment, ShardScanExec};
 use super::shard_table_name;
@@ -264,6 +265,7 @@ impl TableProvider for DistributedTable {
                 count_only,
                 self.cluster.clients.clone(),
             )
+            .with_read_point(ReadPoint::of_statement(state, &self.cluster))
             .with_session_limits(state),
         ))
     }

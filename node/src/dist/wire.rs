@@ -27,6 +27,9 @@ pub struct QueryTicket {
     /// Table names in `sql` to read as shard tables: `(table, shard table)`.
     #[serde(default)]
     pub tables: Vec<(String, String)>,
+    /// The pinned snapshot to read ([`super::read_point`]).
+    #[serde(default)]
+    pub snapshot: Option<String>,
 }
 
 /// Points every reference to a table of `tables` at its shard table, keeping
@@ -95,6 +98,9 @@ pub struct ShuffleMap {
     pub sql: String,
     pub tables: Vec<(String, String)>,
     pub gid: Option<String>,
+    /// The pinned snapshot to read ([`super::read_point`]).
+    #[serde(default)]
+    pub snapshot: Option<String>,
     /// Positions of the key columns in the result.
     pub keys: Vec<usize>,
     /// `host:port` of each bucket's worker.
@@ -125,6 +131,10 @@ pub enum Action {
     ShuffleMap(ShuffleMap),
     /// Forget the intermediate results of shuffle `qid`.
     DropIntermediates { qid: String },
+    /// Keep the current version readable as snapshot `id`.
+    Pin { id: String },
+    /// Release snapshot `id`.
+    Unpin { id: String },
 }
 
 impl Action {
@@ -139,6 +149,8 @@ impl Action {
             Action::ListTxns => "list_txns",
             Action::ShuffleMap(_) => "shuffle_map",
             Action::DropIntermediates { .. } => "drop_intermediates",
+            Action::Pin { .. } => "pin",
+            Action::Unpin { .. } => "unpin",
         }
     }
 }

@@ -32,6 +32,7 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::client::{PoolSettings, WorkerClients};
+use super::read_point::Pins;
 use super::wire::{status_of, Action, ActionReply, PutCommand, QueryTicket};
 use super::worker_shuffle::{send_buckets, Intermediates};
 use super::worker_txn::WorkerTxns;
@@ -53,6 +54,8 @@ pub struct WorkerFlight {
     intermediates: Arc<Intermediates>,
     /// Connections to other workers (shuffle map tasks send buckets).
     peers: Arc<WorkerClients>,
+    /// Snapshots pinned for reads across shards.
+    pins: Pins,
 }
 
 /// Idle sessions kept for reuse.
@@ -77,6 +80,7 @@ impl WorkerFlight {
             db,
             txns,
             idle: parking_lot::Mutex::new(Vec::new()),
+            pins: Pins::default(),
         }
     }
 
@@ -114,12 +118,19 @@ impl WorkerFlight {
             return Err(SqlError::syntax("a fragment must be exactly one query"));
         };
         super::wire::map_tables(stmt, &ticket.tables);
+        let version = match &ticket.snapshot {
+            Some(id) => Some(self.pins.get(id)?),
+            None => None,
+        };
         if let Some(gid) = &ticket.gid {
-            if let Some(rows) = self.txns.query(gid, stmt).await {
+            if let Some(rows) = self.txns.query(gid, stmt, version.clone()).await {
                 return rows.map(Ran::InTxn);
             }
         }
-        match session.execute(stmt, None, None).await? {
+        session.read_at(version);
+        let out = session.execute(stmt, None, None).await;
+        session.read_at(None);
+        match out? {
             out @ (Outcome::Rows { .. } | Outcome::Batches { .. }) => Ok(Ran::Out(out)),
             _ => Err(SqlError::syntax("a fragment must be a query")),
         }
@@ -171,11 +182,14 @@ impl WorkerFlight {
                         sql: task.sql.clone(),
                         gid: task.gid.clone(),
                         tables: task.tables.clone(),
+                        snapshot: task.snapshot.clone(),
                     })
                     .await?;
                 reply.rows = send_buckets(&self.peers, &task, batches).await?;
             }
             Action::DropIntermediates { qid } => self.intermediates.drop_query(&qid),
+            Action::Pin { id } => self.pins.pin(id, self.db.engine.snapshot()),
+            Action::Unpin { id } => self.pins.unpin(&id),
         }
         Ok(reply)
     }

@@ -11,6 +11,13 @@
 //!   worker can commit them even after a crash. `commit` or `abort`
 //!   follows, as the coordinator's Raft-recorded decision says.
 //!
+//! A prepared transaction has promised to commit, so nothing may make its
+//! commit fail: `prepare` *reserves* the rows it deletes (and a truncate
+//! its table), and a prepare or one-phase commit that would delete a
+//! reserved row fails with 40001 instead ([`Reservations`]). Without it,
+//! two transactions that updated one row could both prepare, and the
+//! second could never commit.
+//!
 //! Committing a prepared transaction also inserts its gid into the hidden
 //! table [`COMMITTED_TABLE`] in the same storage commit, so a crash between
 //! that commit and the removal of the file cannot apply it twice: at start
@@ -62,6 +69,62 @@ pub struct WorkerTxns {
     db: Arc<Database>,
     dir: PathBuf,
     slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Slot>>>>>,
+    reserved: Mutex<Reservations>,
+}
+
+/// Rows that prepared (or committing) transactions delete, by table.
+#[derive(Debug, Default)]
+struct Reservations {
+    rows: HashMap<u64, HashMap<u64, String>>,
+    truncated: HashMap<u64, String>,
+}
+
+impl Reservations {
+    /// Reserves what `ws` deletes for `gid`, all or nothing.
+    fn reserve(&mut self, gid: &str, ws: &WriteSet) -> Result<(), SqlError> {
+        let other = |owner: &String| owner != gid;
+        for (table, w) in &ws.tables {
+            let held = self.rows.get(table);
+            let conflict = self.truncated.get(table).is_some_and(other)
+                || (w.truncate && held.is_some_and(|h| h.values().any(other)))
+                || held.is_some_and(|h| w.deletes.iter().any(|r| h.get(r).is_some_and(other)));
+            if conflict {
+                return Err(SqlError::new(
+                    "40001",
+                    "could not serialize access due to concurrent update",
+                ));
+            }
+        }
+        for (table, w) in &ws.tables {
+            if w.truncate {
+                self.truncated.insert(*table, gid.to_owned());
+            }
+            if !w.deletes.is_empty() {
+                let held = self.rows.entry(*table).or_default();
+                held.extend(w.deletes.iter().map(|r| (*r, gid.to_owned())));
+            }
+        }
+        Ok(())
+    }
+
+    /// Releases what `ws` reserved for `gid`.
+    fn release(&mut self, gid: &str, ws: &WriteSet) {
+        for (table, w) in &ws.tables {
+            if self.truncated.get(table).is_some_and(|g| g == gid) {
+                self.truncated.remove(table);
+            }
+            if let Some(held) = self.rows.get_mut(table) {
+                for r in &w.deletes {
+                    if held.get(r).is_some_and(|g| g == gid) {
+                        held.remove(r);
+                    }
+                }
+                if held.is_empty() {
+                    self.rows.remove(table);
+                }
+            }
+        }
+    }
 }
 
 fn no_txn(gid: &str) -> SqlError {
@@ -125,6 +188,7 @@ impl WorkerTxns {
             None => Default::default(),
         };
         let mut slots = HashMap::new();
+        let mut reserved = Reservations::default();
         for entry in std::fs::read_dir(&dir).map_err(io)? {
             let path = entry.map_err(io)?.path();
             let Some(gid) = path
@@ -143,6 +207,7 @@ impl WorkerTxns {
             }
             let ws = read_prepared(&path)?;
             tracing::info!(%gid, "recovered a prepared transaction; waiting for the coordinator's decision");
+            reserved.reserve(&gid, &ws)?;
             slots.insert(
                 gid,
                 Arc::new(tokio::sync::Mutex::new(Some(Slot::Prepared(ws)))),
@@ -165,6 +230,7 @@ impl WorkerTxns {
             db,
             dir,
             slots: Mutex::new(slots),
+            reserved: Mutex::new(reserved),
         }))
     }
 
@@ -222,13 +288,17 @@ impl WorkerTxns {
         &self,
         gid: &str,
         stmt: &datafusion::sql::sqlparser::ast::Statement,
+        version: Option<Arc<crate::storage::DbVersion>>,
     ) -> Option<Result<Vec<RecordBatch>, SqlError>> {
         let slot = self.slot(gid, false)?;
         let mut guard = slot.lock().await;
         let Some(Slot::Open(session)) = guard.as_mut() else {
             return None;
         };
-        Some(run_query(session, stmt).await)
+        session.read_at(version);
+        let out = run_query(session, stmt).await;
+        session.read_at(None);
+        Some(out)
     }
 
     /// Prepares `gid`: its writes are checked and made durable.
@@ -251,9 +321,15 @@ impl WorkerTxns {
             }
             None => return Err(no_txn(gid)),
         };
+        if let Err(e) = self.reserved.lock().reserve(gid, &ws) {
+            drop(guard);
+            self.forget(gid);
+            return Err(e);
+        }
         let head = self.db.engine.snapshot();
         for (id, w) in &ws.tables {
             if let Err(e) = self.db.engine.precheck(&head, *id, w) {
+                self.reserved.lock().release(gid, &ws);
                 drop(guard);
                 self.forget(gid);
                 return Err(e.into());
@@ -268,6 +344,7 @@ impl WorkerTxns {
                 .map_err(|e| SqlError::new("XX000", e.to_string()))?
         };
         if let Err(e) = written {
+            self.reserved.lock().release(gid, &ws);
             drop(guard);
             self.forget(gid);
             return Err(SqlError::new("58030", e.to_string()));
@@ -287,7 +364,16 @@ impl WorkerTxns {
         match guard.take() {
             Some(Slot::Open(mut session)) => {
                 let ws = session.take_writes()?;
-                let r = self.db.engine.commit(ws).await;
+                // Rows a prepared transaction will delete are not ours to take.
+                let reserved = self.reserved.lock().reserve(gid, &ws);
+                let r = match reserved {
+                    Ok(()) => {
+                        let r = self.db.engine.commit(ws.clone()).await;
+                        self.reserved.lock().release(gid, &ws);
+                        r.map_err(SqlError::from)
+                    }
+                    Err(e) => Err(e),
+                };
                 drop(guard);
                 self.forget(gid);
                 r?;
@@ -300,6 +386,7 @@ impl WorkerTxns {
                     *guard = Some(Slot::Prepared(ws));
                     return Err(e.into());
                 }
+                self.reserved.lock().release(gid, &ws);
                 let path = self.dir.join(format!("{gid}.prep"));
                 if let Err(e) = std::fs::remove_file(&path) {
                     tracing::warn!(%gid, error = %e, "cannot remove a committed prepared file");
@@ -329,7 +416,8 @@ impl WorkerTxns {
         check_gid(gid)?;
         if let Some(slot) = self.slot(gid, false) {
             let mut guard = slot.lock().await;
-            if matches!(guard.take(), Some(Slot::Prepared(_))) {
+            if let Some(Slot::Prepared(ws)) = guard.take() {
+                self.reserved.lock().release(gid, &ws);
                 let path = self.dir.join(format!("{gid}.prep"));
                 std::fs::remove_file(&path).map_err(|e| SqlError::new("58030", e.to_string()))?;
             }

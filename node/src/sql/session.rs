@@ -199,6 +199,12 @@ impl Session {
         }
     }
 
+    /// Makes the next statement read `version` instead of the newest one
+    /// (`None` forgets such a request).
+    pub fn read_at(&self, version: Option<Arc<crate::storage::DbVersion>>) {
+        self.txn.preset_snapshot(version);
+    }
+
     /// Runs one statement, with transaction semantics. `plan` and `params`
     /// come from the extended protocol.
     pub async fn execute(

@@ -99,6 +99,12 @@ struct TxnInner {
     pending: Pending,
     /// Writes to distributed tables (see [`crate::dist::coord`]).
     dist: Option<crate::dist::coord::DistTxn>,
+    /// The next statement reads this version, not the newest (a worker
+    /// running a fragment of a pinned read, see [`crate::dist::read_point`]).
+    preset: Option<Arc<DbVersion>>,
+    /// The statement's read point on the cluster (for the whole block in
+    /// repeatable read), see [`crate::dist::read_point`].
+    read_point: Option<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 impl std::fmt::Debug for TxnContext {
@@ -148,9 +154,35 @@ impl TxnContext {
     /// Takes a fresh snapshot for the next statement.
     pub fn begin_statement(&self) {
         let mut inner = self.inner.lock();
+        if let Some(v) = inner.preset.take() {
+            inner.snapshot = Some(v);
+            return;
+        }
         if !(inner.fixed && inner.snapshot.is_some()) {
             inner.snapshot = Some(self.engine.snapshot());
+            inner.read_point = None;
         }
+    }
+
+    /// True in a repeatable-read block.
+    pub fn snapshot_fixed(&self) -> bool {
+        self.inner.lock().fixed
+    }
+
+    /// Makes the next statement read `version` (or forgets such a request).
+    pub fn preset_snapshot(&self, version: Option<Arc<DbVersion>>) {
+        self.inner.lock().preset = version;
+    }
+
+    /// The statement's read point, made by `make` (told whether it serves
+    /// a whole repeatable-read block) on first use.
+    pub fn statement_slot(
+        &self,
+        make: impl FnOnce(bool) -> Arc<dyn std::any::Any + Send + Sync>,
+    ) -> Arc<dyn std::any::Any + Send + Sync> {
+        let mut inner = self.inner.lock();
+        let fixed = inner.fixed;
+        inner.read_point.get_or_insert_with(|| make(fixed)).clone()
     }
 
     /// Switches repeatable-read mode on (at BEGIN) or off (at the end).
@@ -158,6 +190,7 @@ impl TxnContext {
         let mut inner = self.inner.lock();
         inner.fixed = fixed;
         inner.snapshot = None;
+        inner.read_point = None;
     }
 
     /// The statement's snapshot (a fresh one if none was taken).
