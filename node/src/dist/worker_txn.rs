@@ -70,7 +70,14 @@ pub struct WorkerTxns {
     dir: PathBuf,
     slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Slot>>>>>,
     reserved: Mutex<Reservations>,
+    /// The row locks each prepared transaction keeps until its decision.
+    prepared_locks: Mutex<HashMap<String, u64>>,
 }
+
+/// How long a worker's statement waits for another transaction's row lock
+/// before it takes the wait for a deadlock between workers (a cycle on one
+/// worker is found at once).
+const LOCK_WAIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Rows that prepared (or committing) transactions delete, by table.
 #[derive(Debug, Default)]
@@ -231,6 +238,7 @@ impl WorkerTxns {
             dir,
             slots: Mutex::new(slots),
             reserved: Mutex::new(reserved),
+            prepared_locks: Mutex::default(),
         }))
     }
 
@@ -244,9 +252,16 @@ impl WorkerTxns {
         }
         let mut session = self.db.session();
         session.begin_block();
+        session.set_lock_wait_limit(Some(LOCK_WAIT_LIMIT));
         let s = Arc::new(tokio::sync::Mutex::new(Some(Slot::Open(Box::new(session)))));
         slots.insert(gid.to_owned(), s.clone());
         Some(s)
+    }
+
+    fn release_prepared_locks(&self, gid: &str) {
+        if let Some(owner) = self.prepared_locks.lock().remove(gid) {
+            self.db.engine.locks.release(owner);
+        }
     }
 
     fn forget(&self, gid: &str) {
@@ -308,7 +323,11 @@ impl WorkerTxns {
         let mut guard = slot.lock().await;
         let ws = match guard.take() {
             Some(Slot::Open(mut session)) => match session.take_writes() {
-                Ok(ws) => ws,
+                Ok(ws) => {
+                    let owner = session.end_locks(true);
+                    self.prepared_locks.lock().insert(gid.to_owned(), owner);
+                    ws
+                }
                 Err(e) => {
                     drop(guard);
                     self.forget(gid);
@@ -322,6 +341,7 @@ impl WorkerTxns {
             None => return Err(no_txn(gid)),
         };
         if let Err(e) = self.reserved.lock().reserve(gid, &ws) {
+            self.release_prepared_locks(gid);
             drop(guard);
             self.forget(gid);
             return Err(e);
@@ -330,6 +350,7 @@ impl WorkerTxns {
         for (id, w) in &ws.tables {
             if let Err(e) = self.db.engine.precheck(&head, *id, w) {
                 self.reserved.lock().release(gid, &ws);
+                self.release_prepared_locks(gid);
                 drop(guard);
                 self.forget(gid);
                 return Err(e.into());
@@ -345,6 +366,7 @@ impl WorkerTxns {
         };
         if let Err(e) = written {
             self.reserved.lock().release(gid, &ws);
+            self.release_prepared_locks(gid);
             drop(guard);
             self.forget(gid);
             return Err(SqlError::new("58030", e.to_string()));
@@ -370,6 +392,7 @@ impl WorkerTxns {
                     Ok(()) => {
                         let r = self.db.engine.commit(ws.clone()).await;
                         self.reserved.lock().release(gid, &ws);
+                        session.end_locks(false);
                         r.map_err(SqlError::from)
                     }
                     Err(e) => Err(e),
@@ -387,6 +410,7 @@ impl WorkerTxns {
                     return Err(e.into());
                 }
                 self.reserved.lock().release(gid, &ws);
+                self.release_prepared_locks(gid);
                 let path = self.dir.join(format!("{gid}.prep"));
                 if let Err(e) = std::fs::remove_file(&path) {
                     tracing::warn!(%gid, error = %e, "cannot remove a committed prepared file");
@@ -418,6 +442,7 @@ impl WorkerTxns {
             let mut guard = slot.lock().await;
             if let Some(Slot::Prepared(ws)) = guard.take() {
                 self.reserved.lock().release(gid, &ws);
+                self.release_prepared_locks(gid);
                 let path = self.dir.join(format!("{gid}.prep"));
                 std::fs::remove_file(&path).map_err(|e| SqlError::new("58030", e.to_string()))?;
             }

@@ -37,6 +37,7 @@ pub mod subqueries;
 pub mod txn;
 pub mod type_planner;
 pub mod udf;
+pub mod write_locks;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -206,8 +206,34 @@ impl Session {
     }
 
     /// Runs one statement, with transaction semantics. `plan` and `params`
-    /// come from the extended protocol.
+    /// come from the extended protocol. When no transaction is open after
+    /// it, its row locks are released.
     pub async fn execute(
+        &mut self,
+        stmt: &Statement,
+        plan: Option<LogicalPlan>,
+        params: Option<ParamValues>,
+    ) -> Result<Outcome, SqlError> {
+        let out = self.execute_in_txn(stmt, plan, params).await;
+        if self.block == BlockState::Idle {
+            self.txn.end_locks(false);
+        }
+        out
+    }
+
+    /// Bounds this session's lock waits (a worker's, see
+    /// [`crate::dist::worker_txn`]).
+    pub fn set_lock_wait_limit(&self, limit: Option<std::time::Duration>) {
+        *self.txn.lock_wait_limit.lock() = limit;
+    }
+
+    /// Ends this session's hold on its row locks (see
+    /// [`TxnContext::end_locks`]).
+    pub fn end_locks(&self, keep: bool) -> u64 {
+        self.txn.end_locks(keep)
+    }
+
+    async fn execute_in_txn(
         &mut self,
         stmt: &Statement,
         plan: Option<LogicalPlan>,
@@ -314,7 +340,7 @@ impl Session {
         self.txn.begin_statement();
         let saved = self.txn.pending();
         let explain_only = matches!(stmt, Statement::Explain { analyze: false, .. });
-        let result = self.dispatch(stmt, plan, params).await;
+        let result = self.write_locked(stmt, plan, params, &saved).await;
         match result {
             Err(e) => {
                 if self.block == BlockState::InBlock {
@@ -416,7 +442,7 @@ impl Session {
         }))
     }
 
-    async fn dispatch(
+    pub(super) async fn dispatch(
         &mut self,
         stmt: &Statement,
         plan: Option<LogicalPlan>,

@@ -89,6 +89,11 @@ fn to_table_writes(t: &PendingTable) -> TableWrites {
 pub struct TxnContext {
     pub engine: Arc<Engine>,
     inner: Mutex<TxnInner>,
+    /// The transaction's id as an owner of row locks (renewed when it ends).
+    lock_owner: std::sync::atomic::AtomicU64,
+    /// How long a lock wait may last; `None`: until the holder ends (a
+    /// worker bounds it, see [`crate::dist::worker_txn`]).
+    pub lock_wait_limit: parking_lot::Mutex<Option<std::time::Duration>>,
 }
 
 #[derive(Default)]
@@ -107,6 +112,13 @@ struct TxnInner {
     read_point: Option<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
+impl Drop for TxnContext {
+    /// A session that goes away ends its transaction: its locks go too.
+    fn drop(&mut self) {
+        self.engine.locks.release(self.lock_owner());
+    }
+}
+
 impl std::fmt::Debug for TxnContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("TxnContext")
@@ -116,8 +128,10 @@ impl std::fmt::Debug for TxnContext {
 impl TxnContext {
     pub fn new(engine: Arc<Engine>) -> Self {
         TxnContext {
+            lock_owner: std::sync::atomic::AtomicU64::new(engine.new_txn_id()),
             engine,
             inner: Mutex::new(TxnInner::default()),
+            lock_wait_limit: parking_lot::Mutex::new(None),
         }
     }
 
@@ -161,6 +175,30 @@ impl TxnContext {
         if !(inner.fixed && inner.snapshot.is_some()) {
             inner.snapshot = Some(self.engine.snapshot());
             inner.read_point = None;
+        }
+    }
+
+    /// The transaction's id as a lock owner.
+    pub fn lock_owner(&self) -> u64 {
+        self.lock_owner.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Ends the transaction's hold on its row locks: they are released, or
+    /// (`keep`) handed to a new owner id that is returned (a prepared
+    /// transaction keeps its rows until its decision). The context gets a
+    /// fresh id for its next transaction.
+    pub fn end_locks(&self, keep: bool) -> u64 {
+        let fresh = self.engine.new_txn_id();
+        let old = self
+            .lock_owner
+            .swap(fresh, std::sync::atomic::Ordering::Relaxed);
+        if keep {
+            let kept = self.engine.new_txn_id();
+            self.engine.locks.transfer(old, kept);
+            kept
+        } else {
+            self.engine.locks.release(old);
+            old
         }
     }
 

@@ -124,6 +124,10 @@ pub(super) struct Head {
 
 /// The storage engine of one data directory.
 pub struct Engine {
+    /// Row locks of open transactions ([`super::locks`]).
+    pub locks: super::locks::RowLocks,
+    /// Ids of transactions, as lock owners.
+    next_txn: AtomicU64,
     pub(super) root: PathBuf,
     pub(super) head: Mutex<Head>,
     published: Arc<RwLock<Arc<DbVersion>>>,
@@ -247,7 +251,14 @@ impl Engine {
             disk_bytes: AtomicU64::new(0),
             stages: Arc::default(),
             next_stage_txn: AtomicU64::new(next_stage_txn),
+            locks: Default::default(),
+            next_txn: AtomicU64::new(1),
         }))
+    }
+
+    /// A new transaction id (a lock owner).
+    pub fn new_txn_id(&self) -> u64 {
+        self.next_txn.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Starts a staging transaction (see [`Engine::stage`]).

@@ -8,7 +8,8 @@
 //! immutable Parquet parts listed in an atomically replaced manifest
 //! ([`parts`]), compact small or delete-heavy parts, and drop WAL files that
 //! are no longer needed. Unique keys are enforced through hash indexes
-//! ([`index`]).
+//! ([`index`]). Writers that meet each other's rows wait through row
+//! locks ([`locks`]).
 //!
 //! Rows stay memory-resident after load (the parts are the durable copy);
 //! see `docs/adr/0002-storage-engine.md`.
@@ -17,6 +18,7 @@ pub mod checkpoint;
 pub mod codec;
 pub mod engine;
 pub mod index;
+pub mod locks;
 pub mod parts;
 pub mod table;
 pub mod wal;
