@@ -132,3 +132,32 @@ def test_repeatable_read_block_sees_one_snapshot_across_shards(two_workers):
         assert b.execute("SELECT sum(balance), count(*) FROM bank3").fetchone() == (TOTAL, ACCOUNTS)
         b.execute("COMMIT")
         assert b.execute("SELECT sum(balance), count(*) FROM bank3").fetchone() == (TOTAL + 5, ACCOUNTS + 1)
+
+
+def test_pgbench_tpcb_on_the_cluster_fails_nothing_and_copies_agree():
+    """pgbench's TPC-B-like transaction with accounts and history distributed and branches and
+    tellers as reference tables (as Citus's docs set it up): four clients meet on the one branch
+    row on every worker; they wait for each other, none fails, and afterwards every worker's copy
+    of each reference table is the same (read from each worker's data directory on its own)."""
+    from test_pgbench import check_tpcb_balances, run_tpcb, tpcb_tables
+    from servers import QuiverServer
+
+    with running_cluster(workers=2) as c:
+        with psycopg.connect(c.dsn, autocommit=True) as conn:
+            tpcb_tables(conn, distribute=True)
+            done, failed, out = run_tpcb(c.coordinator.port, c.coordinator.user, c.coordinator.dbname, 8)
+            assert failed == 0, out
+            assert done >= 20, out
+            check_tpcb_balances(conn, done)
+            shards = dict(conn.execute(
+                "SELECT logicalrelid::text, shardid FROM pg_dist_shard "
+                "WHERE logicalrelid::text IN ('pgbench_branches', 'pgbench_tellers')").fetchall())
+            want = {t: conn.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall() for t in shards}
+        for w in c.workers:
+            w.stop()
+        for w in c.workers:
+            with QuiverServer(data_dir=w.data_dir) as alone, \
+                    psycopg.connect(alone.dsn, autocommit=True) as conn:
+                for table, shard in shards.items():
+                    got = conn.execute(f"SELECT * FROM {table}_{shard} ORDER BY 1").fetchall()
+                    assert got == want[table], f"{table} differs on worker {w.rpc_port}"

@@ -178,23 +178,50 @@ impl Cluster {
 
     /// Runs one statement per `(node, addr, sql)` in the session's
     /// transaction; returns the affected rows of each.
+    ///
+    /// The same statement on several nodes is one shard's placements (a
+    /// reference table, a replicated shard): it runs on the lowest node
+    /// first and on the others only then, so two writers of one row queue
+    /// on its first copy instead of each locking a different copy and
+    /// waiting for the other (a deadlock across workers), as Citus orders
+    /// them too.
     pub async fn exec_in_txn(
         &self,
         txn: &TxnContext,
         targets: Vec<(NodeId, String, String)>,
     ) -> Result<Vec<u64>, SqlError> {
-        let mut calls = Vec::new();
-        for (node, addr, sql) in targets {
-            let gid = self.join(txn, node, &addr);
-            let clients = self.clients.clone();
-            calls.push(async move {
-                clients
-                    .action(&addr, &Action::Exec { gid, sql })
-                    .await
-                    .map(|r| r.rows)
-            });
+        let mut first: BTreeMap<&str, NodeId> = BTreeMap::new();
+        for (node, _, sql) in &targets {
+            let f = first.entry(sql.as_str()).or_insert(*node);
+            *f = (*f).min(*node);
         }
-        futures::future::join_all(calls).await.into_iter().collect()
+        let lead: Vec<bool> = targets
+            .iter()
+            .map(|(node, _, sql)| first.get(sql.as_str()) == Some(node))
+            .collect();
+        let mut rows = vec![0u64; targets.len()];
+        for leading in [true, false] {
+            let mut calls = Vec::new();
+            for (i, (node, addr, sql)) in targets.iter().enumerate() {
+                if lead[i] != leading {
+                    continue;
+                }
+                let gid = self.join(txn, *node, addr);
+                let clients = self.clients.clone();
+                calls.push(async move {
+                    let action = Action::Exec {
+                        gid,
+                        sql: sql.clone(),
+                    };
+                    clients.action(addr, &action).await.map(|r| (i, r.rows))
+                });
+            }
+            for r in futures::future::join_all(calls).await {
+                let (i, n) = r?;
+                rows[i] = n;
+            }
+        }
+        Ok(rows)
     }
 
     /// Commits a session's distributed transaction.
