@@ -148,3 +148,29 @@ def test_write_skew_is_allowed_under_repeatable_read(connect, tname):
     a.execute("COMMIT")
     b.execute("COMMIT")
     assert a.execute(f"SELECT sum(v) FROM {tname}").fetchone() == (-100,)
+
+
+def test_isolation_levels_are_shown_and_set_as_in_postgres(connect, tname):
+    a, b = connect(), connect()
+    _table(a, tname)
+    assert a.execute("SHOW transaction_isolation").fetchone() == ("read committed",)
+    a.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+    assert a.execute("SHOW transaction_isolation").fetchone() == ("repeatable read",)
+    a.execute("COMMIT")
+    # SET TRANSACTION before the block's first query switches the level ...
+    a.execute("BEGIN")
+    a.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    assert a.execute("SHOW transaction_isolation").fetchone() == ("repeatable read",)
+    assert a.execute(f"SELECT v FROM {tname} WHERE id = 1").fetchone() == (100,)
+    b.execute(f"UPDATE {tname} SET v = 5 WHERE id = 1")
+    assert a.execute(f"SELECT v FROM {tname} WHERE id = 1").fetchone() == (100,)
+    # ... and after it is refused
+    with pytest.raises(psycopg.errors.ActiveSqlTransaction):
+        a.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+    a.execute("ROLLBACK")
+    # the session default
+    a.execute("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    a.execute("BEGIN")
+    assert a.execute("SHOW transaction_isolation").fetchone() == ("repeatable read",)
+    a.execute("COMMIT")
+    assert a.execute("SHOW default_transaction_isolation").fetchone() == ("repeatable read",)

@@ -19,6 +19,7 @@ pub mod idents;
 pub mod info_schema;
 pub mod int_literals;
 pub mod interval_ops;
+pub mod isolation;
 pub mod literals;
 pub mod names;
 pub mod pg_attribute;

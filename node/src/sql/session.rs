@@ -17,13 +17,12 @@ use datafusion::dataframe::DataFrame;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DfStatement;
-use datafusion::sql::sqlparser::ast::{
-    ObjectType, Statement, TransactionIsolationLevel, TransactionMode,
-};
+use datafusion::sql::sqlparser::ast::{ObjectType, Statement};
 
 use super::ddl;
 use super::error::SqlError;
 use super::idents;
+use super::isolation;
 use super::point::PointQuery;
 use super::settings::Settings;
 use super::txn::{Pending, TxnContext};
@@ -92,6 +91,8 @@ pub struct Session {
     pub settings: Settings,
     /// Open savepoints, oldest first, with the pending writes at each.
     savepoints: Vec<(String, Pending, u64)>,
+    /// The open block's isolation level (see [`super::isolation`]).
+    isolation: &'static str,
 }
 
 impl Session {
@@ -108,6 +109,7 @@ impl Session {
             block: BlockState::Idle,
             settings,
             savepoints: Vec::new(),
+            isolation: "read committed",
         }
     }
 
@@ -244,24 +246,48 @@ impl Session {
                 if self.block == BlockState::Idle {
                     self.block = BlockState::InBlock;
                     self.txn.take_pending();
-                    let default_rr = self
+                    let default = self
                         .settings
                         .get("default_transaction_isolation")
-                        .is_some_and(|v| v != "read committed" && v != "read uncommitted");
-                    let rr = modes.iter().any(|m| {
-                        matches!(
-                            m,
-                            TransactionMode::IsolationLevel(
-                                TransactionIsolationLevel::RepeatableRead
-                                    | TransactionIsolationLevel::Serializable
-                                    | TransactionIsolationLevel::Snapshot
-                            )
-                        )
-                    });
+                        .and_then(|v| isolation::requested_by_name(&v));
+                    self.isolation = isolation::requested(modes)
+                        .or(default)
+                        .unwrap_or("read committed");
                     // Repeatable read: one snapshot for the whole block.
-                    self.txn.fix_snapshot(rr || default_rr);
+                    self.txn
+                        .fix_snapshot(isolation::one_snapshot(self.isolation));
                 }
                 return Ok(Outcome::Begin);
+            }
+            Statement::Set(datafusion::sql::sqlparser::ast::Set::SetTransaction {
+                modes,
+                session: false,
+                ..
+            }) => {
+                // Outside a block PostgreSQL warns and does nothing.
+                if let (Some(level), true) = (
+                    isolation::requested(modes),
+                    self.block == BlockState::InBlock,
+                ) {
+                    if self.txn.has_snapshot() {
+                        return Err(isolation::too_late());
+                    }
+                    self.isolation = level;
+                    self.txn.fix_snapshot(isolation::one_snapshot(level));
+                }
+                return Ok(Outcome::Command("SET".into()));
+            }
+            Statement::ShowVariable { variable }
+                if self.block != BlockState::Idle
+                    && variable.len() == 1
+                    && variable[0]
+                        .value
+                        .eq_ignore_ascii_case("transaction_isolation") =>
+            {
+                return Ok(Outcome::Show {
+                    name: "transaction_isolation".into(),
+                    value: self.isolation.into(),
+                });
             }
             Statement::Commit { .. } => {
                 let failed = self.block == BlockState::Failed;

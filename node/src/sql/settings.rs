@@ -163,6 +163,15 @@ impl Settings {
             Set::SetNames { charset_name, .. } => {
                 self.set("client_encoding", &charset_name.value, ctx)?;
             }
+            Set::SetTransaction {
+                modes,
+                session: true,
+                ..
+            } => {
+                if let Some(level) = super::isolation::requested(modes) {
+                    self.set("default_transaction_isolation", level, ctx)?;
+                }
+            }
             Set::SetTransaction { .. } | Set::SetNamesDefault {} => {}
             other => {
                 return Err(SqlError::unsupported(format!("{other} is not supported")));

@@ -202,6 +202,11 @@ impl TxnContext {
         }
     }
 
+    /// True when a statement of the block has taken its snapshot.
+    pub fn has_snapshot(&self) -> bool {
+        self.inner.lock().snapshot.is_some()
+    }
+
     /// True in a repeatable-read block.
     pub fn snapshot_fixed(&self) -> bool {
         self.inner.lock().fixed
