@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Quiver benchmarks. Usage:
-#   bench/run.sh [tpch|copy|point|all] [--sf 1] [--target quiver|pg] [--target-dsn DSN] [more options]
+#   bench/run.sh [tpch|copy|point|cluster|tpcb|all] [--sf 1] [--target quiver|pg] [--target-dsn DSN] [more options]
 # Options after the benchmark name go to bench/tpch.py, bench/copy_ingest.py and bench/point.py
 # (see `bench/run.sh tpch --help`). Results: printed and written to bench/RESULTS.md.
 # The quiver binary: QUIVER_BIN, else $CARGO_TARGET_DIR/release/quiver, else .../debug/quiver.
@@ -23,6 +23,7 @@ case "$what" in
   copy)  run copy_ingest.py "$@" ;;
   point) run point.py "$@" ;;
   cluster) run cluster.py "$@" ;;
+  tpcb)  run tpcb.py "$@" ;;
   all)
     # --sf is for tpch and copy; point ignores it
     run tpch.py "$@"

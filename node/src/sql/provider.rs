@@ -88,6 +88,14 @@ impl QuiverTable {
     }
 
     /// Rows matched through a unique index for `key = literal` filters.
+    /// The LSN of the snapshot the statement reads.
+    fn snapshot_lsn(&self, state: &dyn Session) -> u64 {
+        match state.config().get_extension::<TxnContext>() {
+            Some(txn) => txn.snapshot().lsn,
+            None => self.engine.snapshot().lsn,
+        }
+    }
+
     fn point_lookup(
         &self,
         t: &TableData,
@@ -159,8 +167,16 @@ impl QuiverTable {
             .iter()
             .map(|f| state.create_physical_expr(f.clone(), &df_schema))
             .collect::<Result<_>>()?;
+        // A key given by `=` / `IN` on a unique index: only its rows are
+        // candidates (an UPDATE or DELETE by primary key reads one row, not
+        // the table).
+        let lsn = self.snapshot_lsn(state);
+        let candidates = match self.point_lookup(&t, pending.as_ref(), filters, lsn)? {
+            Some(rows) => rows,
+            None => visible_batches(&t, pending.as_ref()).map_err(ext)?,
+        };
         let mut out = Vec::new();
-        for b in visible_batches(&t, pending.as_ref()).map_err(ext)? {
+        for b in candidates {
             let mut mask = BooleanArray::from(vec![true; b.num_rows()]);
             for p in &preds {
                 let v = p.evaluate(&b)?.into_array(b.num_rows())?;
@@ -338,10 +354,7 @@ impl TableProvider for QuiverTable {
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let (t, pending) = self.current(state)?;
-        let lsn = match state.config().get_extension::<TxnContext>() {
-            Some(txn) => txn.snapshot().lsn,
-            None => self.engine.snapshot().lsn,
-        };
+        let lsn = self.snapshot_lsn(state);
         let batches = match self.point_lookup(&t, pending.as_ref(), filters, lsn)? {
             Some(rows) => rows,
             None => visible_batches(&t, pending.as_ref()).map_err(ext)?,
