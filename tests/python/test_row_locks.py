@@ -174,3 +174,28 @@ def test_isolation_levels_are_shown_and_set_as_in_postgres(connect, tname):
     assert a.execute("SHOW transaction_isolation").fetchone() == ("repeatable read",)
     a.execute("COMMIT")
     assert a.execute("SHOW default_transaction_isolation").fetchone() == ("repeatable read",)
+
+
+def test_select_for_update_locks_rows_and_reads_the_newest(connect, tname):
+    a, b = connect(), connect()
+    _table(a, tname)
+    # a's FOR UPDATE holds the row: b's UPDATE waits for a's COMMIT
+    a.execute("BEGIN")
+    assert a.execute(f"SELECT v FROM {tname} WHERE id = 1 FOR UPDATE").fetchall() == [(100,)]
+    t, out = _in_thread(lambda: b.execute(f"UPDATE {tname} SET v = v + 1 WHERE id = 1").rowcount)
+    assert _blocked(t), "an UPDATE of a row locked FOR UPDATE must wait"
+    a.execute(f"UPDATE {tname} SET v = 50 WHERE id = 1")
+    a.execute("COMMIT")
+    t.join(30)
+    assert out.get("value") == 1, out
+    assert a.execute(f"SELECT v FROM {tname} WHERE id = 1").fetchone() == (51,)
+    # a FOR UPDATE that meets an uncommitted change waits, then reads the committed row
+    b.execute("BEGIN")
+    b.execute(f"UPDATE {tname} SET v = 7 WHERE id = 2")
+    a.execute("BEGIN")
+    t, out = _in_thread(lambda: a.execute(f"SELECT id, v FROM {tname} WHERE id = 2 FOR UPDATE").fetchall())
+    assert _blocked(t)
+    b.execute("COMMIT")
+    t.join(30)
+    assert out.get("value") == [(2, 7)], out
+    a.execute("COMMIT")

@@ -12,13 +12,18 @@
 //!   a fresh snapshot, so it applies to the newest version of the row, as
 //!   PostgreSQL's does; in `REPEATABLE READ` it fails with 40001.
 //!
+//! `SELECT ... FOR UPDATE` (or `FOR SHARE`, taken as `FOR UPDATE`) of one
+//! local table locks the rows its WHERE selects the same way, through an
+//! UPDATE that changes nothing and whose writes are dropped, before the
+//! query runs (so it reads the rows as their last writer left them).
+//!
 //! The locks are held until the transaction ends, so its commit cannot meet
 //! a conflict any more. Distributed tables lock on their workers, where the
 //! same code runs in each transaction's worker session.
 
 use datafusion::common::ParamValues;
 use datafusion::logical_expr::LogicalPlan;
-use datafusion::sql::sqlparser::ast::Statement;
+use datafusion::sql::sqlparser::ast::{SetExpr, Statement, TableFactor, TableWithJoins};
 
 use super::session::{Outcome, Session};
 use super::txn::{Pending, PROVISIONAL};
@@ -78,6 +83,10 @@ impl Session {
         params: Option<ParamValues>,
         saved: &Pending,
     ) -> Result<Outcome, SqlError> {
+        if let Some(lock) = self.for_update(stmt) {
+            self.lock_rows_of(&lock?, saved).await?;
+            return self.dispatch(stmt, plan, params).await;
+        }
         if !matches!(stmt, Statement::Update { .. } | Statement::Delete(_)) {
             return self.dispatch(stmt, plan, params).await;
         }
@@ -93,6 +102,80 @@ impl Session {
                     self.txn.set_pending(saved.clone());
                     return Err(e);
                 }
+            }
+        }
+    }
+
+    /// For `SELECT ... FOR UPDATE` of one local table: the UPDATE that
+    /// locks its rows (`None`: not such a query).
+    fn for_update(&self, stmt: &Statement) -> Option<Result<Statement, SqlError>> {
+        let Statement::Query(q) = stmt else {
+            return None;
+        };
+        if q.locks.is_empty() {
+            return None;
+        }
+        let SetExpr::Select(sel) = q.body.as_ref() else {
+            return Some(Err(SqlError::unsupported(
+                "FOR UPDATE is supported on a plain SELECT of one table",
+            )));
+        };
+        let [TableWithJoins { relation, joins }] = sel.from.as_slice() else {
+            return Some(Err(SqlError::unsupported(
+                "FOR UPDATE of more than one table is not supported yet",
+            )));
+        };
+        let TableFactor::Table { name, .. } = relation else {
+            return Some(Err(SqlError::unsupported(
+                "FOR UPDATE is supported on a plain SELECT of one table",
+            )));
+        };
+        if !joins.is_empty() {
+            return Some(Err(SqlError::unsupported(
+                "FOR UPDATE of more than one table is not supported yet",
+            )));
+        }
+        let table = super::idents::relation(name);
+        if self
+            .db
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.layout(&table).is_some())
+        {
+            return Some(Err(SqlError::unsupported(
+                "FOR UPDATE on a distributed table is not supported yet",
+            )));
+        }
+        let snap = self.db.engine.snapshot();
+        let col = snap
+            .table_by_name(&table)?
+            .meta
+            .columns
+            .first()
+            .map(|c| super::idents::quote(&c.name))?;
+        let filter = sel
+            .selection
+            .as_ref()
+            .map_or(String::new(), |w| format!(" WHERE {w}"));
+        let sql = format!("UPDATE {name} SET {col} = {col}{filter}");
+        Some(self.parse(&sql).and_then(|mut v| {
+            v.pop()
+                .ok_or_else(|| SqlError::new("XX000", "FOR UPDATE: no statement"))
+        }))
+    }
+
+    /// Locks the rows `update` would change, keeping none of its writes.
+    async fn lock_rows_of(&mut self, update: &Statement, saved: &Pending) -> Result<(), SqlError> {
+        loop {
+            let ran = self.dispatch(update, None, None).await;
+            let locked = match ran {
+                Ok(_) => self.lock_new_deletes(saved).await,
+                Err(e) => Err(e),
+            };
+            self.txn.set_pending(saved.clone());
+            match locked? {
+                Locked::Done => return Ok(()),
+                Locked::Again => self.txn.begin_statement(),
             }
         }
     }
