@@ -346,6 +346,8 @@ impl ExecutionPlan for ShardScanExec {
             let each = futures::stream::iter(frs).then(move |fr| {
                 let (clients, slot, baseline) = (clients.clone(), slot.clone(), baseline.clone());
                 let stage = stage.clone();
+                // The pins live as long as a stream reads them.
+                let read_point = read_point.clone();
                 let (projection, schema, table) =
                     (projection.clone(), schema.clone(), table.clone());
                 let ticket = QueryTicket {
@@ -360,7 +362,7 @@ impl ExecutionPlan for ShardScanExec {
                         .await
                         .map_err(|e| in_shard(e, &fr, &table))?;
                     Ok::<_, DataFusionError>(stream.map(move |r| {
-                        let _held = (&permit, &slot, &stage);
+                        let _held = (&permit, &slot, &stage, &read_point);
                         let timer = baseline.elapsed_compute().timer();
                         let out = match r {
                             Ok(b) => match &projection {

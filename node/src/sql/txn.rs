@@ -85,6 +85,14 @@ fn to_table_writes(t: &PendingTable) -> TableWrites {
     }
 }
 
+/// Where a transaction context keeps its read point.
+enum ReadPointSlot {
+    /// A repeatable-read block's, kept to its end.
+    Block(Arc<dyn std::any::Any + Send + Sync>),
+    /// A statement's, alive while its plan is.
+    Statement(std::sync::Weak<dyn std::any::Any + Send + Sync>),
+}
+
 /// The transaction context of one connection.
 pub struct TxnContext {
     pub engine: Arc<Engine>,
@@ -108,8 +116,10 @@ struct TxnInner {
     /// running a fragment of a pinned read, see [`crate::dist::read_point`]).
     preset: Option<Arc<DbVersion>>,
     /// The statement's read point on the cluster (for the whole block in
-    /// repeatable read), see [`crate::dist::read_point`].
-    read_point: Option<Arc<dyn std::any::Any + Send + Sync>>,
+    /// repeatable read), see [`crate::dist::read_point`]. Held strongly
+    /// only in repeatable read: otherwise the statement's plan holds it, and
+    /// its pins go when the plan does (an idle session pins nothing).
+    read_point: Option<ReadPointSlot>,
 }
 
 impl Drop for TxnContext {
@@ -225,7 +235,21 @@ impl TxnContext {
     ) -> Arc<dyn std::any::Any + Send + Sync> {
         let mut inner = self.inner.lock();
         let fixed = inner.fixed;
-        inner.read_point.get_or_insert_with(|| make(fixed)).clone()
+        let live = match &inner.read_point {
+            Some(ReadPointSlot::Block(rp)) => Some(rp.clone()),
+            Some(ReadPointSlot::Statement(w)) => w.upgrade(),
+            None => None,
+        };
+        if let Some(rp) = live {
+            return rp;
+        }
+        let rp = make(fixed);
+        inner.read_point = Some(if fixed {
+            ReadPointSlot::Block(rp.clone())
+        } else {
+            ReadPointSlot::Statement(Arc::downgrade(&rp))
+        });
+        rp
     }
 
     /// Switches repeatable-read mode on (at BEGIN) or off (at the end).
