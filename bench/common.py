@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -128,6 +129,121 @@ def start_pg(pg_opts: dict | None = None) -> PgServer:
     log("starting PostgreSQL 15 (reference)")
     s.start(timeout=300)
     return s
+
+
+# --- Citus peer ----------------------------------------------------------------
+# Citus is never part of this repository: it is built once on the machine from the workplace's
+# shared recipe (../shared/peers/citus/README.md: build.sh, cluster.sh), and a benchmark only
+# calls its cluster.sh at run time when it is installed.
+
+CITUS_DIR = Path(os.environ.get("CITUS_PEER_DIR", Path(__file__).resolve().parents[2] / "shared" / "peers" / "citus"))
+CITUS_LABEL = "Citus 13 (1+2 workers)"
+
+
+def citus_missing() -> str | None:
+    """Why the Citus peer cannot run here (None when it can): the shared cluster script and
+    citus.so in PostgreSQL 15's pkglibdir."""
+    if not (CITUS_DIR / "cluster.sh").exists():
+        return f"no Citus cluster script at {CITUS_DIR / 'cluster.sh'}"
+    libdirs = [Path(os.environ.get("PG_BIN_DIR", "/usr/lib/postgresql/15/bin")).parent / "lib"]
+    for pg_config in [str(Path(os.environ.get("PG_BIN_DIR", "/usr/lib/postgresql/15/bin")) / "pg_config"),
+                      shutil.which("pg_config")]:
+        if pg_config and Path(pg_config).exists():
+            r = subprocess.run([pg_config, "--pkglibdir"], capture_output=True, text=True)
+            if r.returncode == 0 and r.stdout.strip():
+                libdirs.append(Path(r.stdout.strip()))
+    if not any((d / "citus.so").exists() for d in libdirs):
+        return (f"citus.so not found in {', '.join(sorted({str(d) for d in libdirs}))} "
+                f"(build it: see {CITUS_DIR / 'README.md'})")
+    return None
+
+
+def _free_port_run(n: int) -> int:
+    """A base port with `n` consecutive bindable loopback ports, below the ephemeral range."""
+    import random
+    import socket
+    from servers import _ephemeral_range
+
+    hi = min(_ephemeral_range()[0], 65536) - n - 1
+    for _ in range(500):
+        base = random.randint(15000, hi)
+        ok = True
+        for port in range(base, base + n):
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return base
+    raise RuntimeError(f"no {n} consecutive free ports found")
+
+
+class CitusCluster:
+    """Citus 1 coordinator + 2 workers (PostgreSQL 15) started with the shared cluster.sh on a
+    free base port and a fresh data dir; stopped and removed on close. User and database postgres."""
+
+    user = "postgres"
+    dbname = "postgres"
+
+    def __init__(self) -> None:
+        self.port = _free_port_run(3)
+        self.dir = Path(tempfile.mkdtemp(prefix="quiver-bench-citus."))
+        self.version = "?"
+
+    @property
+    def dsn(self) -> str:
+        return f"host=127.0.0.1 port={self.port} user={self.user} dbname={self.dbname}"
+
+    def _script(self, cmd: str, timeout: float) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", str(CITUS_DIR / "cluster.sh"), cmd, str(self.port), str(self.dir)],
+                              capture_output=True, text=True, timeout=timeout)
+
+    def start(self) -> None:
+        log(f"starting {CITUS_LABEL}: {CITUS_DIR / 'cluster.sh'} start {self.port} {self.dir}")
+        try:
+            r = self._script("start", 300)
+        except subprocess.TimeoutExpired:
+            self.close()
+            raise
+        if r.returncode != 0:
+            tail = "\n".join((self.dir / f"n{i}.log").read_text(errors="replace")[-2000:]
+                             for i in range(3) if (self.dir / f"n{i}.log").exists())
+            self.close()
+            raise RuntimeError(f"Citus cluster.sh start failed ({r.returncode}):\n{r.stdout}\n{r.stderr}\n{tail}")
+        import psycopg
+
+        with psycopg.connect(self.dsn, autocommit=True) as c:
+            self.version = c.execute("SELECT citus_version()").fetchone()[0]
+            workers = c.execute("SELECT count(*) FROM citus_get_active_worker_nodes()").fetchone()[0]
+        if workers != 2:
+            self.close()
+            raise RuntimeError(f"Citus cluster has {workers} active workers, expected 2")
+        log(f"Citus up on ports {self.port}-{self.port + 2}: {self.version}")
+
+    def close(self) -> None:
+        try:
+            self._script("stop", 120)
+        finally:
+            if not os.environ.get("QUIVER_KEEP_DATA"):
+                shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def citus_or_none() -> CitusCluster | None:
+    """A (not yet started) CitusCluster when Citus is installed, else None with a log line."""
+    why = citus_missing()
+    if why:
+        log(f"skipping {CITUS_LABEL}: {why}")
+        return None
+    return CitusCluster()
 
 
 def pg_version() -> str:

@@ -32,12 +32,10 @@ from servers import PgServer, running_cluster
 
 # (script, statement index) -> why Quiver's answer differs from PostgreSQL's.
 KNOWN_DIFFERENCES: dict[tuple[str, int], str] = {
-    ("casts", 1): "numeric keeps no trailing zeros of its input text ('12.50' is 12.5)",
     ("numerics", 0): "numeric division keeps a fixed scale (ADR 0010), not PostgreSQL's",
     ("numerics", 9): "numeric division keeps a fixed scale (ADR 0010), not PostgreSQL's",
     ("numerics", 14): "avg(numeric) keeps scale + 4 digits, PostgreSQL's scale depends on the value",
     ("numerics", 15): "avg(numeric) keeps scale + 4 digits, PostgreSQL's scale depends on the value",
-    ("queries", 2): "avg(integer) is float8, not numeric",
 }
 
 # The cluster variant: the same, and what distributed tables refuse.

@@ -2,7 +2,8 @@
 
 In the style of PostgreSQL's isolation tester: two or more sessions, each step run in a chosen
 order, and the outcome checked. Runs against PostgreSQL 15 too (--target=pg), where it must pass
-unchanged.
+unchanged. `test_cluster_row_locks.py` runs the same tests on a distributed table whose rows 1
+and 2 live on different workers.
 """
 
 from __future__ import annotations
@@ -18,6 +19,12 @@ def _table(conn, tname, rows=((1, 100), (2, 100))):
     conn.execute(f"CREATE TABLE {tname} (id int PRIMARY KEY, v int NOT NULL)")
     for r in rows:
         conn.execute(f"INSERT INTO {tname} VALUES (%s, %s)", r)
+
+
+@pytest.fixture
+def make_table():
+    """make_table(conn, name[, rows]): the test's table of (id, v) rows."""
+    return _table
 
 
 def _in_thread(fn):
@@ -40,9 +47,9 @@ def _blocked(t: threading.Thread, seconds: float = 0.5) -> bool:
     return t.is_alive()
 
 
-def test_no_lost_update_under_concurrent_increments(connect, tname):
+def test_no_lost_update_under_concurrent_increments(connect, tname, make_table):
     a = connect()
-    _table(a, tname, rows=((1, 0),))
+    make_table(a, tname, rows=((1, 0),))
     errors: list = []
 
     def bump():
@@ -62,9 +69,9 @@ def test_no_lost_update_under_concurrent_increments(connect, tname):
     assert a.execute(f"SELECT v FROM {tname} WHERE id = 1").fetchone() == (160,)
 
 
-def test_waiting_update_applies_to_the_newest_row(connect, tname):
+def test_waiting_update_applies_to_the_newest_row(connect, tname, make_table):
     a, b = connect(), connect()
-    _table(a, tname)
+    make_table(a, tname)
     a.execute("BEGIN")
     a.execute(f"UPDATE {tname} SET v = v + 10 WHERE id = 1")
     b.execute("BEGIN")
@@ -79,9 +86,9 @@ def test_waiting_update_applies_to_the_newest_row(connect, tname):
     assert a.execute(f"SELECT v FROM {tname} WHERE id = 1").fetchone() == (220,)
 
 
-def test_waiting_delete_after_rollback_deletes(connect, tname):
+def test_waiting_delete_after_rollback_deletes(connect, tname, make_table):
     a, b = connect(), connect()
-    _table(a, tname)
+    make_table(a, tname)
     a.execute("BEGIN")
     a.execute(f"UPDATE {tname} SET v = 0 WHERE id = 2")
     t, out = _in_thread(lambda: b.execute(f"DELETE FROM {tname} WHERE id = 2").rowcount)
@@ -92,9 +99,9 @@ def test_waiting_delete_after_rollback_deletes(connect, tname):
     assert a.execute(f"SELECT count(*) FROM {tname}").fetchone() == (1,)
 
 
-def test_deadlock_is_detected_and_one_side_goes_on(connect, tname):
+def test_deadlock_is_detected_and_one_side_goes_on(connect, tname, make_table):
     a, b = connect(), connect()
-    _table(a, tname)
+    make_table(a, tname)
     a.execute("BEGIN")
     b.execute("BEGIN")
     a.execute(f"UPDATE {tname} SET v = v + 1 WHERE id = 1")
@@ -123,9 +130,9 @@ def test_deadlock_is_detected_and_one_side_goes_on(connect, tname):
     assert rows == [(1, 101), (2, 101)]
 
 
-def test_repeatable_read_update_of_a_changed_row_fails(connect, tname):
+def test_repeatable_read_update_of_a_changed_row_fails(connect, tname, make_table):
     a, b = connect(), connect()
-    _table(a, tname)
+    make_table(a, tname)
     b.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
     assert b.execute(f"SELECT v FROM {tname} WHERE id = 1").fetchone() == (100,)
     a.execute(f"UPDATE {tname} SET v = 1 WHERE id = 1")
@@ -135,11 +142,11 @@ def test_repeatable_read_update_of_a_changed_row_fails(connect, tname):
     assert a.execute(f"SELECT v FROM {tname} WHERE id = 1").fetchone() == (1,)
 
 
-def test_write_skew_is_allowed_under_repeatable_read(connect, tname):
+def test_write_skew_is_allowed_under_repeatable_read(connect, tname, make_table):
     """Snapshot isolation, as PostgreSQL's REPEATABLE READ: two transactions that each read both
     rows and update a different one both commit (write skew)."""
     a, b = connect(), connect()
-    _table(a, tname)
+    make_table(a, tname)
     for c in (a, b):
         c.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
         assert c.execute(f"SELECT sum(v) FROM {tname}").fetchone() == (200,)
@@ -150,9 +157,26 @@ def test_write_skew_is_allowed_under_repeatable_read(connect, tname):
     assert a.execute(f"SELECT sum(v) FROM {tname}").fetchone() == (-100,)
 
 
-def test_isolation_levels_are_shown_and_set_as_in_postgres(connect, tname):
+def test_read_skew_is_prevented_under_repeatable_read(connect, tname, make_table):
+    """A transfer between rows 1 and 2 commits between a REPEATABLE READ transaction's reads of
+    row 1 and row 2: the second read still sees the snapshot, so the sum holds."""
     a, b = connect(), connect()
-    _table(a, tname)
+    make_table(a, tname)
+    a.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+    first = a.execute(f"SELECT v FROM {tname} WHERE id = 1").fetchone()[0]
+    with b.transaction():
+        b.execute(f"UPDATE {tname} SET v = v - 30 WHERE id = 1")
+        b.execute(f"UPDATE {tname} SET v = v + 30 WHERE id = 2")
+    second = a.execute(f"SELECT v FROM {tname} WHERE id = 2").fetchone()[0]
+    assert first + second == 200, (first, second)
+    a.execute("COMMIT")
+    # read committed sees the transfer at the next statement
+    assert a.execute(f"SELECT v FROM {tname} WHERE id = 2").fetchone() == (130,)
+
+
+def test_isolation_levels_are_shown_and_set_as_in_postgres(connect, tname, make_table):
+    a, b = connect(), connect()
+    make_table(a, tname)
     assert a.execute("SHOW transaction_isolation").fetchone() == ("read committed",)
     a.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
     assert a.execute("SHOW transaction_isolation").fetchone() == ("repeatable read",)
@@ -176,9 +200,9 @@ def test_isolation_levels_are_shown_and_set_as_in_postgres(connect, tname):
     assert a.execute("SHOW default_transaction_isolation").fetchone() == ("repeatable read",)
 
 
-def test_select_for_update_locks_rows_and_reads_the_newest(connect, tname):
+def test_select_for_update_locks_rows_and_reads_the_newest(connect, tname, make_table):
     a, b = connect(), connect()
-    _table(a, tname)
+    make_table(a, tname)
     # a's FOR UPDATE holds the row: b's UPDATE waits for a's COMMIT
     a.execute("BEGIN")
     assert a.execute(f"SELECT v FROM {tname} WHERE id = 1 FOR UPDATE").fetchall() == [(100,)]

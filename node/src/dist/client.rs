@@ -283,10 +283,26 @@ impl WorkerClients {
         Ok(rows)
     }
 
-    /// Runs `action` on `addr`.
+    /// Runs `action` on `addr`, within the worker's connection limit.
     pub async fn action(&self, addr: &str, action: &Action) -> Result<ActionReply, SqlError> {
         let (inner, limit) = self.client(addr)?;
         let _permit = Self::permit(limit).await?;
+        Self::call(addr, inner, action).await
+    }
+
+    /// Runs a small control `action` on `addr` outside the connection limit
+    /// (the deadlock detector must reach a worker whose every connection
+    /// waits for a lock).
+    pub async fn control(&self, addr: &str, action: &Action) -> Result<ActionReply, SqlError> {
+        let (inner, _) = self.client(addr)?;
+        Self::call(addr, inner, action).await
+    }
+
+    async fn call(
+        addr: &str,
+        inner: FlightServiceClient<Channel>,
+        action: &Action,
+    ) -> Result<ActionReply, SqlError> {
         let body = serde_json::to_vec(action).map_err(|e| SqlError::new("XX000", e.to_string()))?;
         let body = Bytes::from(body);
         let what = action.kind();

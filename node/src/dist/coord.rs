@@ -185,11 +185,22 @@ impl Cluster {
     /// on its first copy instead of each locking a different copy and
     /// waiting for the other (a deadlock across workers), as Citus orders
     /// them too.
+    ///
+    /// In a repeatable-read block each worker's transaction reads the
+    /// block's pinned snapshot (ADR 0011), so a row changed since fails
+    /// with 40001 there, as in PostgreSQL.
     pub async fn exec_in_txn(
-        &self,
+        self: &Arc<Self>,
         txn: &TxnContext,
         targets: Vec<(NodeId, String, String)>,
     ) -> Result<Vec<u64>, SqlError> {
+        let block = super::read_point::ReadPoint::of_block(txn, self);
+        let mut pins: BTreeMap<&str, Option<String>> = BTreeMap::new();
+        for (_, addr, _) in &targets {
+            if let (Some(rp), false) = (&block, pins.contains_key(addr.as_str())) {
+                pins.insert(addr, rp.pin_for(addr).await?);
+            }
+        }
         let mut first: BTreeMap<&str, NodeId> = BTreeMap::new();
         for (node, _, sql) in &targets {
             let f = first.entry(sql.as_str()).or_insert(*node);
@@ -208,10 +219,12 @@ impl Cluster {
                 }
                 let gid = self.join(txn, *node, addr);
                 let clients = self.clients.clone();
+                let snapshot = pins.get(addr.as_str()).cloned().flatten();
                 calls.push(async move {
                     let action = Action::Exec {
                         gid,
                         sql: sql.clone(),
+                        snapshot,
                     };
                     clients.action(addr, &action).await.map(|r| (i, r.rows))
                 });

@@ -536,6 +536,7 @@ pub async fn alter_shards(
                         &Action::Exec {
                             gid: gid.clone(),
                             sql,
+                            snapshot: None,
                         },
                     )
                     .await;

@@ -20,6 +20,8 @@
 //!   the coordinator, with shard pruning and per-shard SQL fragments.
 //! - [`shuffle`] and [`worker_shuffle`]: joins of tables that are not
 //!   co-located, repartitioned between the workers.
+//! - [`deadlock`]: the coordinator's waits-for graph over every worker,
+//!   which breaks deadlocks between workers with 40P01.
 //! - [`read_point`]: the snapshot pinned on the workers for a read across
 //!   shards, and the gate that keeps it from meeting half a commit.
 //! - [`range`]: range-distributed (time-series) tables: shards created as
@@ -31,6 +33,7 @@ pub mod catalog;
 pub mod client;
 pub mod coord;
 pub mod ddl;
+pub mod deadlock;
 pub mod gate;
 pub mod hash;
 pub mod pushdown;

@@ -410,8 +410,22 @@ impl FragmentPushdown {
                 "min" => partial.push(agg::min(arg)),
                 "max" => partial.push(agg::max(arg)),
                 "avg" => {
-                    partial.push(agg::sum(arg.clone()));
-                    partial.push(agg::count(arg));
+                    // avg of an integer is taken over it as numeric
+                    // (`sql::int_literals`): the shards sum the integers
+                    // as bigint, written as the query's own `sum(x)` is
+                    // (a `sum(CAST(x AS numeric))` beside it would share
+                    // its name in the fragment, which the worker refuses),
+                    // and `quiver_avg_merge` divides in numeric.
+                    match arg {
+                        Expr::Cast(c) if integer_under_decimal(&c, a.input.schema()) => {
+                            partial.push(agg::sum(bigint(*c.expr.clone(), a.input.schema())));
+                            partial.push(agg::count(*c.expr));
+                        }
+                        arg => {
+                            partial.push(agg::sum(arg.clone()));
+                            partial.push(agg::count(arg));
+                        }
+                    }
                 }
                 _ => return None,
             }
@@ -696,4 +710,32 @@ impl TableProvider for FragmentTable {
             .with_session_limits(state),
         ))
     }
+}
+
+/// `x` as `bigint`, cast only when it is not one already (as type coercion
+/// writes the argument of `sum`).
+fn bigint(x: Expr, schema: &datafusion::common::DFSchema) -> Expr {
+    use datafusion::arrow::datatypes::DataType;
+    use datafusion::logical_expr::ExprSchemable;
+    if matches!(x.get_type(schema), Ok(DataType::Int64)) {
+        x
+    } else {
+        Expr::Cast(datafusion::logical_expr::Cast::new(
+            Box::new(x),
+            DataType::Int64,
+        ))
+    }
+}
+
+/// `CAST(x AS decimal)` of an integer `x`.
+fn integer_under_decimal(
+    c: &datafusion::logical_expr::Cast,
+    schema: &datafusion::common::DFSchema,
+) -> bool {
+    use datafusion::arrow::datatypes::DataType;
+    use datafusion::logical_expr::ExprSchemable;
+    matches!(
+        c.field.data_type(),
+        DataType::Decimal128(..) | DataType::Decimal256(..)
+    ) && c.expr.get_type(schema).is_ok_and(|t| t.is_integer())
 }

@@ -348,20 +348,18 @@ impl TableProvider for DistributedTable {
         }
         let positions = layout.prune(&filters, self.column_type(&layout).as_ref());
         let where_sql = Self::where_all(&filters)?;
-        if sets.is_empty() {
-            let first = self
-                .shell
-                .columns
-                .first()
-                .map(|c| quote(&c.name))
-                .unwrap_or_default();
-            sets.push(format!("{first} = {first}"));
-        }
-        let set_sql = sets.join(", ");
+        // Every assignment is `col = col`: nothing changes, so the shards
+        // only lock the rows (this is also how `SELECT ... FOR UPDATE`
+        // reaches them, see `crate::sql::write_locks`).
+        let stmt_for = |t: &str| {
+            if sets.is_empty() {
+                format!("SELECT 1 FROM {}{where_sql} FOR UPDATE", quote(t))
+            } else {
+                format!("UPDATE {} SET {}{where_sql}", quote(t), sets.join(", "))
+            }
+        };
         let n = self
-            .exec_on_shards(state, &layout, &positions, |t| {
-                format!("UPDATE {} SET {set_sql}{where_sql}", quote(t))
-            })
+            .exec_on_shards(state, &layout, &positions, stmt_for)
             .await?;
         count_exec(n)
     }

@@ -117,8 +117,15 @@ pub enum Action {
     CreateShard { meta: TableMeta },
     /// Drop shard tables (missing ones are fine).
     DropShards { names: Vec<String> },
-    /// Run DML or DDL statements inside transaction `gid`.
-    Exec { gid: String, sql: String },
+    /// Run DML or DDL statements inside transaction `gid`. `snapshot`: the
+    /// pin of a repeatable-read block, which the transaction then reads
+    /// throughout (and fails with 40001 on a row changed since).
+    Exec {
+        gid: String,
+        sql: String,
+        #[serde(default)]
+        snapshot: Option<String>,
+    },
     /// Make `gid`'s writes durable and promise to commit them on request.
     Prepare { gid: String },
     /// Commit `gid` (prepared, or still open: one-phase commit).
@@ -135,6 +142,11 @@ pub enum Action {
     Pin { id: String },
     /// Release snapshot `id`.
     Unpin { id: String },
+    /// The row-lock waits between distributed transactions
+    /// ([`crate::dist::deadlock`]).
+    LockWaits,
+    /// End `gid`'s lock wait with a deadlock error.
+    BreakWait { gid: String },
 }
 
 impl Action {
@@ -151,6 +163,8 @@ impl Action {
             Action::DropIntermediates { .. } => "drop_intermediates",
             Action::Pin { .. } => "pin",
             Action::Unpin { .. } => "unpin",
+            Action::LockWaits => "lock_waits",
+            Action::BreakWait { .. } => "break_wait",
         }
     }
 }
@@ -169,6 +183,9 @@ pub struct ActionReply {
     pub rows: u64,
     /// `ListTxns`.
     pub txns: Vec<TxnEntry>,
+    /// `LockWaits`: (waiting gid, gid it waits for).
+    #[serde(default)]
+    pub waits: Vec<(String, String)>,
 }
 
 /// A [`SqlError`] on the wire.

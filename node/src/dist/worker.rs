@@ -171,7 +171,10 @@ impl WorkerFlight {
                     self.db.engine.drop_table(&n, true).await?;
                 }
             }
-            Action::Exec { gid, sql } => reply.rows = self.txns.exec(&gid, &sql).await?,
+            Action::Exec { gid, sql, snapshot } => {
+                let block = snapshot.map(|id| self.pins.get(&id)).transpose()?;
+                reply.rows = self.txns.exec(&gid, &sql, block).await?
+            }
             Action::Prepare { gid } => self.txns.prepare(&gid).await?,
             Action::Commit { gid } => self.txns.commit(&gid).await?,
             Action::Abort { gid } => self.txns.abort(&gid).await?,
@@ -190,6 +193,16 @@ impl WorkerFlight {
             Action::DropIntermediates { qid } => self.intermediates.drop_query(&qid),
             Action::Pin { id } => self.pins.pin(id, self.db.engine.snapshot()),
             Action::Unpin { id } => self.pins.unpin(&id),
+            Action::LockWaits => {
+                reply.waits = self
+                    .db
+                    .engine
+                    .locks
+                    .labelled_waits(super::deadlock::MIN_WAIT)
+            }
+            Action::BreakWait { gid } => {
+                reply.rows = u64::from(self.db.engine.locks.break_wait(&gid));
+            }
         }
         Ok(reply)
     }

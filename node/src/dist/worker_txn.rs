@@ -75,9 +75,11 @@ pub struct WorkerTxns {
 }
 
 /// How long a worker's statement waits for another transaction's row lock
-/// before it takes the wait for a deadlock between workers (a cycle on one
-/// worker is found at once).
-const LOCK_WAIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+/// before it gives up with 55P03. A cycle on one worker is found at once,
+/// one between workers by the coordinator within about a second
+/// ([`super::deadlock`]); this bounds what neither can see (a coordinator
+/// that went away while its transaction waited).
+const LOCK_WAIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Rows that prepared (or committing) transactions delete, by table.
 #[derive(Debug, Default)]
@@ -253,6 +255,7 @@ impl WorkerTxns {
         let mut session = self.db.session();
         session.begin_block();
         session.set_lock_wait_limit(Some(LOCK_WAIT_LIMIT));
+        self.db.engine.locks.label(session.lock_owner(), gid);
         let s = Arc::new(tokio::sync::Mutex::new(Some(Slot::Open(Box::new(session)))));
         slots.insert(gid.to_owned(), s.clone());
         Some(s)
@@ -269,12 +272,24 @@ impl WorkerTxns {
     }
 
     /// Runs statements inside open transaction `gid` (created if new).
-    pub async fn exec(&self, gid: &str, sql: &str) -> Result<u64, SqlError> {
+    /// `block`: the snapshot of the coordinator's repeatable-read block,
+    /// which the transaction reads from its first statement on.
+    pub async fn exec(
+        &self,
+        gid: &str,
+        sql: &str,
+        block: Option<Arc<crate::storage::DbVersion>>,
+    ) -> Result<u64, SqlError> {
         check_gid(gid)?;
         let slot = self.slot(gid, true).ok_or_else(|| no_txn(gid))?;
         let mut guard = slot.lock().await;
         match guard.as_mut() {
-            Some(Slot::Open(session)) => session.exec_in_block(sql, None).await,
+            Some(Slot::Open(session)) => {
+                if let Some(version) = block {
+                    session.repeatable_at(version);
+                }
+                session.exec_in_block(sql, None).await
+            }
             Some(Slot::Prepared(_)) => Err(prepared_already(gid)),
             None => Err(no_txn(gid)),
         }

@@ -229,9 +229,14 @@ pub async fn run_with(
     if let Some(api) = &meta {
         cluster::wait_for_leadership(api, &config).await;
     }
-    // Coordinators resolve distributed transactions left by a crash.
+    // Coordinators resolve distributed transactions left by a crash, and
+    // break deadlocks between workers.
     if let Some(c) = database.db.cluster.clone() {
-        tokio::spawn(c.recovery_loop(Duration::from_secs(5), shutdown.clone()));
+        tokio::spawn(
+            c.clone()
+                .recovery_loop(Duration::from_secs(5), shutdown.clone()),
+        );
+        tokio::spawn(c.deadlock_loop(shutdown.clone()));
     }
 
     let app = http::build_router(readiness.clone(), metrics.clone(), axum::Router::new());

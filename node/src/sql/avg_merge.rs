@@ -7,7 +7,9 @@
 //! `numeric` it divides in decimal, scaling and truncating as DataFusion's
 //! own `avg` does on one node, so a cluster gives the same digits as a
 //! standalone node (a division in `float8` loses digits past the 15th). For
-//! other types it divides in `float8`, which is `avg`'s type for them.
+//! other types it divides in `float8`, which is `avg`'s type for them. An
+//! integer sum with a `numeric` average (the average of an integer column)
+//! is taken as `numeric` of scale 0 first.
 
 use std::sync::Arc;
 
@@ -69,7 +71,18 @@ impl ScalarUDFImpl for AvgMergeFn {
             return Err(mismatch("takes 3 arguments").into());
         };
         let target = args.return_field.data_type().clone();
-        let sums = sum.clone().into_array(n)?;
+        let mut sums = sum.clone().into_array(n)?;
+        // Integer sums (an average of integers, which is numeric) divide
+        // as numeric of scale 0.
+        if sums.data_type().is_integer() {
+            let exact = match target {
+                DataType::Decimal256(..) => DataType::Decimal256(76, 0),
+                _ => DataType::Decimal128(38, 0),
+            };
+            if matches!(target, DataType::Decimal128(..) | DataType::Decimal256(..)) {
+                sums = datafusion::arrow::compute::cast(&sums, &exact)?;
+            }
+        }
         let counts =
             datafusion::arrow::compute::cast(&count.clone().into_array(n)?, &DataType::Int64)?;
         let counts = counts.as_primitive::<Int64Type>();

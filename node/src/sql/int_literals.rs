@@ -24,6 +24,11 @@
 //! ([`int4_result`]); `date_trunc` of a `date` works on, and returns, a
 //! `timestamptz` ([`date_trunc_of_date`]).
 //!
+//! `avg` of an integer column is `numeric`, as in PostgreSQL (DataFusion's
+//! is `float8`): [`avg_numeric`] averages the values as `numeric(38,12)`,
+//! which gives a `numeric(38,16)`: 16 fraction digits, as PostgreSQL shows
+//! an average between 1 and 9999 (ADR 0010 tells the rest).
+//!
 //! Left alone: `LIMIT` / `OFFSET` (DataFusion wants int8 there).
 //!
 //! A recursive CTE's working table takes its column types from the
@@ -88,6 +93,7 @@ pub fn int4_literals(plan: LogicalPlan) -> Result<LogicalPlan> {
                     "date_trunc" => date_trunc_of_date(f, &schema),
                     _ => Ok(Transformed::no(Expr::ScalarFunction(f))),
                 },
+                Expr::AggregateFunction(f) if f.func.name() == "avg" => Ok(avg_numeric(f, &schema)),
                 other => Ok(Transformed::no(other)),
             })
             .map(|t| t.update_data(|e| name.restore(e)))
@@ -146,6 +152,24 @@ fn int4_result(e: Expr, schema: &DFSchema) -> Transformed<Expr> {
         return Transformed::no(e);
     }
     Transformed::yes(Expr::Cast(Cast::new(Box::new(e), DataType::Int32)))
+}
+
+/// `avg(x)` of an integer `x` averages it as `numeric(38,12)`, so the
+/// result is PostgreSQL's type, `numeric` (see the module docs).
+fn avg_numeric(
+    mut f: datafusion::logical_expr::expr::AggregateFunction,
+    schema: &DFSchema,
+) -> Transformed<Expr> {
+    let integer = f.params.args.len() == 1
+        && matches!(
+            f.params.args[0].get_type(schema),
+            Ok(DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64)
+        );
+    if integer {
+        let arg = f.params.args[0].clone();
+        f.params.args[0] = Expr::Cast(Cast::new(Box::new(arg), DataType::Decimal128(38, 12)));
+    }
+    Transformed::new_transformed(Expr::AggregateFunction(f), integer)
 }
 
 /// `date_trunc(field, d)` of a `date` works on `d` as a `timestamptz` and

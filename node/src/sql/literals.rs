@@ -18,10 +18,16 @@
 //! and text put into timestamp columns) are read with PostgreSQL's rules
 //! too and written back in full (`2024-01-15 10:00:00`): DataFusion wants
 //! the seconds.
+//!
+//! `'12.50'::numeric` keeps the literal's fraction digits, as PostgreSQL's
+//! per-value scale shows them (`12.50`): the cast becomes one to
+//! `numeric(4,2)` ([`literal_numeric_type`]), the type DataFusion gives
+//! the bare literal `12.50`. Unconstrained `numeric` would write `12.5`
+//! (ADR 0010).
 
 use datafusion::sql::sqlparser::ast::{
-    visit_expressions_mut, DataType, Expr, Ident, ObjectName, SetExpr, Statement, TableObject,
-    TimezoneInfo, UnaryOperator, Value, ValueWithSpan,
+    visit_expressions_mut, DataType, ExactNumberInfo, Expr, Ident, ObjectName, SetExpr, Statement,
+    TableObject, TimezoneInfo, UnaryOperator, Value, ValueWithSpan,
 };
 
 use super::error::SqlError;
@@ -277,10 +283,46 @@ pub fn interval_literals(stmt: &mut Statement) {
             {
                 rewrite_timestamp(&mut ts.value);
             }
+            Expr::Cast {
+                data_type:
+                    data_type @ (DataType::Numeric(ExactNumberInfo::None)
+                    | DataType::Decimal(ExactNumberInfo::None)),
+                expr,
+                ..
+            } => {
+                if let Expr::Value(ValueWithSpan {
+                    value: Value::SingleQuotedString(text),
+                    ..
+                }) = expr.as_ref()
+                {
+                    if let Some(t) = literal_numeric_type(text) {
+                        *data_type = t;
+                    }
+                }
+            }
             _ => {}
         }
         std::ops::ControlFlow::<()>::Continue(())
     });
+}
+
+/// `numeric(p,s)` just wide enough for decimal text `text` (`12.50`:
+/// `numeric(4,2)`); `None` for other text or more than 38 digits.
+fn literal_numeric_type(text: &str) -> Option<DataType> {
+    let t = text.trim();
+    let t = t.strip_prefix(['-', '+']).unwrap_or(t);
+    let (int, frac) = t.split_once('.').unwrap_or((t, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(int) || !digits(frac) || int.len() + frac.len() == 0 {
+        return None;
+    }
+    let int_digits = int.trim_start_matches('0').len() as u64;
+    let scale = frac.len() as u64;
+    let precision = (int_digits + scale).max(1);
+    (precision <= 38).then_some(DataType::Numeric(ExactNumberInfo::PrecisionAndScale(
+        precision,
+        scale as i64,
+    )))
 }
 
 /// PostgreSQL's `to_char` template patterns, longest first, and the
@@ -400,6 +442,19 @@ mod tests {
         })
         .unwrap();
         stmt.to_string()
+    }
+
+    #[test]
+    fn numeric_text_keeps_its_fraction_digits() {
+        assert_eq!(
+            rewritten("SELECT '12.50'::numeric, CAST('-0.5' AS decimal), ' 7 '::numeric"),
+            "SELECT '12.50'::NUMERIC(4,2), CAST('-0.5' AS NUMERIC(1,1)), ' 7 '::NUMERIC(1,0)"
+        );
+        // other text is left to the cast (and its error)
+        assert_eq!(
+            rewritten("SELECT '1e2'::numeric, 'x'::numeric, '12.5'::numeric(6,3)"),
+            "SELECT '1e2'::NUMERIC, 'x'::NUMERIC, '12.5'::NUMERIC(6,3)"
+        );
     }
 
     #[test]

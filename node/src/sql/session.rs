@@ -201,6 +201,15 @@ impl Session {
         }
     }
 
+    /// Makes the open block repeatable read at `version` (a worker's share
+    /// of a coordinator's repeatable-read block), unless it already is.
+    pub fn repeatable_at(&self, version: Arc<crate::storage::DbVersion>) {
+        if !self.txn.snapshot_fixed() {
+            self.txn.fix_snapshot(true);
+            self.txn.preset_snapshot(Some(version));
+        }
+    }
+
     /// Makes the next statement read `version` instead of the newest one
     /// (`None` forgets such a request).
     pub fn read_at(&self, version: Option<Arc<crate::storage::DbVersion>>) {
@@ -227,6 +236,11 @@ impl Session {
     /// [`crate::dist::worker_txn`]).
     pub fn set_lock_wait_limit(&self, limit: Option<std::time::Duration>) {
         *self.txn.lock_wait_limit.lock() = limit;
+    }
+
+    /// This session's transaction as an owner of row locks.
+    pub fn lock_owner(&self) -> u64 {
+        self.txn.lock_owner()
     }
 
     /// Ends this session's hold on its row locks (see

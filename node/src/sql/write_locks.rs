@@ -13,9 +13,12 @@
 //!   PostgreSQL's does; in `REPEATABLE READ` it fails with 40001.
 //!
 //! `SELECT ... FOR UPDATE` (or `FOR SHARE`, taken as `FOR UPDATE`) of one
-//! local table locks the rows its WHERE selects the same way, through an
-//! UPDATE that changes nothing and whose writes are dropped, before the
-//! query runs (so it reads the rows as their last writer left them).
+//! table locks the rows its WHERE selects the same way, through an UPDATE
+//! that changes nothing and whose writes are dropped, before the query runs
+//! (so it reads the rows as their last writer left them). On a distributed
+//! table that UPDATE becomes a `SELECT ... FOR UPDATE` of each shard it
+//! prunes to, run in the transaction's session on the shard's workers
+//! ([`crate::dist::table`]), where this same code locks the rows.
 //!
 //! The locks are held until the transaction ends, so its commit cannot meet
 //! a conflict any more. Distributed tables lock on their workers, where the
@@ -40,14 +43,10 @@ enum Locked {
 
 fn lock_error(e: LockError) -> SqlError {
     match e {
-        LockError::Deadlock { .. } => SqlError::new("40P01", e.to_string()),
-        LockError::Timeout(waited, holder) => SqlError::new(
-            "40P01",
-            format!(
-                "deadlock detected: waited {waited:?} for transaction {holder} \
-                 (a wait this long between workers is taken for a distributed deadlock)"
-            ),
-        ),
+        LockError::Deadlock { .. } | LockError::Distributed { .. } => {
+            SqlError::new("40P01", e.to_string())
+        }
+        LockError::Timeout(..) => SqlError::new("55P03", e.to_string()),
     }
 }
 
@@ -106,8 +105,8 @@ impl Session {
         }
     }
 
-    /// For `SELECT ... FOR UPDATE` of one local table: the UPDATE that
-    /// locks its rows (`None`: not such a query).
+    /// For `SELECT ... FOR UPDATE` of one table: the UPDATE that locks its
+    /// rows (`None`: not such a query).
     fn for_update(&self, stmt: &Statement) -> Option<Result<Statement, SqlError>> {
         let Statement::Query(q) = stmt else {
             return None;
@@ -136,16 +135,6 @@ impl Session {
             )));
         }
         let table = super::idents::relation(name);
-        if self
-            .db
-            .cluster
-            .as_ref()
-            .is_some_and(|c| c.layout(&table).is_some())
-        {
-            return Some(Err(SqlError::unsupported(
-                "FOR UPDATE on a distributed table is not supported yet",
-            )));
-        }
         let snap = self.db.engine.snapshot();
         let col = snap
             .table_by_name(&table)?

@@ -10,8 +10,14 @@
 //! with 40P01 instead: the transaction that closes it is the one that gives
 //! way. Locks last until the transaction ends. They live in memory only:
 //! after a crash no transaction is open, so no lock is needed.
+//!
+//! A cycle that spans workers cannot be seen here: each worker's sessions
+//! carry their distributed transaction's id as a *label*, the coordinator
+//! collects the labelled waits of every worker ([`RowLocks::labelled_waits`])
+//! and breaks a cycle it finds by choosing a victim
+//! ([`RowLocks::break_wait`], see [`crate::dist::deadlock`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -27,14 +33,23 @@ pub enum LockError {
     Deadlock { waiter: u64, holder: u64 },
     #[error("canceling statement due to lock timeout: waited {0:?} for transaction {1}")]
     Timeout(Duration, u64),
+    #[error(
+        "deadlock detected: transaction {waiter} waits for {holder}, which waits for it \
+         through another worker"
+    )]
+    Distributed { waiter: String, holder: String },
 }
 
 #[derive(Debug, Default)]
 struct Table {
     owner: HashMap<RowKey, u64>,
     held: HashMap<u64, Vec<RowKey>>,
-    /// Waiter -> the transaction it waits for.
-    waits: HashMap<u64, u64>,
+    /// Waiter -> the transaction it waits for, and since when.
+    waits: HashMap<u64, (u64, Instant)>,
+    /// Owner -> its distributed transaction's id.
+    labels: HashMap<u64, String>,
+    /// Waiters chosen as victims of a deadlock between workers.
+    victims: HashSet<u64>,
 }
 
 /// The lock table of one database.
@@ -82,7 +97,7 @@ impl RowLocks {
             // Does `holder` (transitively) wait for us?
             let mut at = holder;
             let mut steps = 0;
-            while let Some(&next) = t.waits.get(&at) {
+            while let Some(&(next, _)) = t.waits.get(&at) {
                 if next == txn {
                     return Err(LockError::Deadlock {
                         waiter: txn,
@@ -95,13 +110,23 @@ impl RowLocks {
                     break;
                 }
             }
-            t.waits.insert(txn, holder);
+            t.waits.insert(txn, (holder, Instant::now()));
         }
         let started = Instant::now();
         let out = loop {
             let notified = self.released.notified();
-            if !self.table.lock().held.contains_key(&holder) {
-                break Ok(());
+            {
+                let mut t = self.table.lock();
+                if t.victims.remove(&txn) {
+                    let name = |id: u64| t.labels.get(&id).cloned().unwrap_or(id.to_string());
+                    break Err(LockError::Distributed {
+                        waiter: name(txn),
+                        holder: name(holder),
+                    });
+                }
+                if !t.held.contains_key(&holder) {
+                    break Ok(());
+                }
             }
             match limit {
                 Some(l) => {
@@ -114,13 +139,51 @@ impl RowLocks {
                 None => notified.await,
             }
         };
-        self.table.lock().waits.remove(&txn);
+        let mut t = self.table.lock();
+        t.waits.remove(&txn);
+        t.victims.remove(&txn);
         out
+    }
+
+    /// Names `txn` by its distributed transaction's id `label`.
+    pub fn label(&self, txn: u64, label: &str) {
+        self.table.lock().labels.insert(txn, label.to_owned());
+    }
+
+    /// The waits between labelled transactions that have lasted at least
+    /// `min_age`: (waiter's label, holder's label).
+    pub fn labelled_waits(&self, min_age: Duration) -> Vec<(String, String)> {
+        let t = self.table.lock();
+        t.waits
+            .iter()
+            .filter(|(_, (_, since))| since.elapsed() >= min_age)
+            .filter_map(|(w, (h, _))| Some((t.labels.get(w)?.clone(), t.labels.get(h)?.clone())))
+            .collect()
+    }
+
+    /// Ends the wait of the transaction labelled `label` with a deadlock
+    /// error; false if it is not waiting.
+    pub fn break_wait(&self, label: &str) -> bool {
+        let mut t = self.table.lock();
+        let waiting: Vec<u64> = t
+            .waits
+            .keys()
+            .copied()
+            .filter(|w| t.labels.get(w).map(String::as_str) == Some(label))
+            .collect();
+        if waiting.is_empty() {
+            return false;
+        }
+        t.victims.extend(waiting);
+        drop(t);
+        self.released.notify_waiters();
+        true
     }
 
     /// Releases every lock of `txn` (its transaction ended).
     pub fn release(&self, txn: u64) {
         let mut t = self.table.lock();
+        t.labels.remove(&txn);
         if let Some(rows) = t.held.remove(&txn) {
             for r in rows {
                 if t.owner.get(&r) == Some(&txn) {
@@ -136,6 +199,9 @@ impl RowLocks {
     /// locks under its new owner until it commits or aborts).
     pub fn transfer(&self, from: u64, to: u64) {
         let mut t = self.table.lock();
+        if let Some(l) = t.labels.remove(&from) {
+            t.labels.insert(to, l);
+        }
         if let Some(rows) = t.held.remove(&from) {
             for r in &rows {
                 t.owner.insert(*r, to);
@@ -189,6 +255,40 @@ mod tests {
         );
         locks.release(2);
         assert_eq!(first.await.ok(), Some(Ok(())));
+    }
+
+    #[tokio::test]
+    async fn a_labelled_wait_is_reported_and_can_be_broken() {
+        let locks = Arc::new(RowLocks::default());
+        locks.label(1, "g1");
+        locks.label(2, "g2");
+        assert_eq!(locks.lock(1, [(1, 1)]), None);
+        assert_eq!(locks.lock(2, [(1, 1)]), Some(1));
+        assert!(!locks.break_wait("g2"), "g2 does not wait yet");
+        let l = locks.clone();
+        let waiter = tokio::spawn(async move { l.wait(2, 1, None).await });
+        while locks.labelled_waits(Duration::ZERO).is_empty() {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            locks.labelled_waits(Duration::ZERO),
+            vec![("g2".to_owned(), "g1".to_owned())]
+        );
+        assert!(locks.labelled_waits(Duration::from_secs(60)).is_empty());
+        assert!(locks.break_wait("g2"));
+        assert_eq!(
+            waiter.await.ok(),
+            Some(Err(LockError::Distributed {
+                waiter: "g2".into(),
+                holder: "g1".into()
+            }))
+        );
+        assert!(locks.labelled_waits(Duration::ZERO).is_empty());
+        // the label moves with a prepared transaction's locks, and goes with them
+        locks.transfer(1, 3);
+        assert_eq!(locks.lock(2, [(1, 1)]), Some(3));
+        locks.release(3);
+        assert!(!locks.table.lock().labels.contains_key(&3));
     }
 
     #[tokio::test]
