@@ -52,6 +52,10 @@ pub struct Cluster {
     pub(crate) range_lock: tokio::sync::Mutex<()>,
     /// Second phases of commits against pins of reads (ADR 0011).
     pub(crate) gate: super::read_point::CommitGate,
+    /// `QUIVER_BENCH_NO_READ_PINS=1`: statements outside repeatable read
+    /// pin nothing (each shard is read at its newest version, as before
+    /// ADR 0011). Only for measuring what consistent reads cost.
+    pub(crate) no_read_pins: bool,
 }
 
 pub(crate) fn meta_err(e: impl std::fmt::Display) -> SqlError {
@@ -74,6 +78,7 @@ impl Cluster {
             next_gid: AtomicU64::new(1),
             range_lock: tokio::sync::Mutex::new(()),
             gate: Default::default(),
+            no_read_pins: std::env::var("QUIVER_BENCH_NO_READ_PINS").is_ok_and(|v| v == "1"),
         })
     }
 

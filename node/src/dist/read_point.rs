@@ -139,7 +139,7 @@ impl ReadPoint {
     async fn pin(&self) -> Result<Option<BTreeSet<String>>, SqlError> {
         let addrs = {
             let p = self.planned.lock();
-            if !self.whole_block && p.fragments <= 1 {
+            if !self.whole_block && (p.fragments <= 1 || self.cluster.no_read_pins) {
                 return Ok(None);
             }
             if self.whole_block {
