@@ -2,7 +2,7 @@
 
 use super::*;
 
-fn register(s: &mut MetaState, host: &str, group: &str) -> NodeId {
+pub(super) fn register(s: &mut MetaState, host: &str, group: &str) -> NodeId {
     let cmd = MetaCommand::RegisterWorker {
         host: host.into(),
         port: 9090,
@@ -14,7 +14,7 @@ fn register(s: &mut MetaState, host: &str, group: &str) -> NodeId {
     }
 }
 
-fn columns() -> Vec<ColumnDef> {
+pub(super) fn columns() -> Vec<ColumnDef> {
     vec![
         ColumnDef {
             name: "id".into(),
@@ -31,7 +31,7 @@ fn columns() -> Vec<ColumnDef> {
     ]
 }
 
-fn hash_table_cmd(s: &MetaState, name: &str, shards: u32, rf: u32) -> MetaCommand {
+pub(super) fn hash_table_cmd(s: &MetaState, name: &str, shards: u32, rf: u32) -> MetaCommand {
     MetaCommand::CreateDistributedTable {
         table: NewTable {
             name: name.into(),
@@ -48,7 +48,7 @@ fn hash_table_cmd(s: &MetaState, name: &str, shards: u32, rf: u32) -> MetaComman
 }
 
 /// Asserts that `cmd` is rejected and leaves `s` as it was.
-fn assert_rejected(s: &mut MetaState, cmd: MetaCommand) -> String {
+pub(super) fn assert_rejected(s: &mut MetaState, cmd: MetaCommand) -> String {
     let before = s.clone();
     match apply(s, &cmd) {
         MetaResponse::Rejected(reason) => {

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::ddl::{
     add_range_shards, alter_table, create_distributed, create_reference, drop_shards, drop_table,
 };
+use super::moves::{self, MoveState};
 use super::state::{
     ColocationId, ColumnDef, Decision, Gid, MetaState, NodeId, NodeInfo, NodeRole, PlacementId,
     PlacementState, RebalanceInfo, RebalanceState, ShardId, ShardMove, TableId, TableInfo,
@@ -163,6 +164,34 @@ pub enum MetaCommand {
     },
     /// Forget decisions every participant has acted on.
     ForgetTxns { gids: Vec<Gid> },
+    /// Record move `id` of `shard_id`'s shard group from `from` to `to`,
+    /// with the cleanup record of the target (ADR 0013).
+    StartMove {
+        id: String,
+        shard_id: ShardId,
+        from: NodeId,
+        to: NodeId,
+        started_ms: u64,
+    },
+    /// A move copies (or catches up): its bytes so far.
+    MoveProgress {
+        id: String,
+        state: MoveState,
+        bytes_copied: u64,
+        bytes_total: u64,
+    },
+    /// Writes to a move's shards queue until `deadline_ms`.
+    FenceMove { id: String, deadline_ms: u64 },
+    /// A move's placements point at its target; epochs go up.
+    SwitchMove { id: String, finished_ms: u64 },
+    /// A move ends before its switch: failed (`reason`) or cancelled.
+    FailMove {
+        id: String,
+        reason: Option<String>,
+        finished_ms: u64,
+    },
+    /// The copies of cleanup record `record` are gone.
+    FinishCleanup { record: u64 },
 }
 
 /// The answer of [`apply`]: the `R` of a Raft log entry.
@@ -192,6 +221,8 @@ pub enum MetaResponse {
     TableAltered { schema_version: u64 },
     /// `DecideTxn`: the decision that is stored (maybe an earlier one).
     TxnDecided { decision: Decision, first: bool },
+    /// `StartMove`: the shards that move together.
+    MoveStarted { shards: Vec<ShardId> },
     /// The command does not fit the state; nothing changed.
     Rejected(String),
 }
@@ -239,6 +270,11 @@ fn apply_checked(s: &mut MetaState, cmd: &MetaCommand) -> Applied {
                 return Err(format!(
                     "node {node_id} holds {held} placement(s); drain it first"
                 ));
+            }
+            if let Some(id) = s.moves.iter().find_map(|(id, j)| {
+                (!j.state.is_terminal() && (j.from == *node_id || j.to == *node_id)).then_some(id)
+            }) {
+                return Err(format!("node {node_id} takes part in move {id}"));
             }
             s.nodes.remove(node_id);
             Ok(MetaResponse::Ok)
@@ -356,10 +392,31 @@ fn apply_checked(s: &mut MetaState, cmd: &MetaCommand) -> Applied {
             }
             Ok(MetaResponse::Ok)
         }
+        C::StartMove {
+            id,
+            shard_id,
+            from,
+            to,
+            started_ms,
+        } => moves::start_move(s, id, *shard_id, *from, *to, *started_ms),
+        C::MoveProgress {
+            id,
+            state,
+            bytes_copied,
+            bytes_total,
+        } => moves::progress(s, id, state, *bytes_copied, *bytes_total),
+        C::FenceMove { id, deadline_ms } => moves::fence(s, id, *deadline_ms),
+        C::SwitchMove { id, finished_ms } => moves::switch(s, id, *finished_ms),
+        C::FailMove {
+            id,
+            reason,
+            finished_ms,
+        } => moves::fail(s, id, reason.as_deref(), *finished_ms),
+        C::FinishCleanup { record } => moves::finish_cleanup(s, *record),
     }
 }
 
-fn node(s: &MetaState, id: NodeId) -> Result<&NodeInfo, String> {
+pub(super) fn node(s: &MetaState, id: NodeId) -> Result<&NodeInfo, String> {
     s.nodes.get(&id).ok_or_else(|| format!("no node {id}"))
 }
 

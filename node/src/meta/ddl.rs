@@ -143,6 +143,7 @@ fn insert_shards(
                 index: sh.index,
                 min: sh.min,
                 max: sh.max,
+                epoch: 0,
             },
         );
         by_index.insert(sh.index, id);

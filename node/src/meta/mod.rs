@@ -11,6 +11,7 @@
 //! - `command.rs`: the commands ([`MetaCommand`]) and the pure
 //!   [`apply`] that changes the state (deterministic: no clock, no I/O);
 //!   `ddl.rs` holds its table handlers.
+//! - `moves.rs`: shard-move jobs and cleanup records (ADR 0013).
 //! - `placement.rs`: shard ranges and placement plans the leader computes
 //!   before proposing.
 //! - `log_store.rs`: the durable log, vote and committed id.
@@ -32,6 +33,7 @@ pub mod command;
 mod ddl;
 mod health;
 mod log_store;
+pub mod moves;
 mod network;
 mod pb_impl;
 pub mod placement;
@@ -396,5 +398,7 @@ impl MetaNode {
 
 #[cfg(test)]
 mod apply_tests;
+#[cfg(test)]
+mod moves_tests;
 #[cfg(test)]
 mod tests;

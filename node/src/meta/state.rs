@@ -99,6 +99,10 @@ fn one() -> u32 {
     1
 }
 
+fn first_id() -> u64 {
+    1
+}
+
 /// One table of the catalogue (`pg_dist_partition` plus the schema).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TableInfo {
@@ -120,6 +124,10 @@ pub struct ShardInfo {
     pub index: u32,
     pub min: i64,
     pub max: i64,
+    /// Bumped by every move of the shard (ADR 0013): a write naming an
+    /// older epoch went to a copy that no longer serves.
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 /// State of a placement (`pg_dist_placement.shardstate`).
@@ -203,6 +211,14 @@ pub struct MetaState {
     pub colocations: BTreeMap<ColocationId, ColocationGroup>,
     pub txns: BTreeMap<Gid, TxnDecision>,
     pub rebalance: Option<RebalanceInfo>,
+    /// Shard moves, running and ended, by id (ADR 0013).
+    #[serde(default)]
+    pub moves: BTreeMap<String, super::moves::MoveJob>,
+    /// Copies that must be dropped when their move ends, by record id.
+    #[serde(default)]
+    pub cleanups: BTreeMap<u64, super::moves::CleanupRecord>,
+    #[serde(default = "first_id")]
+    pub next_cleanup_id: u64,
     pub next_node_id: NodeId,
     pub next_table_id: TableId,
     pub next_shard_id: ShardId,
@@ -224,6 +240,9 @@ impl Default for MetaState {
             colocations: BTreeMap::new(),
             txns: BTreeMap::new(),
             rebalance: None,
+            moves: BTreeMap::new(),
+            cleanups: BTreeMap::new(),
+            next_cleanup_id: 1,
             next_node_id: 1,
             next_table_id: 1,
             next_shard_id: 1,

@@ -9,11 +9,13 @@
 //! ([`parts`]), compact small or delete-heavy parts, and drop WAL files that
 //! are no longer needed. Unique keys are enforced through hash indexes
 //! ([`index`]). Writers that meet each other's rows wait through row
-//! locks ([`locks`]).
+//! locks ([`locks`]). A shard move ships a table's changes between two
+//! versions to its new copy ([`changes`]).
 //!
 //! Rows stay memory-resident after load (the parts are the durable copy);
 //! see `docs/adr/0002-storage-engine.md`.
 
+pub mod changes;
 pub mod checkpoint;
 pub mod codec;
 pub mod engine;
