@@ -36,9 +36,12 @@ def two_workers(target):
         yield c
 
 
-def _setup(c, table: str, shards: int = 8):
+def _setup(c, table: str, shards: int = 8, distribute: bool = True):
     with psycopg.connect(c.dsn, autocommit=True) as conn:
         conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, balance bigint NOT NULL)")
+        if not distribute:
+            conn.execute(f"INSERT INTO {table} SELECT g, {START} FROM generate_series(1, {ACCOUNTS}) AS s(g)")
+            return
         conn.execute(f"SELECT create_distributed_table('{table}', 'id', shard_count => {shards})")
         conn.execute(f"INSERT INTO {table} SELECT g, {START} FROM generate_series(1, {ACCOUNTS}) AS s(g)")
         # the accounts really are spread over both workers
@@ -66,8 +69,8 @@ def _transfers(dsn: str, table: str, seed: int, stop: threading.Event, stats: di
                         f"UPDATE {table} SET balance = balance + CASE WHEN id = %s THEN -%s ELSE %s END "
                         f"WHERE id IN (%s, %s)", (a, amount, amount, a, b))
                 key = "committed"
-            except psycopg.errors.SerializationFailure:
-                key = "conflicts"  # two writers met on one row; the sum is unaffected
+            except (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected):
+                key = "conflicts"  # two writers met on rows; the sum is unaffected
             with lock:
                 stats[key] = stats.get(key, 0) + 1
 
@@ -101,6 +104,18 @@ def test_bank_sum_never_changes_during_transfers(two_workers):
     assert not wrong, f"{len(wrong)} of {len(sums)} reads saw a partial transfer, e.g. {wrong[:5]}; {stats}"
     with psycopg.connect(two_workers.dsn, autocommit=True) as conn:
         assert conn.execute("SELECT sum(balance), count(*) FROM bank").fetchone() == (TOTAL, ACCOUNTS)
+
+
+def test_bank_sum_never_changes_on_a_standalone_node(server):
+    """The same workload on one node (local tables): the baseline the cluster must equal."""
+    table = f"bank_sa_{time.monotonic_ns()}"
+    _setup(server, table, distribute=False)
+    sums, stats = _run_bank(server, table, 8, f"SELECT sum(balance) FROM {table}")
+    wrong = [s for s in sums if s != TOTAL]
+    assert stats.get("committed", 0) >= 200, f"too few transfers to mean anything: {stats}"
+    assert not wrong, f"{len(wrong)} of {len(sums)} reads saw a partial transfer, e.g. {wrong[:5]}"
+    with psycopg.connect(server.dsn, autocommit=True) as conn:
+        assert conn.execute(f"SELECT sum(balance), count(*) FROM {table}").fetchone() == (TOTAL, ACCOUNTS)
 
 
 def test_reads_through_a_shuffle_see_transfers_whole(two_workers):
