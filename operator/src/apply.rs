@@ -1,11 +1,18 @@
 //! Step 4 of reconcile: apply the desired objects.
 //!
+//! Before the build, [`owned_stateful_sets`] reads the StatefulSets this
+//! resource owns, so that [`crate::scale_in`] sees the replicas they have
+//! now and the worker groups removed from the spec.
+//!
 //! Server-side apply with one field manager ([`FIELD_MANAGER`], forced, so
 //! the operator wins conflicts over fields it owns), in a fixed order:
 //! ServiceAccount, Secret, ConfigMap, Services, PodDisruptionBudgets, and
 //! StatefulSets last, so everything a pod mounts exists before the pod.
 //! Then objects this resource owns that are no longer desired (a removed
-//! worker group's StatefulSet, Service and PDB) are deleted. The result,
+//! worker group's StatefulSet, Service and PDB) are deleted, except those
+//! named in `retain`: the objects of a removed group that
+//! [`crate::scale_in`] keeps (its nodes still hold shard placements, or the
+//! cluster state is unknown) are neither applied nor deleted. The result,
 //! [`Applied`], holds the StatefulSets as the API server returned them,
 //! which is what [`crate::status`] reads: status is derived from what was
 //! applied, never from the desired objects.
@@ -85,13 +92,38 @@ pub fn apply_params() -> PatchParams {
     PatchParams::apply(FIELD_MANAGER).force()
 }
 
-/// Applies every desired object and removes orphans owned by `owner_uid`.
+/// The StatefulSets of `instance` that `owner_uid` controls, as they are
+/// now.
+pub async fn owned_stateful_sets(
+    client: &Client,
+    namespace: &str,
+    instance: &str,
+    owner_uid: &str,
+) -> Result<Vec<StatefulSet>, ApplyError> {
+    let api: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
+    let list = api
+        .list(&ListParams::default().labels(&owned_selector(instance)))
+        .await
+        .map_err(|source| ApplyError::List {
+            kind: "StatefulSet",
+            source,
+        })?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter(|s| controlled_by(s, owner_uid))
+        .collect())
+}
+
+/// Applies every desired object and removes orphans owned by `owner_uid`,
+/// leaving the objects named in `retain` as they are.
 pub async fn apply_all(
     client: &Client,
     namespace: &str,
     instance: &str,
     owner_uid: &str,
     desired: &DesiredObjects,
+    retain: &BTreeSet<String>,
 ) -> Result<Applied, ApplyError> {
     let sa: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
     apply_one(&sa, &desired.service_account, "ServiceAccount").await?;
@@ -118,15 +150,15 @@ pub async fn apply_all(
     }
 
     let selector = owned_selector(instance);
-    let keep = names(&desired.stateful_sets);
+    let keep = names(&desired.stateful_sets, retain);
     applied
         .deleted
         .extend(delete_orphans(&sts, &selector, owner_uid, &keep, "StatefulSet").await?);
-    let keep = names(&desired.services);
+    let keep = names(&desired.services, retain);
     applied
         .deleted
         .extend(delete_orphans(&svc, &selector, owner_uid, &keep, "Service").await?);
-    let keep = names(&desired.pod_disruption_budgets);
+    let keep = names(&desired.pod_disruption_budgets, retain);
     applied
         .deleted
         .extend(delete_orphans(&pdb, &selector, owner_uid, &keep, "PodDisruptionBudget").await?);
@@ -138,11 +170,21 @@ pub fn owned_selector(instance: &str) -> String {
     format!("{LABEL_INSTANCE}={instance},{LABEL_MANAGED_BY}={FIELD_MANAGER}")
 }
 
-fn names<K: Resource>(objects: &[K]) -> BTreeSet<String> {
+/// Names of `objects`, and the `retained` ones.
+fn names<K: Resource>(objects: &[K], retained: &BTreeSet<String>) -> BTreeSet<String> {
     objects
         .iter()
         .filter_map(|o| o.meta().name.clone())
+        .chain(retained.iter().cloned())
         .collect()
+}
+
+/// Whether `owner_uid` is the controller of `object`.
+fn controlled_by<K: Resource>(object: &K, owner_uid: &str) -> bool {
+    object
+        .owner_references()
+        .iter()
+        .any(|o| o.uid == owner_uid && o.controller == Some(true))
 }
 
 async fn apply_one<K>(api: &Api<K>, object: &K, kind: &'static str) -> Result<K, ApplyError>
@@ -177,12 +219,8 @@ where
         .map_err(|source| ApplyError::List { kind, source })?;
     let mut deleted = Vec::new();
     for object in list.items {
-        let owned = object
-            .owner_references()
-            .iter()
-            .any(|o| o.uid == owner_uid && o.controller == Some(true));
         let name = object.name_any();
-        if !owned || keep.contains(&name) {
+        if !controlled_by(&object, owner_uid) || keep.contains(&name) {
             continue;
         }
         match api.delete(&name, &DeleteParams::background()).await {

@@ -1,11 +1,15 @@
 //! The reconcile pipeline and its error policy.
 //!
 //! [`reconcile`] runs, per `DistributedDatabase`: finalizer bookkeeping ->
-//! read what the resource references -> [`validate`] -> [`build`] (pure) ->
-//! [`apply`] (server-side apply, orphans deleted) -> drive the cluster
-//! through the metadata API (register workers, label the Raft leader) ->
-//! [`status`] (server-side applied to the status subresource), plus Events
-//! on notable transitions. On delete, the finalizer scales workers and then
+//! read what the resource references -> [`validate`] -> read the
+//! StatefulSets it owns and, when the spec may remove workers, the cluster
+//! state, to hold what would remove workers that may hold shards
+//! ([`scale_in`], fail closed: an unknown state holds everything) ->
+//! [`build`] (pure) -> [`apply`] (server-side apply, orphans deleted except
+//! the removed groups [`scale_in`] keeps) -> drive the cluster through the
+//! metadata API (register workers, label the Raft leader) -> [`status`]
+//! (server-side applied to the status subresource), plus Events on notable
+//! transitions. On delete, the finalizer scales workers and then
 //! coordinators to zero, so every node drains and flushes on SIGTERM before
 //! the garbage collector removes the objects.
 //!
@@ -287,8 +291,11 @@ async fn apply_database(
     };
 
     let password = superuser_password(ctx, &valid).await?;
-    // A scale-in waits while the workers it would remove hold shards.
-    let holds = scale_in_holds(ctx, &valid, previous).await;
+    // Nothing that would remove workers goes ahead while they may hold shards.
+    let existing =
+        apply::owned_stateful_sets(&ctx.client, &valid.namespace, &valid.name, &valid.owner.uid)
+            .await?;
+    let holds = hold_workers(ctx, &valid, previous, &existing).await;
     let desired = build::build_all(&scale_in::held_spec(&valid, &holds), password.as_deref())?;
     let applied = apply::apply_all(
         &ctx.client,
@@ -296,6 +303,7 @@ async fn apply_database(
         &valid.name,
         &valid.owner.uid,
         &desired,
+        &holds.retained(),
     )
     .await?;
     for orphan in &applied.deleted {
@@ -316,12 +324,12 @@ async fn apply_database(
     let mut status = status::compute_status(&valid, &applied, &view, previous, &now());
     scale_in::mark_status(&mut status, &holds, &now());
     patch_status(api, &valid.name, &status).await?;
-    if !holds.is_empty() && !was_held(previous) {
+    if !holds.is_empty() && !scale_in::was_held(previous) {
         publish(
             ctx,
             db,
             EventType::Warning,
-            "ScaleInHeld",
+            scale_in::REASON,
             scale_in::message(&holds),
         )
         .await;
@@ -335,38 +343,24 @@ async fn apply_database(
     })
 }
 
-/// Whether the last status reported a held scale-in.
-fn was_held(previous: Option<&DistributedDatabaseStatus>) -> bool {
-    previous.is_some_and(|p| {
-        p.conditions
-            .iter()
-            .any(|c| c.type_ == status::PROGRESSING && c.reason == "ScaleInHeld")
-    })
-}
-
-/// The worker groups to hold above their spec ([`scale_in`]). The cluster
-/// state is read only when the spec may be shrinking (more workers known
-/// than it asks for, or a hold already in place).
-async fn scale_in_holds(
+/// What to hold ([`scale_in`]). The cluster state is read only when the
+/// spec may remove workers; when it cannot be read, everything that would
+/// remove workers is held.
+async fn hold_workers(
     ctx: &Context,
     db: &ValidDatabase,
     previous: Option<&DistributedDatabaseStatus>,
-) -> Vec<scale_in::Hold> {
-    let wanted = db.spec.total_worker_replicas();
-    let shrinking = previous.is_some_and(|p| {
-        i64::from(p.workers.registered) > wanted || i64::from(p.workers.ready_replicas) > wanted
-    }) || was_held(previous);
-    if !shrinking {
-        return Vec::new();
+    existing: &[StatefulSet],
+) -> scale_in::Holds {
+    if !scale_in::may_shrink(db, existing, previous) {
+        return scale_in::Holds::default();
     }
     let client = ctx.meta.client_for(db, ctx.settings.meta_timeout);
-    match client.cluster_state().await {
-        Ok(state) => scale_in::holds(db, &state),
-        Err(err) => {
-            tracing::warn!(error = %err, "cannot read the cluster state before a scale-in");
-            Vec::new()
-        }
-    }
+    let state = client.cluster_state().await.map_err(|err| {
+        tracing::warn!(error = %err, "cannot read the cluster state before removing workers");
+        err.to_string()
+    });
+    scale_in::plan(db, existing, state.as_ref().map_err(String::as_str))
 }
 
 /// The generated password (read back, or new), or `None` when the spec

@@ -4,8 +4,10 @@
 //! [`run`] wires the `Controller` (leader election in [`leader`]);
 //! [`controller`] runs, per object: read -> [`validate`] -> [`build`]
 //! (pure) -> [`apply`] (server-side apply) -> drive the cluster through
-//! [`meta_client`] -> [`status`]; [`scale_in`] holds a scale-in that would
-//! remove workers still holding shards. [`crd`] defines the resource itself.
+//! [`meta_client`] -> [`status`]; before the build, [`scale_in`] holds a
+//! scale-in or keeps a removed worker group while its workers still hold
+//! shards, or while the cluster state cannot be read (fail closed). [`crd`]
+//! defines the resource itself.
 
 pub mod apply;
 pub mod build;

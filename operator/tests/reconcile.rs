@@ -1,8 +1,8 @@
 //! The reconcile pipeline against a scripted mock of the API server: the
 //! exact server-side apply requests and their order, the status patch,
-//! idempotence of a second pass, the finalizer path, orphan removal,
-//! driving a ready cluster through a fake metadata API, and the error
-//! policy.
+//! idempotence of a second pass, the finalizer path, driving a ready
+//! cluster through a fake metadata API, and the error policy. Holds and
+//! orphan removal are in `scale_in.rs`.
 
 mod support;
 
@@ -11,174 +11,18 @@ use std::time::Duration;
 
 use http::Method;
 use kube::runtime::controller::Action;
-use kube::runtime::events::Reporter;
-use quiver_operator::controller::{
-    error_policy, reconcile, Context, Error, MetaClientFactory, Settings, FINALIZER,
-};
+use quiver_operator::controller::{error_policy, reconcile, Error, Settings, FINALIZER};
 use quiver_operator::crd::DistributedDatabase;
-use quiver_operator::meta_client::{IdentityResolver, MetaClient};
-use quiver_operator::validate::ValidDatabase;
 use quiver_proto::meta::v1::{ClusterState, Node, NodeRole, ShardTotals};
-use serde_json::{json, Value};
+use serde_json::json;
 use support::meta::{bind, fake, serve as serve_meta, Behaviour};
-use support::{
-    echo, echo_with, empty_list, list, mock_client, serve, status_failure, step, Seen, Step,
-    SCENARIO_TIMEOUT,
+use support::scenario::{
+    apply_steps, context, fixture, fresh_sts, ready_sts, run, status_reply, with_finalizer, APPS,
+    EVENTS, NS, QDB, SELECTOR,
 };
-
-const NS: &str = "/api/v1/namespaces/default";
-const APPS: &str = "/apis/apps/v1/namespaces/default";
-const POLICY: &str = "/apis/policy/v1/namespaces/default";
-const QDB: &str = "/apis/quiver.dev/v1alpha1/namespaces/default/distributeddatabases/demo";
-const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/default/events";
-const SELECTOR: &str = "labelSelector=app.kubernetes.io%2Finstance%3Ddemo%2Capp.kubernetes.io%2Fmanaged-by%3Dquiver-operator";
-
-/// Dials a fixed address (the fake coordinator), or nothing at all.
-struct FixedMeta(Vec<String>);
-
-impl MetaClientFactory for FixedMeta {
-    fn client_for(&self, _: &ValidDatabase, timeout: Duration) -> MetaClient {
-        MetaClient::new(self.0.clone(), Arc::new(IdentityResolver), timeout)
-    }
-}
-
-fn fixture() -> Value {
-    let text = include_str!("fixtures/minimal.yaml");
-    let db: DistributedDatabase = serde_saphyr::from_str(text).expect("fixture");
-    serde_json::to_value(db).expect("json")
-}
-
-fn with_finalizer(mut db: Value) -> Value {
-    db["metadata"]["finalizers"] = json!([FINALIZER]);
-    db
-}
-
-fn context(client: kube::Client, meta: Vec<String>) -> Arc<Context> {
-    let reporter = Reporter {
-        controller: "quiver-operator".into(),
-        instance: Some("test".into()),
-    };
-    Arc::new(Context::new(
-        client,
-        reporter,
-        Arc::new(FixedMeta(meta)),
-        Settings::default(),
-    ))
-}
-
-/// Runs one reconcile of `db` against `steps`; returns its result and the
-/// requests seen.
-async fn run(
-    db: &Value,
-    steps: Vec<Step>,
-    meta: Vec<String>,
-) -> (Result<Action, Error>, Vec<Seen>, Arc<Context>) {
-    let (client, handle) = mock_client();
-    let ctx = context(client, meta);
-    let server = tokio::spawn(serve(handle, steps));
-    let object: DistributedDatabase = serde_json::from_value(db.clone()).expect("object");
-    let result = tokio::time::timeout(SCENARIO_TIMEOUT, reconcile(Arc::new(object), ctx.clone()))
-        .await
-        .expect("reconcile finished (no unexpected request)");
-    let seen = tokio::time::timeout(SCENARIO_TIMEOUT, server)
-        .await
-        .expect("every expected request came")
-        .expect("mock server did not panic");
-    (result, seen, ctx)
-}
-
-/// Answers the status patch with the object carrying that status.
-fn status_reply(db: &Value) -> support::Reply {
-    let db = db.clone();
-    Box::new(move |seen| {
-        let mut object = db.clone();
-        object["status"] = seen.body["status"].clone();
-        (200, object)
-    })
-}
-
-/// The apply steps of the minimal fixture, in their required order.
-fn apply_steps(secret_reply: support::Reply, sts_reply: fn() -> support::Reply) -> Vec<Step> {
-    vec![
-        step(
-            Method::GET,
-            format!("{NS}/secrets/demo-superuser"),
-            secret_reply,
-        ),
-        step(Method::PATCH, format!("{NS}/serviceaccounts/demo"), echo()),
-        step(
-            Method::PATCH,
-            format!("{NS}/secrets/demo-superuser"),
-            echo(),
-        ),
-        step(
-            Method::PATCH,
-            format!("{NS}/configmaps/demo-config"),
-            echo(),
-        ),
-        step(
-            Method::PATCH,
-            format!("{NS}/services/demo-coordinator"),
-            echo(),
-        ),
-        step(Method::PATCH, format!("{NS}/services/demo"), echo()),
-        step(
-            Method::PATCH,
-            format!("{NS}/services/demo-worker-a"),
-            echo(),
-        ),
-        step(
-            Method::PATCH,
-            format!("{POLICY}/poddisruptionbudgets/demo-coordinator"),
-            echo(),
-        ),
-        step(
-            Method::PATCH,
-            format!("{POLICY}/poddisruptionbudgets/demo-worker-a"),
-            echo(),
-        ),
-        step(
-            Method::PATCH,
-            format!("{APPS}/statefulsets/demo-coordinator"),
-            sts_reply(),
-        ),
-        step(
-            Method::PATCH,
-            format!("{APPS}/statefulsets/demo-worker-a"),
-            sts_reply(),
-        ),
-        step(
-            Method::GET,
-            format!("{APPS}/statefulsets"),
-            empty_list("apps/v1", "StatefulSetList"),
-        ),
-        step(
-            Method::GET,
-            format!("{NS}/services"),
-            empty_list("v1", "ServiceList"),
-        ),
-        step(
-            Method::GET,
-            format!("{POLICY}/poddisruptionbudgets"),
-            empty_list("policy/v1", "PodDisruptionBudgetList"),
-        ),
-    ]
-}
-
-fn fresh_sts() -> support::Reply {
-    echo()
-}
-
-fn ready_sts() -> support::Reply {
-    echo_with(|body| {
-        let replicas = body["spec"]["replicas"].clone();
-        body["metadata"]["generation"] = json!(1);
-        body["status"] = json!({
-            "observedGeneration": 1, "replicas": replicas,
-            "readyReplicas": replicas, "updatedReplicas": replicas
-        });
-    })
-}
+use support::{
+    echo, echo_with, empty_list, list, mock_client, serve, status_failure, step, SCENARIO_TIMEOUT,
+};
 
 #[tokio::test]
 async fn first_pass_adds_the_finalizer_only() {
@@ -239,18 +83,18 @@ async fn applies_everything_then_status_and_is_idempotent() {
             seen.query
         );
     }
-    let password = first[2].body["data"]["password"]
+    let password = first[3].body["data"]["password"]
         .as_str()
         .expect("password")
         .to_owned();
     assert!(!password.is_empty());
-    let sts = &first[9].body;
+    let sts = &first[10].body;
     assert_eq!(sts["kind"], "StatefulSet");
     assert_eq!(
         sts["spec"]["template"]["spec"]["containers"][0]["image"],
         "quiver:0.1.0"
     );
-    let status = &first[14].body["status"];
+    let status = &first[15].body["status"];
     assert_eq!(status["phase"], "Pending");
     assert_eq!(status["observedGeneration"], 1);
     let ready = status["conditions"]
@@ -261,12 +105,12 @@ async fn applies_everything_then_status_and_is_idempotent() {
         .expect("Ready")
         .clone();
     assert_eq!(ready["status"], "False");
-    assert_eq!(first[15].body["reason"], "Pending");
+    assert_eq!(first[16].body["reason"], "Pending");
 
     // Second pass: the generated Secret exists, the status is stored.
     let mut stored = db.clone();
     stored["status"] = status.clone();
-    let mut secret = first[2].body.clone();
+    let mut secret = first[3].body.clone();
     secret["metadata"]["resourceVersion"] = json!("5");
     let mut steps = apply_steps(support::json_reply(200, secret), fresh_sts);
     steps.push(step(
@@ -291,53 +135,6 @@ async fn applies_everything_then_status_and_is_idempotent() {
         );
         assert_eq!(a.body, b.body, "{} changed between passes", a.path);
     }
-}
-
-#[tokio::test]
-async fn orphaned_worker_group_is_deleted() {
-    let db = with_finalizer(fixture());
-    let uid = db["metadata"]["uid"].clone();
-    let orphan = json!({
-        "apiVersion": "apps/v1", "kind": "StatefulSet",
-        "metadata": {"name": "demo-worker-b", "namespace": "default",
-            "ownerReferences": [{"apiVersion": "quiver.dev/v1alpha1", "kind": "DistributedDatabase",
-                "name": "demo", "uid": uid, "controller": true}]},
-        "spec": {"selector": {}, "template": {}}
-    });
-    let foreign = json!({
-        "apiVersion": "apps/v1", "kind": "StatefulSet",
-        "metadata": {"name": "demo-worker-c", "namespace": "default"},
-        "spec": {"selector": {}, "template": {}}
-    });
-    let mut steps = apply_steps(status_failure(404, "NotFound"), fresh_sts);
-    steps[11] = step(
-        Method::GET,
-        format!("{APPS}/statefulsets"),
-        list("apps/v1", "StatefulSetList", vec![orphan.clone(), foreign]),
-    );
-    steps.insert(
-        12,
-        step(
-            Method::DELETE,
-            format!("{APPS}/statefulsets/demo-worker-b"),
-            support::json_reply(200, orphan),
-        ),
-    );
-    steps.push(step(Method::POST, EVENTS, echo()));
-    steps.push(step(
-        Method::PATCH,
-        format!("{QDB}/status"),
-        status_reply(&db),
-    ));
-    steps.push(step(Method::POST, EVENTS, echo()));
-    let (result, seen, _) = run(&db, steps, Vec::new()).await;
-    result.expect("ok");
-    assert_eq!(seen[12].path, format!("{APPS}/statefulsets/demo-worker-b"));
-    assert_eq!(seen[15].body["reason"], "OrphanDeleted");
-    assert!(seen[15].body["note"]
-        .as_str()
-        .unwrap_or_default()
-        .contains("StatefulSet/demo-worker-b"));
 }
 
 #[tokio::test]
@@ -390,21 +187,21 @@ async fn ready_cluster_labels_the_leader_registers_workers_and_reports_ready() {
     );
 
     assert_eq!(
-        seen[14].body["metadata"]["labels"]["quiver.dev/raft-role"],
+        seen[15].body["metadata"]["labels"]["quiver.dev/raft-role"],
         "leader"
     );
     assert!(
         registered.lock().expect("lock").is_empty(),
         "both workers were already registered"
     );
-    let status = &seen[15].body["status"];
+    let status = &seen[16].body["status"];
     assert_eq!(status["phase"], "Ready", "{status:#}");
     assert_eq!(status["coordinator"]["leader"], "demo-coordinator-0");
     assert_eq!(status["workers"]["readyReplicas"], 2);
     assert_eq!(status["workers"]["registered"], 2);
     assert_eq!(status["shards"]["total"], 32);
-    assert_eq!(seen[16].body["reason"], "Ready");
-    assert_eq!(seen[17].body["reason"], "LeaderElected");
+    assert_eq!(seen[17].body["reason"], "Ready");
+    assert_eq!(seen[18].body["reason"], "LeaderElected");
 }
 
 #[tokio::test]
@@ -456,7 +253,7 @@ async fn unregistered_ready_workers_are_registered() {
         ]
     );
     // The fake does not add them to its state: still waiting for registration.
-    assert_eq!(seen[15].body["status"]["phase"], "Progressing");
+    assert_eq!(seen[16].body["status"]["phase"], "Progressing");
 }
 
 #[tokio::test]
@@ -602,6 +399,11 @@ async fn api_errors_back_off_exponentially_per_object_and_reset_on_success() {
                 status_failure(404, "NotFound"),
             ),
             step(
+                Method::GET,
+                format!("{APPS}/statefulsets"),
+                empty_list("apps/v1", "StatefulSetList"),
+            ),
+            step(
                 Method::PATCH,
                 format!("{NS}/serviceaccounts/demo"),
                 status_failure(500, "InternalError"),
@@ -656,72 +458,4 @@ fn backoff_doubles_and_is_capped() {
         .map(|n| quiver_operator::controller::backoff(&settings, n).as_secs())
         .collect();
     assert_eq!(delays, [5, 10, 20, 40, 80, 160, 300, 300]);
-}
-
-#[tokio::test]
-async fn scale_in_is_held_while_the_removed_worker_holds_shards() {
-    let (listener, address) = bind().await;
-    let worker = |host: &str, placements: u64| Node {
-        host: host.into(),
-        port: 9090,
-        role: NodeRole::Worker.into(),
-        group: "a".into(),
-        active: true,
-        placements,
-        ..Node::default()
-    };
-    let state = ClusterState {
-        leader_address: "demo-coordinator-0.demo-coordinator:9090".into(),
-        nodes: vec![
-            worker("demo-worker-a-0.demo-worker-a", 4),
-            worker("demo-worker-a-1.demo-worker-a", 3),
-        ],
-        ..ClusterState::default()
-    };
-    serve_meta(listener, fake(Behaviour::Leader(Box::new(state))));
-
-    // The user asks for one worker; two are registered and the second holds shards.
-    let mut db = with_finalizer(fixture());
-    db["spec"]["workerGroups"][0]["replicas"] = json!(1);
-    db["spec"]["sharding"] = json!({"replicationFactor": 1});
-    db["status"] = json!({"workers": {"registered": 2, "readyReplicas": 2}});
-    let mut steps = apply_steps(status_failure(404, "NotFound"), ready_sts);
-    steps.push(step(
-        Method::PATCH,
-        format!("{NS}/pods/demo-coordinator-0"),
-        echo_with(|b| b["spec"] = json!({"containers": []})),
-    ));
-    steps.push(step(
-        Method::PATCH,
-        format!("{QDB}/status"),
-        status_reply(&db),
-    ));
-    steps.push(step(Method::POST, EVENTS, echo()));
-    let (result, seen, _) = run(&db, steps, vec![address.to_string()]).await;
-    result.expect("reconciled");
-
-    let sts = seen
-        .iter()
-        .find(|s| s.path.ends_with("/statefulsets/demo-worker-a"))
-        .expect("worker StatefulSet applied");
-    assert_eq!(sts.body["spec"]["replicas"], 2, "held at two replicas");
-    let status = &seen
-        .iter()
-        .rev()
-        .find(|s| s.path.ends_with("/status"))
-        .expect("status")
-        .body["status"];
-    let progressing = status["conditions"]
-        .as_array()
-        .expect("conditions")
-        .iter()
-        .find(|c| c["type"] == "Progressing")
-        .expect("Progressing");
-    assert_eq!(progressing["reason"], "ScaleInHeld", "{status:#}");
-    assert!(progressing["message"]
-        .as_str()
-        .is_some_and(|m| m.contains("demo-worker-a-1 holds 3 shard placement(s)")));
-    let event = seen.last().expect("event");
-    assert_eq!(event.body["reason"], "ScaleInHeld");
-    assert_eq!(event.body["type"], "Warning");
 }

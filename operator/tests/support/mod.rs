@@ -1,8 +1,10 @@
 //! Test support shared by the integration tests: a scripted mock of the
-//! Kubernetes API server (tower-test) and fake coordinators (tonic).
+//! Kubernetes API server (tower-test), fake coordinators (tonic) and one
+//! reconcile pass scripted against them ([`scenario`]).
 #![allow(dead_code)]
 
 pub mod meta;
+pub mod scenario;
 
 use std::time::Duration;
 
