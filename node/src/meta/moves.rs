@@ -103,10 +103,12 @@ pub fn shard_group(s: &MetaState, shard_id: ShardId) -> Result<Vec<ShardId>, Str
         .ok_or_else(|| format!("shard {shard_id} does not exist"))?;
     let table = super::command::table(s, shard.table_id)?;
     let colocation = match &table.kind {
-        TableKind::Reference => return Err(format!(
+        TableKind::Reference => {
+            return Err(format!(
             "shard {shard_id} belongs to reference table \"{}\", which has a copy on every worker",
             table.name
-        )),
+        ))
+        }
         TableKind::Range { .. } => return Ok(vec![shard_id]),
         TableKind::Hash { colocation_id, .. } => *colocation_id,
     };

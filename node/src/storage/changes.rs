@@ -155,30 +155,7 @@ mod tests {
 
     use super::*;
     use crate::storage::engine::{EngineOptions, TableWrites, WriteSet};
-    use crate::storage::table::{ColumnMeta, SqlType, TableMeta};
-
-    fn meta() -> TableMeta {
-        TableMeta {
-            id: 0,
-            name: "t".into(),
-            columns: vec![
-                ColumnMeta {
-                    name: "id".into(),
-                    ty: SqlType::Int4,
-                    nullable: false,
-                    default: None,
-                },
-                ColumnMeta {
-                    name: "v".into(),
-                    ty: SqlType::Text,
-                    nullable: true,
-                    default: None,
-                },
-            ],
-            primary_key: Some(vec![0]),
-            uniques: vec![],
-        }
-    }
+    use crate::storage::tests::meta;
 
     async fn write(e: &Engine, insert: &[i32], delete: &[i32]) {
         let snap = e.snapshot();

@@ -8,7 +8,7 @@ use super::engine::{Engine, EngineOptions, TableWrites, WriteSet};
 use super::table::{ColumnMeta, SqlType, TableMeta};
 use super::StorageError;
 
-fn meta() -> TableMeta {
+pub(super) fn meta() -> TableMeta {
     TableMeta {
         id: 0,
         name: "t".into(),
