@@ -85,12 +85,15 @@ impl CleanupRecord {
     /// The cleaner may act on it now: its job reached the outcome the
     /// policy waits for, or the job is gone.
     pub fn is_due(&self, s: &MetaState) -> bool {
-        match (s.moves.get(&self.job).map(|j| &j.state), self.policy) {
-            (None, _) => true,
-            (Some(MoveState::Switched), CleanupPolicy::DeferredOnSuccess) => true,
-            (Some(MoveState::Failed(_) | MoveState::Cancelled), CleanupPolicy::OnFailure) => true,
-            _ => false,
-        }
+        matches!(
+            (s.moves.get(&self.job).map(|j| &j.state), self.policy),
+            (None, _)
+                | (Some(MoveState::Switched), CleanupPolicy::DeferredOnSuccess)
+                | (
+                    Some(MoveState::Failed(_) | MoveState::Cancelled),
+                    CleanupPolicy::OnFailure
+                )
+        )
     }
 }
 
