@@ -151,6 +151,15 @@ def quiver_only(target):
         pytest.skip("a Quiver cluster has no PostgreSQL counterpart")
 
 
+@pytest.fixture(scope="module")
+def two_workers(target):
+    """One coordinator and two workers of the quiver binary, shared by a module's tests."""
+    if target != "quiver":
+        pytest.skip("a Quiver cluster has no PostgreSQL counterpart")
+    with running_cluster(workers=2) as c:
+        yield c
+
+
 @pytest.fixture
 def cluster():
     """One coordinator and three workers of the quiver binary."""

@@ -28,14 +28,6 @@ START = 1000
 TOTAL = ACCOUNTS * START
 
 
-@pytest.fixture(scope="module")
-def two_workers(target):
-    if target != "quiver":
-        pytest.skip("a Quiver cluster has no PostgreSQL counterpart")
-    with running_cluster(workers=2) as c:
-        yield c
-
-
 def _setup(c, table: str, shards: int = 8, distribute: bool = True):
     with psycopg.connect(c.dsn, autocommit=True) as conn:
         conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, balance bigint NOT NULL)")

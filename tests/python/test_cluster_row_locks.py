@@ -9,16 +9,9 @@ two workers, so the deadlock test is a deadlock between workers, which no worker
 from __future__ import annotations
 
 import re
-import sys
-from pathlib import Path
 
-import psycopg
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "scripts" / "lib"))
-from servers import running_cluster  # noqa: E402
-from test_row_locks import (  # noqa: E402,F401  (the tests, collected here again)
+from test_row_locks import (  # noqa: F401  (the tests, collected here again)
     test_deadlock_is_detected_and_one_side_goes_on,
     test_isolation_levels_are_shown_and_set_as_in_postgres,
     test_no_lost_update_under_concurrent_increments,
@@ -33,28 +26,11 @@ from test_row_locks import (  # noqa: E402,F401  (the tests, collected here agai
 pytestmark = pytest.mark.usefixtures("quiver_only")
 
 
-@pytest.fixture(scope="module")
-def two_workers(target):
-    if target != "quiver":
-        pytest.skip("a Quiver cluster has no PostgreSQL counterpart")
-    with running_cluster(workers=2) as c:
-        yield c
-
-
 @pytest.fixture
-def connect(two_workers):
-    conns = []
-
-    def _connect(**kw):
-        kw.setdefault("autocommit", True)
-        kw.setdefault("connect_timeout", 10)
-        c = psycopg.connect(two_workers.dsn, **kw)
-        conns.append(c)
-        return c
-
-    yield _connect
-    for c in conns:
-        c.close()
+def server(two_workers):
+    """The cluster's coordinator stands in for the shared server: conftest's `connect` then
+    connects to it."""
+    return two_workers.coordinator
 
 
 def _node_of(conn, table: str, key: int) -> str:
