@@ -12,7 +12,8 @@
 //! [`bytea_literals`] reads `'\x0a0b'::bytea` (and `BYTEA '...'`) as bytea
 //! input text, as PostgreSQL does, where DataFusion would take the string's
 //! own bytes. [`insert_literals`] does both for untyped string literals that
-//! `INSERT ... VALUES` puts into interval and bytea columns.
+//! `INSERT ... VALUES` or `UPDATE ... SET` puts into interval and bytea
+//! columns.
 //!
 //! `timestamp` literals (`TIMESTAMP '2024-01-15 10:00'`, `'...'::timestamp`,
 //! and text put into timestamp columns) are read with PostgreSQL's rules
@@ -26,8 +27,9 @@
 //! (ADR 0010).
 
 use datafusion::sql::sqlparser::ast::{
-    visit_expressions_mut, DataType, ExactNumberInfo, Expr, Ident, ObjectName, SetExpr, Statement,
-    TableObject, TimezoneInfo, UnaryOperator, Value, ValueWithSpan,
+    visit_expressions_mut, AssignmentTarget, DataType, ExactNumberInfo, Expr, Ident, ObjectName,
+    SelectItem, SetExpr, Statement, TableFactor, TableObject, TimezoneInfo, UnaryOperator, Update,
+    Value, ValueWithSpan,
 };
 
 use super::error::SqlError;
@@ -159,6 +161,9 @@ pub fn insert_literals(
     stmt: &mut Statement,
     columns_of: impl Fn(&ObjectName) -> Option<Vec<(String, SqlType)>>,
 ) -> Result<(), SqlError> {
+    if let Statement::Update(up) = stmt {
+        return update_literals(up, columns_of);
+    }
     let Statement::Insert(ins) = stmt else {
         return Ok(());
     };
@@ -171,8 +176,23 @@ pub fn insert_literals(
     let Some(source) = ins.source.as_mut() else {
         return Ok(());
     };
-    let SetExpr::Values(values) = source.body.as_mut() else {
-        return Ok(());
+    let values = match source.body.as_mut() {
+        SetExpr::Values(values) => values,
+        // `INSERT ... SELECT '...', ...`: PostgreSQL types the select
+        // list's untyped literals by the target columns too.
+        SetExpr::Select(sel) => {
+            let targets = target_types(&ins.columns, &cols);
+            for (item, ty) in sel.projection.iter_mut().zip(&targets) {
+                match item {
+                    SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
+                        column_literal(e, ty.as_ref())?
+                    }
+                    _ => return Ok(()),
+                }
+            }
+            return Ok(());
+        }
+        _ => return Ok(()),
     };
     // `INSERT INTO t VALUES (...)` with fewer values than columns fills the
     // leading columns (the rest get their defaults), as in PostgreSQL.
@@ -187,31 +207,69 @@ pub fn insert_literals(
             }
         }
     }
-    let targets: Vec<Option<SqlType>> = if ins.columns.is_empty() {
-        cols.iter().map(|(_, t)| Some(t.clone())).collect()
-    } else {
-        ins.columns
-            .iter()
-            .map(|c| {
-                let c = super::idents::last_part(c);
-                cols.iter().find(|(n, _)| *n == c).map(|(_, t)| t.clone())
-            })
-            .collect()
-    };
+    let targets = target_types(&ins.columns, &cols);
     for row in values.rows.iter_mut() {
         for (e, ty) in row.content.iter_mut().zip(&targets) {
-            let Expr::Value(v) = e else { continue };
-            match ty {
-                Some(SqlType::Bytea) => rewrite_bytea(v)?,
-                Some(SqlType::Interval) => {
-                    if matches!(v.value, Value::SingleQuotedString(_)) {
-                        rewrite(v);
-                    }
-                }
-                Some(SqlType::Timestamp) => rewrite_timestamp(v),
-                _ => {}
+            column_literal(e, ty.as_ref())?;
+        }
+    }
+    Ok(())
+}
+
+/// The types of an INSERT's target columns (all of the table's when none
+/// are listed; `None` for a column the table does not have).
+fn target_types(columns: &[ObjectName], cols: &[(String, SqlType)]) -> Vec<Option<SqlType>> {
+    if columns.is_empty() {
+        return cols.iter().map(|(_, t)| Some(t.clone())).collect();
+    }
+    columns
+        .iter()
+        .map(|c| {
+            let c = super::idents::last_part(c);
+            cols.iter().find(|(n, _)| *n == c).map(|(_, t)| t.clone())
+        })
+        .collect()
+}
+
+/// [`insert_literals`] for `UPDATE t SET col = '...'`: the same untyped
+/// literals, assigned to interval, bytea and timestamp columns.
+fn update_literals(
+    up: &mut Update,
+    columns_of: impl Fn(&ObjectName) -> Option<Vec<(String, SqlType)>>,
+) -> Result<(), SqlError> {
+    let TableFactor::Table { name, .. } = &up.table.relation else {
+        return Ok(());
+    };
+    if !up.table.joins.is_empty() {
+        return Ok(());
+    }
+    let Some(cols) = columns_of(name) else {
+        return Ok(());
+    };
+    for a in up.assignments.iter_mut() {
+        let AssignmentTarget::ColumnName(c) = &a.target else {
+            continue;
+        };
+        let c = super::idents::last_part(c);
+        let ty = cols.iter().find(|(n, _)| *n == c).map(|(_, t)| t);
+        column_literal(&mut a.value, ty)?;
+    }
+    Ok(())
+}
+
+/// Reads an untyped string literal that goes into a column of type `ty`
+/// as PostgreSQL reads that type's input.
+fn column_literal(e: &mut Expr, ty: Option<&SqlType>) -> Result<(), SqlError> {
+    let Expr::Value(v) = e else { return Ok(()) };
+    match ty {
+        Some(SqlType::Bytea) => rewrite_bytea(v)?,
+        Some(SqlType::Interval) => {
+            if matches!(v.value, Value::SingleQuotedString(_)) {
+                rewrite(v);
             }
         }
+        Some(SqlType::Timestamp) => rewrite_timestamp(v),
+        _ => {}
     }
     Ok(())
 }
@@ -514,6 +572,26 @@ mod tests {
         assert_eq!(
             rewritten(r"INSERT INTO u VALUES ('\x01')"),
             r"INSERT INTO u VALUES ('\x01')"
+        );
+    }
+
+    #[test]
+    fn update_set_into_bytea_and_interval_columns() {
+        assert_eq!(
+            rewritten(r"UPDATE t SET b = '\x0102', iv = '01:00:00', i = 2 WHERE b = '\x01'"),
+            r"UPDATE t SET b = X'0102', iv = '0 months 0 days 3600000000000 nanoseconds', i = 2 WHERE b = '\x01'"
+        );
+        assert_eq!(
+            rewritten(r"INSERT INTO t SELECT 1, '\x01' || '', '00:00:02'"),
+            r"INSERT INTO t SELECT 1, '\x01' || '', '0 months 0 days 2000000000 nanoseconds'"
+        );
+        assert_eq!(
+            rewritten(r"INSERT INTO t (b) SELECT '\x01' AS x"),
+            r"INSERT INTO t (b) SELECT X'01' AS x"
+        );
+        assert_eq!(
+            rewritten(r"UPDATE u SET b = '\x01'"),
+            r"UPDATE u SET b = '\x01'"
         );
     }
 

@@ -15,6 +15,7 @@ pub mod copy;
 pub mod ddl;
 pub mod epoch;
 pub mod error;
+pub mod fast_dml;
 pub mod idents;
 pub mod info_schema;
 pub mod int_literals;

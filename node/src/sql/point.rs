@@ -17,29 +17,40 @@ use datafusion::arrow::array::{ArrayRef, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::sql::sqlparser::ast::{
-    BinaryOperator, Expr, GroupByExpr, ObjectNamePart, SelectFlavor, SelectItem, SetExpr,
-    Statement, TableFactor, Value,
+    BinaryOperator, Expr, GroupByExpr, ObjectName, ObjectNamePart, SelectFlavor, SelectItem,
+    SetExpr, Statement, TableFactor, Value,
 };
 
+use super::txn::PendingTable;
+use crate::storage::engine::Engine;
 use crate::storage::table::{SqlType, TableData, TableMeta};
-use crate::storage::DbVersion;
+use crate::storage::{DbVersion, StorageError};
 
 /// Where one key column's value comes from.
 #[derive(Debug, Clone)]
-enum KeyValue {
+pub(super) enum KeyValue {
     Literal(ScalarValue),
     /// `$n`, zero-based.
     Param(usize),
+}
+
+/// A WHERE clause that names one row by a whole unique key: the key's
+/// columns and where each value comes from. Point queries and point writes
+/// ([`super::point_write`]) share it.
+#[derive(Debug, Clone)]
+pub struct KeyLookup {
+    pub table: Arc<TableMeta>,
+    /// Table column positions of the unique key, in index order.
+    key: Vec<usize>,
+    /// One value per key column.
+    values: Vec<KeyValue>,
 }
 
 /// A recognised point query, bound to the table version it was read from.
 #[derive(Debug, Clone)]
 pub struct PointQuery {
     pub table: Arc<TableMeta>,
-    /// Table column positions of the unique key, in index order.
-    key: Vec<usize>,
-    /// One value per key column.
-    values: Vec<KeyValue>,
+    lookup: KeyLookup,
     /// Table column positions of the result.
     projection: Vec<usize>,
     /// The result schema (column names as PostgreSQL reports them).
@@ -202,21 +213,7 @@ impl PointQuery {
         if alias.as_ref().is_some_and(|a| !a.columns.is_empty()) {
             return None;
         }
-        let parts: Vec<String> = name
-            .0
-            .iter()
-            .map(|p| match p {
-                ObjectNamePart::Identifier(i) => Some(super::idents::fold(i)),
-                _ => None,
-            })
-            .collect::<Option<_>>()?;
-        let table_name = match parts.as_slice() {
-            [t] => t,
-            [s, t] if s == "public" => t,
-            [c, s, t] if c == super::CATALOG && s == "public" => t,
-            _ => return None,
-        };
-        let data: &Arc<TableData> = version.table_by_name(table_name)?;
+        let (data, table_name) = stored_table(name, version)?;
         let meta = data.meta.clone();
         let qualifier = match alias {
             Some(a) => super::idents::fold(&a.name),
@@ -254,8 +251,58 @@ impl PointQuery {
             return None;
         }
 
+        let lookup = KeyLookup::of(s.selection.as_ref()?, meta.clone(), &qualifier)?;
+        Some(PointQuery {
+            schema: Arc::new(Schema::new(fields)),
+            table: meta,
+            lookup,
+            projection,
+        })
+    }
+
+    /// The parameter types this query expects (`$1` first), for Describe.
+    pub fn param_types(&self) -> Vec<Option<DataType>> {
+        self.lookup.param_types()
+    }
+
+    /// See [`KeyLookup::key_arrays`].
+    pub fn key_arrays(&self, params: Option<&ParamValues>) -> Option<Vec<ArrayRef>> {
+        self.lookup.key_arrays(params)
+    }
+
+    /// The key this query looks up.
+    pub fn lookup(&self) -> &KeyLookup {
+        &self.lookup
+    }
+
+    /// Table column positions of the result.
+    pub fn projection(&self) -> &[usize] {
+        &self.projection
+    }
+
+    /// Positions of the key columns in the table.
+    pub fn key_columns(&self) -> &[usize] {
+        &self.lookup.key
+    }
+
+    /// Projects a stored row batch to the result schema.
+    pub fn project(&self, stored: &RecordBatch) -> Option<RecordBatch> {
+        let cols = self
+            .projection
+            .iter()
+            .map(|&i| stored.column(i).clone())
+            .collect();
+        RecordBatch::try_new(self.schema.clone(), cols).ok()
+    }
+}
+
+impl KeyLookup {
+    /// Recognises `selection` as `col = v AND ...` over exactly the columns
+    /// of one of `meta`'s unique keys (columns named directly or through
+    /// `qualifier`; values literals or parameters).
+    pub(super) fn of(selection: &Expr, meta: Arc<TableMeta>, qualifier: &str) -> Option<Self> {
         let mut eqs = Vec::new();
-        equalities(s.selection.as_ref()?, &meta, &qualifier, &mut eqs)?;
+        equalities(selection, &meta, qualifier, &mut eqs)?;
         for key in meta.unique_keys() {
             if key.len() != eqs.len() {
                 continue;
@@ -271,12 +318,10 @@ impl PointQuery {
             if values.len() != key.len() || !key.iter().all(|&c| key_type_ok(&meta.columns[c].ty)) {
                 continue;
             }
-            return Some(PointQuery {
-                schema: Arc::new(Schema::new(fields)),
+            return Some(KeyLookup {
                 table: meta,
                 key,
                 values,
-                projection,
             });
         }
         None
@@ -328,25 +373,94 @@ impl PointQuery {
         Some(out)
     }
 
-    /// Table column positions of the result.
-    pub fn projection(&self) -> &[usize] {
-        &self.projection
-    }
-
     /// Positions of the key columns in the table.
     pub fn key_columns(&self) -> &[usize] {
         &self.key
     }
 
-    /// Projects a stored row batch to the result schema.
-    pub fn project(&self, stored: &RecordBatch) -> Option<RecordBatch> {
-        let cols = self
-            .projection
+    /// The stored rows (row ids kept) with this key as a transaction sees
+    /// the table: the rows of `version` it has not deleted, then its own
+    /// pending rows with the key. `None` when the index cannot answer at
+    /// this snapshot, a key value does not fit its column, or the pending
+    /// rows are too many to look through (the general path then runs).
+    pub fn rows(
+        &self,
+        engine: &Engine,
+        version: &DbVersion,
+        pending: Option<&PendingTable>,
+        params: Option<&ParamValues>,
+    ) -> Result<Option<Vec<RecordBatch>>, StorageError> {
+        let (Some(keys), Some(t), Some(idx)) = (
+            self.key_arrays(params),
+            version.tables.get(&self.table.id),
+            engine.indexes(self.table.id),
+        ) else {
+            return Ok(None);
+        };
+        let Some(key) = idx
+            .keys
             .iter()
-            .map(|&i| stored.column(i).clone())
-            .collect();
-        RecordBatch::try_new(self.schema.clone(), cols).ok()
+            .find(|k| k.columns == self.key && k.usable_at(version.lsn))
+        else {
+            return Ok(None);
+        };
+        let pending_rows: usize =
+            pending.map_or(0, |p| p.inserts.iter().map(|b| b.num_rows()).sum());
+        if pending_rows > MAX_PENDING_SCAN {
+            return Ok(None);
+        }
+        let encoded = key.encode_arrays(&keys)?;
+        let wanted = encoded.row(0);
+        let mut out = Vec::new();
+        if !pending.is_some_and(|p| p.truncate) {
+            for r in key.candidates(wanted.as_ref()) {
+                if pending.is_some_and(|p| p.deletes.contains(&r)) {
+                    continue;
+                }
+                out.extend(t.row(r));
+            }
+        }
+        for b in pending.map_or(&[][..], |p| p.inserts.as_slice()) {
+            let cols: Vec<ArrayRef> = self.key.iter().map(|&c| b.column(c).clone()).collect();
+            let rows = key.encode_arrays(&cols)?;
+            let hits: Vec<u32> = (0..b.num_rows())
+                .filter(|&i| rows.row(i) == wanted)
+                .filter_map(|i| u32::try_from(i).ok())
+                .collect();
+            if !hits.is_empty() {
+                let take = datafusion::arrow::array::UInt32Array::from(hits);
+                out.push(datafusion::arrow::compute::take_record_batch(b, &take)?);
+            }
+        }
+        Ok(Some(out))
     }
+}
+
+/// A transaction with more pending rows in the table than this looks its key
+/// up through the general path.
+const MAX_PENDING_SCAN: usize = 4096;
+
+/// The stored table `name` names (plain, `public.` or `quiver.public.`), and
+/// its name.
+pub(super) fn stored_table<'a>(
+    name: &ObjectName,
+    version: &'a DbVersion,
+) -> Option<(&'a Arc<TableData>, String)> {
+    let parts: Vec<String> = name
+        .0
+        .iter()
+        .map(|p| match p {
+            ObjectNamePart::Identifier(i) => Some(super::idents::fold(i)),
+            _ => None,
+        })
+        .collect::<Option<_>>()?;
+    let table_name = match parts.as_slice() {
+        [t] => t,
+        [s, t] if s == "public" => t,
+        [c, s, t] if c == super::CATALOG && s == "public" => t,
+        _ => return None,
+    };
+    Some((version.table_by_name(table_name)?, table_name.clone()))
 }
 
 fn opts_plain(o: &datafusion::sql::sqlparser::ast::WildcardAdditionalOptions) -> bool {

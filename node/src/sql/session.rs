@@ -156,7 +156,7 @@ impl Session {
             super::literals::bytea_literals(s)?;
             super::literals::insert_literals(s, |name| {
                 // The newest catalog, without pinning the statement's
-                // snapshot; only INSERTs ask.
+                // snapshot; only INSERTs and UPDATEs ask.
                 let snap = engine.snapshot();
                 let t = snap.table_by_name(&super::idents::relation(name))?;
                 Some(
@@ -432,10 +432,9 @@ impl Session {
         PointQuery::recognize(stmt, &self.db.engine.snapshot())
     }
 
-    /// Answers a point query from the unique-key index, or `None` when the
-    /// general path must run it (pending writes to the table in this
-    /// transaction, a key value that does not fit the column, an index not
-    /// usable at this snapshot).
+    /// Answers a point query from the unique-key index (and the
+    /// transaction's own pending rows), or `None` when the general path must
+    /// run it (see [`super::point::KeyLookup::rows`]).
     async fn run_point_query(
         &self,
         stmt: &Statement,
@@ -452,30 +451,14 @@ impl Session {
                     .await;
             }
         }
-        if self.txn.has_pending(q.table.id) {
-            return Ok(None);
-        }
-        let (Some(keys), Some(t), Some(idx)) = (
-            q.key_arrays(params),
-            snap.tables.get(&q.table.id),
-            self.db.engine.indexes(q.table.id),
-        ) else {
-            return Ok(None);
-        };
-        let Some(key) = idx
-            .keys
-            .iter()
-            .find(|k| k.columns == q.key_columns() && k.usable_at(snap.lsn))
+        let pending = self.txn.pending_table(q.table.id);
+        let Some(rows) = q
+            .lookup()
+            .rows(&self.db.engine, &snap, pending.as_ref(), params)?
         else {
             return Ok(None);
         };
-        let encoded = key.encode_arrays(&keys)?;
-        let mut batches = Vec::new();
-        for r in key.candidates(encoded.row(0).as_ref()) {
-            if let Some(b) = t.row(r) {
-                batches.extend(q.project(&b));
-            }
-        }
+        let batches: Vec<_> = rows.iter().filter_map(|b| q.project(b)).collect();
         Ok(Some(Outcome::Batches {
             schema: q.schema,
             batches,
@@ -494,6 +477,14 @@ impl Session {
             }
             if let Some(call) = crate::dist::ddl::utility_call(stmt) {
                 return self.run_utility(&call).await;
+            }
+        }
+        if matches!(
+            stmt,
+            Statement::Update(_) | Statement::Delete(_) | Statement::Insert(_)
+        ) {
+            if let Some(out) = self.run_fast_dml(stmt, params.as_ref()).await? {
+                return Ok(out);
             }
         }
         match stmt {
@@ -775,7 +766,7 @@ fn is_deallocate_all(stmt: &Statement) -> bool {
 }
 
 /// Reads the `count` of a DML result.
-fn count_of(batches: &[RecordBatch]) -> u64 {
+pub(super) fn count_of(batches: &[RecordBatch]) -> u64 {
     batches
         .first()
         .and_then(|b| b.column_by_name("count"))
