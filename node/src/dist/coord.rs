@@ -7,14 +7,15 @@
 //!   statements go to the workers at once, staged there under the gid.
 //! - At commit, one worker: a one-phase commit. Several: prepare on all
 //!   (durable on each), record `Commit` in Raft (`DecideTxn`), then commit
-//!   on all and forget the decision. A failed prepare aborts everywhere.
+//!   on all; the decision is forgotten later, many in one Raft entry. A
+//!   failed prepare aborts everywhere.
 //! - [`Cluster::recover`] runs in the background: transactions left by an
 //!   earlier coordinator process are committed if Raft holds a `Commit`
 //!   decision for them, aborted otherwise; recorded decisions whose commits
 //!   did not all get through are retried.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
@@ -52,6 +53,12 @@ pub struct Cluster {
     pub(crate) range_lock: tokio::sync::Mutex<()>,
     /// Second phases of commits against pins of reads (ADR 0011).
     pub(crate) gate: super::read_point::CommitGate,
+    /// Decided transactions whose commits all got through, to be forgotten
+    /// in Raft by one `ForgetTxns` entry for many (see
+    /// [`Cluster::forget_later`]).
+    forget: parking_lot::Mutex<Vec<String>>,
+    /// True while a task is proposing `forget`'s gids.
+    forgetting: AtomicBool,
     /// `QUIVER_BENCH_NO_READ_PINS=1`: statements outside repeatable read
     /// pin nothing (each shard is read at its newest version, as before
     /// ADR 0011). Only for measuring what consistent reads cost.
@@ -78,6 +85,8 @@ impl Cluster {
             next_gid: AtomicU64::new(1),
             range_lock: tokio::sync::Mutex::new(()),
             gate: Default::default(),
+            forget: Default::default(),
+            forgetting: AtomicBool::new(false),
             no_read_pins: std::env::var("QUIVER_BENCH_NO_READ_PINS").is_ok_and(|v| v == "1"),
         })
     }
@@ -243,7 +252,7 @@ impl Cluster {
     }
 
     /// Commits a session's distributed transaction.
-    pub async fn commit(&self, t: DistTxn) -> Result<(), SqlError> {
+    pub async fn commit(self: &Arc<Self>, t: DistTxn) -> Result<(), SqlError> {
         if t.nodes.is_empty() {
             return Ok(());
         }
@@ -328,7 +337,7 @@ impl Cluster {
     /// forgets the decision once all have it. Failures are left to recovery.
     /// Holds the commit gate's shared side throughout, so no read pins its
     /// snapshot while the transaction is on some participants only.
-    async fn finish(&self, gid: &str, nodes: &BTreeMap<NodeId, String>) -> bool {
+    async fn finish(self: &Arc<Self>, gid: &str, nodes: &BTreeMap<NodeId, String>) -> bool {
         let _gate = self.gate.committing().await;
         let commits = nodes.values().map(|addr| {
             let clients = self.clients.clone();
@@ -343,16 +352,40 @@ impl Cluster {
             }
         }
         if all {
-            let _ = self
-                .propose(
-                    MetaCommand::ForgetTxns {
-                        gids: vec![gid.to_owned()],
-                    },
-                    "XX000",
-                )
-                .await;
+            self.forget_later(gid.to_owned());
         }
         all
+    }
+
+    /// Forgets a decided transaction in Raft, off the committing client's
+    /// path: gids queue while one task proposes them, so a busy coordinator
+    /// writes one `ForgetTxns` entry for many commits. A gid not yet
+    /// forgotten when the coordinator stops only makes recovery send its
+    /// commit again, which a worker answers as done.
+    fn forget_later(self: &Arc<Self>, gid: String) {
+        self.forget.lock().push(gid);
+        if self.forgetting.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            loop {
+                let gids = std::mem::take(&mut *me.forget.lock());
+                if gids.is_empty() {
+                    me.forgetting.store(false, Ordering::Release);
+                    // A gid queued after the take and before the store
+                    // found the flag still set: take it on unless another
+                    // task already has.
+                    if me.forget.lock().is_empty() || me.forgetting.swap(true, Ordering::AcqRel) {
+                        return;
+                    }
+                    continue;
+                }
+                if let Err(e) = me.propose(MetaCommand::ForgetTxns { gids }, "XX000").await {
+                    tracing::warn!(error = %e.message, "could not forget decided transactions; recovery will");
+                }
+            }
+        });
     }
 
     /// Aborts a session's distributed transaction everywhere (best effort:
@@ -380,7 +413,7 @@ impl Cluster {
     }
 
     /// One recovery pass (see the module docs). Only the Raft leader acts.
-    pub async fn recover(&self) {
+    pub async fn recover(self: &Arc<Self>) {
         if !self.api.node().is_leader() {
             return;
         }

@@ -30,6 +30,8 @@
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
+
 use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, RecordBatchOptions};
 use datafusion::arrow::compute::concat;
 use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
@@ -38,7 +40,7 @@ use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Column, DFSchema, ParamValues, Result, ScalarValue};
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::TableType;
-use datafusion::execution::SessionState;
+use datafusion::execution::{SessionState, TaskContext};
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::simplify::SimplifyContext;
 use datafusion::logical_expr::utils::split_conjunction;
@@ -47,13 +49,40 @@ use datafusion::logical_expr::{
 };
 use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use datafusion::physical_plan::collect;
+use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{
     AssignmentTarget, Delete, Expr, ExprWithAlias, FromTable, Insert, ObjectName, ObjectNamePart,
     Query, SetExpr, Statement, TableFactor, TableObject, TableWithJoins, Update, Values,
 };
+use parking_lot::Mutex;
 
 use super::session::{Outcome, Session};
 use super::SqlError;
+
+/// A session's state and task context as the fast path uses them, copied
+/// from its `SessionContext` once rather than per statement: a copy clones
+/// every function registry (hundreds of entries), which cost more than the
+/// rest of a one-row UPDATE. `SET` forgets the copy (it may change the
+/// configuration); nothing else changes a session's state after it starts.
+#[derive(Default)]
+pub struct FastState(Mutex<Option<(Arc<SessionState>, Arc<TaskContext>)>>);
+
+impl FastState {
+    fn get(&self, ctx: &SessionContext) -> (Arc<SessionState>, Arc<TaskContext>) {
+        self.0
+            .lock()
+            .get_or_insert_with(|| {
+                let state = ctx.state();
+                let task = state.task_ctx();
+                (Arc::new(state), task)
+            })
+            .clone()
+    }
+
+    pub fn forget(&self) {
+        *self.0.lock() = None;
+    }
+}
 
 /// A VALUES list longer than this takes the general path.
 const MAX_VALUES_ROWS: usize = 16;
@@ -303,6 +332,7 @@ impl FastDml {
         state: &SessionState,
         schema: &SchemaRef,
         params: Option<&ParamValues>,
+        now: DateTime<Utc>,
     ) -> Result<(Vec<(String, DfExpr)>, Vec<DfExpr>)> {
         let df_schema = Arc::new(DFSchema::try_from_qualified_schema(
             self.qualifier.as_str(),
@@ -342,7 +372,7 @@ impl FastDml {
         exprs.push(DfExpr::Literal(ScalarValue::Boolean(Some(true)), None).alias("__keep"));
         plan = LogicalPlan::Projection(Projection::try_new(exprs, Arc::new(plan))?);
         let plan = analyse(state, plan, params)?;
-        let simplifier = simplifier(state, df_schema.clone());
+        let simplifier = simplifier(state, df_schema.clone(), now);
         let mut assignments = Vec::with_capacity(set.len());
         let mut filters = Vec::new();
         if let LogicalPlan::Projection(p) = &plan {
@@ -375,6 +405,7 @@ impl FastDml {
         state: &SessionState,
         provider: &dyn TableProvider,
         params: Option<&ParamValues>,
+        now: DateTime<Utc>,
     ) -> Result<RecordBatch> {
         let Op::Insert { columns, rows } = &self.op else {
             return Err(datafusion::common::DataFusionError::Internal(
@@ -440,13 +471,14 @@ impl FastDml {
             vec![],
             &RecordBatchOptions::new().with_row_count(Some(1)),
         )?;
+        let simplifier = simplifier(state, empty.clone(), now);
         let mut cells: Vec<ArrayRef> = Vec::with_capacity(p.expr.len());
         for e in p.expr {
             let e = match e {
                 DfExpr::Alias(a) => *a.expr,
                 other => other,
             };
-            let phys = state.create_physical_expr(e, &empty)?;
+            let phys = state.create_physical_expr(simplifier.simplify(e)?, &empty)?;
             cells.push(phys.evaluate(&one_row)?.into_array(1)?);
         }
         let mut cols = Vec::with_capacity(width);
@@ -488,13 +520,12 @@ fn analyse(
         .execute_and_check(plan, state.config_options(), |_, _| {})
 }
 
-fn simplifier(state: &SessionState, schema: Arc<DFSchema>) -> ExprSimplifier {
-    let mut ctx = SimplifyContext::builder()
+/// Simplifies with `now()` as the statement's start.
+fn simplifier(state: &SessionState, schema: Arc<DFSchema>, now: DateTime<Utc>) -> ExprSimplifier {
+    let ctx = SimplifyContext::builder()
         .with_schema(schema)
-        .with_config_options(Arc::clone(state.config_options()));
-    if let Some(t) = state.execution_props().query_execution_start_time {
-        ctx = ctx.with_query_execution_start_time(Some(t));
-    }
+        .with_config_options(Arc::clone(state.config_options()))
+        .with_query_execution_start_time(Some(now));
     ExprSimplifier::new(ctx.build())
 }
 
@@ -529,39 +560,37 @@ impl Session {
         if provider.table_type() != TableType::Base {
             return Ok(None);
         }
-        let mut state = self.ctx.state();
-        let config = Arc::clone(state.config_options());
-        state.execution_props_mut().mark_start_execution(config);
+        let (state, task) = self.fast_state.get(&self.ctx);
+        let state = state.as_ref();
+        let now = Utc::now();
         let schema = provider.schema();
         let (tag, exec) = match &dml.op {
             Op::Insert { .. } => {
-                let Ok(batch) = dml.values_batch(&state, provider.as_ref(), params) else {
+                let Ok(batch) = dml.values_batch(state, provider.as_ref(), params, now) else {
                     return Ok(None);
                 };
                 let input =
                     MemorySourceConfig::try_new_exec(&[vec![batch.clone()]], batch.schema(), None)?;
-                let exec = provider
-                    .insert_into(&state, input, InsertOp::Append)
-                    .await?;
+                let exec = provider.insert_into(state, input, InsertOp::Append).await?;
                 ("INSERT 0", exec)
             }
             Op::Update { .. } => {
-                let Ok((assignments, filters)) = dml.plan_write(&state, &schema, params) else {
+                let Ok((assignments, filters)) = dml.plan_write(state, &schema, params, now) else {
                     return Ok(None);
                 };
                 (
                     "UPDATE",
-                    provider.update(&state, assignments, filters).await?,
+                    provider.update(state, assignments, filters).await?,
                 )
             }
             Op::Delete { .. } => {
-                let Ok((_, filters)) = dml.plan_write(&state, &schema, params) else {
+                let Ok((_, filters)) = dml.plan_write(state, &schema, params, now) else {
                     return Ok(None);
                 };
-                ("DELETE", provider.delete_from(&state, filters).await?)
+                ("DELETE", provider.delete_from(state, filters).await?)
             }
         };
-        let batches = collect(exec, state.task_ctx()).await?;
+        let batches = collect(exec, task).await?;
         let n = super::session::count_of(&batches);
         Ok(Some(Outcome::Command(format!("{tag} {n}"))))
     }

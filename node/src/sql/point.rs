@@ -413,11 +413,10 @@ impl KeyLookup {
         let wanted = encoded.row(0);
         let mut out = Vec::new();
         if !pending.is_some_and(|p| p.truncate) {
-            for r in key.candidates(wanted.as_ref()) {
-                if pending.is_some_and(|p| p.deletes.contains(&r)) {
-                    continue;
+            if let Some(r) = key.newest(wanted.as_ref(), |r| t.is_live(r)) {
+                if !pending.is_some_and(|p| p.deletes.contains(&r)) {
+                    out.extend(t.row(r));
                 }
-                out.extend(t.row(r));
             }
         }
         for b in pending.map_or(&[][..], |p| p.inserts.as_slice()) {

@@ -134,16 +134,15 @@ impl QuiverTable {
             let mut out = Vec::new();
             let mut seen = HashSet::new();
             for row in rows.iter() {
-                for r in key.candidates(row.as_ref()) {
-                    if !seen.insert(r) {
-                        continue;
-                    }
-                    if pending.is_some_and(|p| p.truncate || p.deletes.contains(&r)) {
-                        continue;
-                    }
-                    if let Some(b) = t.row(r) {
-                        out.push(b);
-                    }
+                let Some(r) = key.newest(row.as_ref(), |r| t.is_live(r)) else {
+                    continue;
+                };
+                if !seen.insert(r) || pending.is_some_and(|p| p.truncate || p.deletes.contains(&r))
+                {
+                    continue;
+                }
+                if let Some(b) = t.row(r) {
+                    out.push(b);
                 }
             }
             if let Some(p) = pending {

@@ -93,6 +93,8 @@ pub struct Session {
     savepoints: Vec<(String, Pending, u64)>,
     /// The open block's isolation level (see [`super::isolation`]).
     isolation: &'static str,
+    /// The DML fast path's copy of `ctx`'s state.
+    pub(super) fast_state: super::fast_dml::FastState,
 }
 
 impl Session {
@@ -110,6 +112,7 @@ impl Session {
             settings,
             savepoints: Vec::new(),
             isolation: "read committed",
+            fast_state: Default::default(),
         }
     }
 
@@ -548,6 +551,7 @@ impl Session {
             }
             Statement::Set(set) => {
                 let tag = self.settings.apply_set(set, &self.ctx)?;
+                self.fast_state.forget();
                 Ok(Outcome::Command(tag))
             }
             Statement::ShowVariable { variable } => {

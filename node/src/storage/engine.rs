@@ -544,9 +544,8 @@ fn check_unique(
                 let clash = !seen.insert(bytes.into())
                     || (!w.truncate
                         && key
-                            .candidates(bytes)
-                            .into_iter()
-                            .any(|r| !w.deletes.contains(&r) && t.is_live(r)));
+                            .newest(bytes, |r| t.is_live(r))
+                            .is_some_and(|r| !w.deletes.contains(&r)));
                 if clash {
                     let names: Vec<&str> = key
                         .columns

@@ -1,7 +1,8 @@
 //! Hash indexes over unique keys (PRIMARY KEY and UNIQUE).
 //!
 //! An index maps the encoded key (Arrow row format, so multi-column keys and
-//! every type compare by bytes) to the row ids that ever carried it. It is
+//! every type compare by bytes) to the row ids that ever carried it, oldest
+//! first. It is
 //! not versioned: readers check each candidate row id against their own
 //! snapshot, so an index entry for a row that a snapshot cannot see is
 //! harmless. Entries are added when a commit is applied; entries for rows
@@ -57,9 +58,16 @@ impl KeyIndex {
         Ok(self.converter.convert_columns(cols)?)
     }
 
-    /// Row ids that ever had this key.
-    pub fn candidates(&self, key: &[u8]) -> Vec<u64> {
-        self.map.read().get(key).cloned().unwrap_or_default()
+    /// The newest row id that had this key and that `visible` accepts.
+    ///
+    /// A key is unique, so a snapshot sees at most one live row with it:
+    /// asking from the newest entry back stops at that row at once, however
+    /// many older versions of it (each UPDATE adds one) wait for the next
+    /// checkpoint to prune them. A key whose row is gone still walks them
+    /// all.
+    pub fn newest(&self, key: &[u8], mut visible: impl FnMut(u64) -> bool) -> Option<u64> {
+        let map = self.map.read();
+        map.get(key)?.iter().rev().copied().find(|&r| visible(r))
     }
 
     /// Adds every row of a stored batch.

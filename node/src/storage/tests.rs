@@ -147,6 +147,54 @@ async fn unique_key_is_enforced_and_freed_by_delete() {
     assert_eq!(ids(&e), vec![1, 2]);
 }
 
+/// The row with key `id` that `snap` sees, by the unique index.
+fn by_key(e: &Engine, snap: &super::DbVersion, id: i32) -> Option<String> {
+    let t = snap.table_by_name("t")?;
+    let idx = e.indexes(t.meta.id)?;
+    let key = idx.keys[0]
+        .encode_arrays(&[Arc::new(Int32Array::from(vec![id]))])
+        .unwrap();
+    let r = idx.keys[0].newest(key.row(0).as_ref(), |r| t.is_live(r))?;
+    let b = t.row(r)?;
+    let v = b.column(1).as_any().downcast_ref::<StringArray>()?;
+    Some(v.value(0).to_string())
+}
+
+#[tokio::test]
+async fn index_lookup_finds_the_version_each_snapshot_sees() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = Engine::open(dir.path(), EngineOptions::default()).unwrap();
+    e.create_table(meta(), false).await.unwrap();
+    insert(&e, &[1, 2]).await.unwrap();
+    let first = e.snapshot();
+    // Many versions of key 1 (an UPDATE each: delete + insert).
+    let mut middle = None;
+    for n in 0..50 {
+        delete_where(&e, |i| i == 1).await;
+        insert(&e, &[1]).await.unwrap();
+        if n == 25 {
+            middle = Some(e.snapshot());
+        }
+    }
+    let newest = e.snapshot();
+    for snap in [&first, middle.as_ref().unwrap(), &newest] {
+        assert_eq!(by_key(&e, snap, 1).as_deref(), Some("v1"));
+        assert_eq!(by_key(&e, snap, 2).as_deref(), Some("v2"));
+        assert_eq!(by_key(&e, snap, 3), None);
+    }
+    // A snapshot between the delete and the insert sees no row.
+    delete_where(&e, |i| i == 1).await;
+    assert_eq!(by_key(&e, &e.snapshot(), 1), None);
+    assert_eq!(by_key(&e, &newest, 1).as_deref(), Some("v1"));
+    insert(&e, &[1]).await.unwrap();
+    // The unique check still meets the newest version.
+    assert!(matches!(
+        insert(&e, &[1]).await,
+        Err(StorageError::UniqueViolation { .. })
+    ));
+    assert_eq!(ids(&e), vec![1, 2]);
+}
+
 #[tokio::test]
 async fn deleting_a_deleted_row_is_a_serialization_failure() {
     let dir = tempfile::tempdir().unwrap();
