@@ -41,6 +41,16 @@ pub struct DistTxn {
     pub writes: u64,
 }
 
+/// Decided transactions on their way out of the Raft state.
+#[derive(Debug, Default)]
+struct Forget {
+    /// Not yet proposed.
+    queued: Vec<String>,
+    /// Every participant has the commit (queued or being proposed): a read
+    /// need not wait for them (see [`Cluster::finished`]).
+    finished: BTreeSet<String>,
+}
+
 /// The coordinator's handle on the cluster's data path.
 pub struct Cluster {
     api: Arc<MetaApi>,
@@ -56,7 +66,7 @@ pub struct Cluster {
     /// Decided transactions whose commits all got through, to be forgotten
     /// in Raft by one `ForgetTxns` entry for many (see
     /// [`Cluster::forget_later`]).
-    forget: parking_lot::Mutex<Vec<String>>,
+    forget: parking_lot::Mutex<Forget>,
     /// True while a task is proposing `forget`'s gids.
     forgetting: AtomicBool,
     /// `QUIVER_BENCH_NO_READ_PINS=1`: statements outside repeatable read
@@ -363,29 +373,48 @@ impl Cluster {
     /// forgotten when the coordinator stops only makes recovery send its
     /// commit again, which a worker answers as done.
     fn forget_later(self: &Arc<Self>, gid: String) {
-        self.forget.lock().push(gid);
+        {
+            let mut f = self.forget.lock();
+            f.finished.insert(gid.clone());
+            f.queued.push(gid);
+        }
         if self.forgetting.swap(true, Ordering::AcqRel) {
             return;
         }
         let me = Arc::clone(self);
         tokio::spawn(async move {
             loop {
-                let gids = std::mem::take(&mut *me.forget.lock());
+                let gids = std::mem::take(&mut me.forget.lock().queued);
                 if gids.is_empty() {
                     me.forgetting.store(false, Ordering::Release);
                     // A gid queued after the take and before the store
                     // found the flag still set: take it on unless another
                     // task already has.
-                    if me.forget.lock().is_empty() || me.forgetting.swap(true, Ordering::AcqRel) {
+                    if me.forget.lock().queued.is_empty()
+                        || me.forgetting.swap(true, Ordering::AcqRel)
+                    {
                         return;
                     }
                     continue;
                 }
-                if let Err(e) = me.propose(MetaCommand::ForgetTxns { gids }, "XX000").await {
+                let r = me
+                    .propose(MetaCommand::ForgetTxns { gids: gids.clone() }, "XX000")
+                    .await;
+                if let Err(e) = r {
                     tracing::warn!(error = %e.message, "could not forget decided transactions; recovery will");
+                }
+                let mut f = me.forget.lock();
+                for g in &gids {
+                    f.finished.remove(g);
                 }
             }
         });
+    }
+
+    /// True when every participant of decided transaction `gid` has its
+    /// commit (its decision only waits to be forgotten).
+    pub(crate) fn finished(&self, gid: &str) -> bool {
+        self.forget.lock().finished.contains(gid)
     }
 
     /// Aborts a session's distributed transaction everywhere (best effort:

@@ -226,13 +226,15 @@ impl Drop for ReadPoint {
 impl Cluster {
     /// A transaction decided `Commit` in Raft whose second phase has not
     /// finished (no second phase is in flight while the gate is held
-    /// exclusively, so it is one that failed or was cut by a crash).
+    /// exclusively, so it is one that failed or was cut by a crash, or one
+    /// decided and not yet in its second phase). Decisions this coordinator
+    /// finished and only has to forget do not count.
     fn unfinished_commit(&self) -> Option<String> {
         let state = self.snapshot();
         state
             .txns
             .iter()
-            .find(|(_, d)| d.decision == Decision::Commit)
+            .find(|(gid, d)| d.decision == Decision::Commit && !self.finished(gid))
             .map(|(gid, _)| gid.clone())
     }
 }

@@ -30,9 +30,13 @@ const MAX_DELETED_FRACTION: f64 = 0.3;
 
 /// What a checkpoint did to one table, to install into the head version.
 enum Install {
-    /// Segments starting at these row ids now live in these parts.
-    Labels(Vec<(u64, u64)>),
-    /// The first `replaced` segments were rewritten into `segment`.
+    /// Segments starting at these row ids, with these many rows, now live
+    /// in these parts: `(first row id, rows, part)`. A segment that has
+    /// grown since (a commit appended to it) is not in the part whole and
+    /// stays memory-only.
+    Labels(Vec<(u64, usize, u64)>),
+    /// The first `replaced` segments were rewritten into `segment`; the
+    /// last of them may have grown since, and its newer rows stay after it.
     Compacted {
         replaced: Vec<Arc<Segment>>,
         segment: Arc<Segment>,
@@ -197,7 +201,7 @@ impl Engine {
                     wrote += 1;
                     for s in &group {
                         if let Some(first) = s.first_rowid() {
-                            labels.push((first, pid));
+                            labels.push((first, s.rows, pid));
                         }
                     }
                     entry.parts.push(self.part_entry(id, pid, &group, lsn)?);
@@ -259,13 +263,17 @@ fn install_into(
                     }
                 }
             }
-            let map: HashMap<u64, u64> = labels.into_iter().collect();
+            let map: HashMap<u64, (usize, u64)> = labels
+                .into_iter()
+                .map(|(first, rows, pid)| (first, (rows, pid)))
+                .collect();
             let mut new = t.clone();
             for seg in new.segments.iter_mut() {
                 if seg.part.is_none() {
-                    if let Some(pid) = seg.first_rowid().and_then(|f| map.get(&f)) {
+                    let label = seg.first_rowid().and_then(|f| map.get(&f));
+                    if let Some(&(_, pid)) = label.filter(|(rows, _)| *rows == seg.rows) {
                         let mut s = (**seg).clone();
-                        s.part = Some(*pid);
+                        s.part = Some(pid);
                         *seg = Arc::new(s);
                     }
                 }
@@ -273,14 +281,28 @@ fn install_into(
             Ok(Some(new))
         }
         Install::Compacted { replaced, segment } => {
-            let same_prefix = t.segments.len() >= replaced.len()
+            let n = replaced.len();
+            let same_prefix = t.segments.len() >= n
                 && t.segments
                     .iter()
                     .zip(&replaced)
-                    .all(|(h, r)| h.first_rowid() == r.first_rowid() && h.rows == r.rows);
+                    .enumerate()
+                    .all(|(i, (h, r))| {
+                        h.first_rowid() == r.first_rowid()
+                            && (h.rows == r.rows
+                                || (i + 1 == n && h.rows > r.rows && h.part.is_none()))
+                    });
             if !same_prefix {
                 return Ok(None);
             }
+            // Rows appended to the last replaced segment since.
+            let grown = match (t.segments.get(n.wrapping_sub(1)), replaced.last()) {
+                (Some(h), Some(r)) if h.rows > r.rows => match r.last_rowid() {
+                    Some(last) => h.after(last)?,
+                    None => None,
+                },
+                _ => None,
+            };
             // Deletes committed after the checkpoint snapshot.
             let mut later = Vec::new();
             for (h, r) in t.segments.iter().zip(&replaced) {
@@ -299,7 +321,10 @@ fn install_into(
                 Arc::new(segment.with_deleted(&pos))
             };
             let mut new = t.clone();
-            new.segments.splice(0..replaced.len(), [seg.clone()]);
+            new.segments.splice(
+                0..n,
+                std::iter::once(seg.clone()).chain(grown.map(Arc::new)),
+            );
             // Rows physically gone: prune them from the unique indexes.
             if let Some(idx) = engine.indexes(t.meta.id) {
                 let first_new = new.segments.get(1).and_then(|s| s.first_rowid());
@@ -334,8 +359,91 @@ fn wal_cutoff(files: &[(u64, std::path::PathBuf)], rotate_lsn: u64, floor: Optio
 
 #[cfg(test)]
 mod tests {
-    use super::wal_cutoff;
+    use super::{install_into, wal_cutoff, Install};
+    use crate::storage::tests::{delete_where, ids, insert, meta};
+    use crate::storage::{Engine, EngineOptions};
     use std::path::PathBuf;
+
+    /// Checkpoints table `t` as of now, then runs `meanwhile` (commits
+    /// that land while the parts are written), then installs.
+    async fn checkpoint_racing(
+        e: &Engine,
+        meanwhile: impl std::future::Future<Output = ()>,
+    ) -> (Install, crate::storage::table::TableData) {
+        let snap = e.snapshot();
+        let t = snap.table_by_name("t").unwrap().clone();
+        let (_, install, _, _) = e.checkpoint_table(&t, snap.lsn).unwrap();
+        let kind = match &install {
+            Install::Labels(l) => Install::Labels(l.clone()),
+            Install::Compacted { replaced, segment } => Install::Compacted {
+                replaced: replaced.clone(),
+                segment: segment.clone(),
+            },
+        };
+        meanwhile.await;
+        let head = e.snapshot();
+        let ht = head.table_by_name("t").unwrap();
+        let new = install_into(ht, install, snap.lsn, head.lsn, e)
+            .unwrap()
+            .unwrap();
+        (kind, new)
+    }
+
+    #[tokio::test]
+    async fn a_tail_grown_during_a_checkpoint_is_not_labelled_with_its_part() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Engine::open(dir.path(), EngineOptions::default()).unwrap();
+        e.create_table(meta(), false).await.unwrap();
+        insert(&e, &[1]).await.unwrap();
+        insert(&e, &[2]).await.unwrap();
+        let (kind, new) = checkpoint_racing(&e, async {
+            insert(&e, &[3]).await.unwrap();
+        })
+        .await;
+        assert!(matches!(kind, Install::Labels(_)));
+        // The part holds rows 1 and 2 only: the segment (now 3 rows) stays
+        // memory-only, so the next checkpoint writes it whole.
+        assert_eq!(new.segments.len(), 1);
+        assert_eq!((new.segments[0].rows, new.segments[0].part), (3, None));
+    }
+
+    #[tokio::test]
+    async fn compaction_keeps_rows_appended_to_the_tail_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Engine::open(dir.path(), EngineOptions::default()).unwrap();
+        e.create_table(meta(), false).await.unwrap();
+        insert(&e, &[1, 2]).await.unwrap();
+        let e2 = e.clone();
+        tokio::task::spawn_blocking(move || e2.checkpoint())
+            .await
+            .unwrap()
+            .unwrap();
+        insert(&e, &[3]).await.unwrap();
+        insert(&e, &[4]).await.unwrap();
+        delete_where(&e, |i| i < 4).await;
+        let (kind, new) = checkpoint_racing(&e, async {
+            insert(&e, &[5]).await.unwrap();
+            delete_where(&e, |i| i == 4).await;
+            insert(&e, &[6]).await.unwrap();
+        })
+        .await;
+        assert!(matches!(kind, Install::Compacted { .. }));
+        let live: Vec<u64> = new
+            .segments
+            .iter()
+            .flat_map(|s| s.live_batches().unwrap())
+            .flat_map(|b| crate::storage::table::rowids(&b).unwrap().values().to_vec())
+            .collect();
+        // Rows 5 and 6 (row ids 5, 6) kept after the compacted segment;
+        // row 4's later delete applied to it.
+        assert_eq!(live, vec![5, 6]);
+        assert_eq!(new.segments.len(), 2);
+        assert!(new.segments[1].part.is_none());
+        assert!(new.is_live(6) && !new.is_live(4));
+        drop(e);
+        let e = Engine::open(dir.path(), EngineOptions::default()).unwrap();
+        assert_eq!(ids(&e), vec![5, 6]);
+    }
 
     #[test]
     fn open_stages_keep_their_wal_files() {

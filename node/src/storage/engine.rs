@@ -21,7 +21,7 @@ use parking_lot::{Mutex, RwLock};
 use super::codec::{self, Op, StagedRows};
 use super::index::TableIndexes;
 use super::parts;
-use super::table::{check_not_null, chunk, with_rowids, Segment, TableData, TableMeta};
+use super::table::{check_not_null, chunk, with_rowids, Segment, TableData, TableMeta, TAIL_ROWS};
 use super::wal::{self, WalObserver, WalWriter};
 use super::StorageError;
 
@@ -652,7 +652,16 @@ pub(super) fn apply(
                         idx.add_batch(b)?;
                     }
                 }
-                if seg.rows > 0 {
+                let tail = t
+                    .segments
+                    .last()
+                    .filter(|l| l.part.is_none() && l.rows + seg.rows <= TAIL_ROWS);
+                if let Some(tail) = tail {
+                    let grown = Arc::new(tail.appended(&seg.batches)?);
+                    if let Some(last) = t.segments.last_mut() {
+                        *last = grown;
+                    }
+                } else if seg.rows > 0 {
                     t.segments.push(Arc::new(seg));
                 }
                 v.tables.insert(*table, Arc::new(t));

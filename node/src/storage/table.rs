@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, UInt64Array};
 use datafusion::arrow::buffer::BooleanBuffer;
-use datafusion::arrow::compute::filter_record_batch;
+use datafusion::arrow::compute::{concat_batches, filter_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, IntervalUnit, Schema, SchemaRef, TimeUnit};
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +21,11 @@ use super::StorageError;
 pub const ROWID: &str = "__rowid";
 /// Rows per batch inside a segment.
 pub const BATCH_ROWS: usize = 8192;
+/// A commit's rows join the table's last segment while it is memory-only
+/// and holds fewer rows than this (see [`Segment::appended`]).
+pub const TAIL_ROWS: usize = BATCH_ROWS;
+/// A batch this small at a segment's end takes the next rows into itself.
+const SMALL_BATCH: usize = 1024;
 
 /// A column type as SQL sees it; each maps to one Arrow type.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -252,6 +257,75 @@ impl Segment {
             None => true,
             Some(mask) => mask.value(row),
         }
+    }
+
+    /// A copy with `batches` (stored, row ids above this segment's) added at
+    /// the end; rows that fit are merged into a small last batch. Small
+    /// commits (an UPDATE of one row) so grow one segment and one batch
+    /// instead of adding a segment each: a table's segment list, which
+    /// every commit copies, stays short between checkpoints.
+    pub fn appended(&self, batches: &[RecordBatch]) -> Result<Segment, StorageError> {
+        let mut seg = self.clone();
+        for b in batches {
+            let n = b.num_rows();
+            if n == 0 {
+                continue;
+            }
+            let merge = seg
+                .batches
+                .last()
+                .filter(|l| l.num_rows() + n <= SMALL_BATCH && l.schema() == b.schema())
+                .cloned();
+            match (merge, seg.live.pop()) {
+                (Some(last), Some(mask)) => {
+                    seg.batches.pop();
+                    seg.batches
+                        .push(concat_batches(&last.schema(), [&last, b])?);
+                    seg.live.push(mask.map(|m| {
+                        let mut v: Vec<bool> = m.iter().collect();
+                        v.resize(v.len() + n, true);
+                        BooleanBuffer::from(v)
+                    }));
+                }
+                (_, mask) => {
+                    if let Some(m) = mask {
+                        seg.live.push(m);
+                    }
+                    seg.first_rowids.push(rowids(b)?.value(0));
+                    seg.batches.push(b.clone());
+                    seg.live.push(None);
+                }
+            }
+            seg.rows += n;
+            seg.live_rows += n;
+        }
+        Ok(seg)
+    }
+
+    /// The rows after `rowid` (with their deletions), or `None` when there
+    /// are none.
+    pub fn after(&self, rowid: u64) -> Result<Option<Segment>, StorageError> {
+        let mut batches = Vec::new();
+        let mut live = Vec::new();
+        for (b, m) in self.batches.iter().zip(&self.live) {
+            let start = rowids(b)?.values().partition_point(|&r| r <= rowid);
+            let len = b.num_rows() - start;
+            if len > 0 {
+                batches.push(b.slice(start, len));
+                live.push(m.as_ref().map(|m| m.slice(start, len)));
+            }
+        }
+        if batches.is_empty() {
+            return Ok(None);
+        }
+        let mut seg = Segment::new(batches, None)?;
+        seg.live_rows = live
+            .iter()
+            .zip(&seg.batches)
+            .map(|(m, b)| m.as_ref().map_or(b.num_rows(), |m| m.count_set_bits()))
+            .sum();
+        seg.live = live;
+        Ok(Some(seg))
     }
 
     /// A copy with the given `(batch, row)` positions marked deleted.

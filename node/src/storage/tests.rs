@@ -46,7 +46,7 @@ fn batch(ids: &[i32]) -> RecordBatch {
     .unwrap()
 }
 
-fn ids(engine: &Engine) -> Vec<i32> {
+pub(super) fn ids(engine: &Engine) -> Vec<i32> {
     let snap = engine.snapshot();
     let t = snap.table_by_name("t").unwrap();
     let mut out = Vec::new();
@@ -58,7 +58,7 @@ fn ids(engine: &Engine) -> Vec<i32> {
     out
 }
 
-async fn insert(engine: &Engine, rows: &[i32]) -> Result<(), StorageError> {
+pub(super) async fn insert(engine: &Engine, rows: &[i32]) -> Result<(), StorageError> {
     let id = engine.snapshot().names["t"];
     let mut ws = WriteSet::default();
     ws.tables.insert(
@@ -71,7 +71,7 @@ async fn insert(engine: &Engine, rows: &[i32]) -> Result<(), StorageError> {
     engine.commit(ws).await.map(|_| ())
 }
 
-async fn delete_where(engine: &Engine, pred: impl Fn(i32) -> bool) {
+pub(super) async fn delete_where(engine: &Engine, pred: impl Fn(i32) -> bool) {
     let snap = engine.snapshot();
     let t = snap.table_by_name("t").unwrap();
     let mut del = std::collections::BTreeSet::new();
@@ -193,6 +193,45 @@ async fn index_lookup_finds_the_version_each_snapshot_sees() {
         Err(StorageError::UniqueViolation { .. })
     ));
     assert_eq!(ids(&e), vec![1, 2]);
+}
+
+#[tokio::test]
+async fn small_commits_grow_one_tail_segment_and_survive_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let e = Engine::open(dir.path(), EngineOptions::default()).unwrap();
+        e.create_table(meta(), false).await.unwrap();
+        for i in 0..20 {
+            insert(&e, &[i]).await.unwrap();
+        }
+        delete_where(&e, |i| i % 3 == 0).await;
+        let snap = e.snapshot();
+        let t = snap.table_by_name("t").unwrap();
+        assert_eq!(t.segments.len(), 1);
+        assert_eq!(t.segments[0].batches.len(), 1);
+        assert_eq!((t.segments[0].rows, t.live_rows()), (20, 13));
+        let e2 = e.clone();
+        tokio::task::spawn_blocking(move || e2.checkpoint())
+            .await
+            .unwrap()
+            .unwrap();
+        // A flushed segment takes no more rows: the next commit starts one.
+        insert(&e, &[100]).await.unwrap();
+        insert(&e, &[101]).await.unwrap();
+        let snap = e.snapshot();
+        let t = snap.table_by_name("t").unwrap();
+        assert_eq!(t.segments.len(), 2);
+        assert_eq!(t.segments[1].part, None);
+        delete_where(&e, |i| i == 100 || i == 1).await;
+    }
+    let e = Engine::open(dir.path(), EngineOptions::default()).unwrap();
+    let want: Vec<i32> = (0..20)
+        .filter(|i| i % 3 != 0 && *i != 1)
+        .chain([101])
+        .collect();
+    assert_eq!(ids(&e), want);
+    assert!(insert(&e, &[101]).await.is_err());
+    insert(&e, &[100]).await.unwrap();
 }
 
 #[tokio::test]
