@@ -84,6 +84,9 @@ impl FastState {
     }
 }
 
+/// An UPDATE's `(column, value)` pairs, as a table provider takes them.
+type Assignments = Vec<(String, DfExpr)>;
+
 /// A VALUES list longer than this takes the general path.
 const MAX_VALUES_ROWS: usize = 16;
 
@@ -333,7 +336,7 @@ impl FastDml {
         schema: &SchemaRef,
         params: Option<&ParamValues>,
         now: DateTime<Utc>,
-    ) -> Result<(Vec<(String, DfExpr)>, Vec<DfExpr>)> {
+    ) -> Result<(Assignments, Vec<DfExpr>)> {
         let df_schema = Arc::new(DFSchema::try_from_qualified_schema(
             self.qualifier.as_str(),
             schema,
