@@ -521,15 +521,6 @@ impl FragmentPushdown {
 /// resolve.
 pub(super) fn unparse(plan: &LogicalPlan) -> Option<String> {
     use datafusion::logical_expr::{Filter, SubqueryAlias};
-    fn bare(e: Expr) -> Result<Expr> {
-        e.transform(|e| match e {
-            Expr::Column(c) if c.relation.is_some() => Ok(Transformed::yes(Expr::Column(
-                Column::new_unqualified(c.name),
-            ))),
-            other => Ok(Transformed::no(other)),
-        })
-        .map(|t| t.data)
-    }
     let fixed = plan
         .clone()
         .transform_up(|p| {
@@ -542,7 +533,7 @@ pub(super) fn unparse(plan: &LogicalPlan) -> Option<String> {
                         let mut scan = scan.clone();
                         scan.filters.clear();
                         LogicalPlan::Filter(Filter::try_new(
-                            bare(f.predicate.clone())?,
+                            crate::sql::fast_dml::unqualified(f.predicate.clone())?,
                             Arc::new(LogicalPlan::TableScan(scan)),
                         )?)
                     }

@@ -116,25 +116,6 @@ pub struct FastDml {
     op: Op,
 }
 
-/// The catalog name of a table named plainly, as `public.t` or as
-/// `quiver.public.t`.
-fn table_name(name: &ObjectName) -> Option<String> {
-    let parts: Vec<String> = name
-        .0
-        .iter()
-        .map(|p| match p {
-            ObjectNamePart::Identifier(i) => Some(super::idents::fold(i)),
-            _ => None,
-        })
-        .collect::<Option<_>>()?;
-    match parts.as_slice() {
-        [t] => Some(t.clone()),
-        [s, t] if s == "public" => Some(t.clone()),
-        [c, s, t] if c == super::CATALOG && s == "public" => Some(t.clone()),
-        _ => None,
-    }
-}
-
 /// The one table of an UPDATE or DELETE: its catalog name and qualifier.
 fn single_table(t: &TableWithJoins) -> Option<(String, String)> {
     if !t.joins.is_empty() {
@@ -158,7 +139,7 @@ fn single_table(t: &TableWithJoins) -> Option<(String, String)> {
     if !with_hints.is_empty() || !partitions.is_empty() || !index_hints.is_empty() {
         return None;
     }
-    let table = table_name(name)?;
+    let table = super::point::plain_table_name(name)?;
     let qualifier = match alias {
         Some(a) if !a.columns.is_empty() => return None,
         Some(a) => super::idents::fold(&a.name),
@@ -177,16 +158,7 @@ fn column_name(name: &ObjectName) -> Option<String> {
 
 /// The rows of a plain `VALUES` query.
 fn plain_values(q: &Query) -> Option<&Values> {
-    if q.with.is_some()
-        || q.order_by.is_some()
-        || q.limit_clause.is_some()
-        || q.fetch.is_some()
-        || !q.locks.is_empty()
-        || q.for_clause.is_some()
-        || q.settings.is_some()
-        || q.format_clause.is_some()
-        || !q.pipe_operators.is_empty()
-    {
+    if !super::point::is_plain(q) {
         return None;
     }
     match q.body.as_ref() {
@@ -316,7 +288,7 @@ impl FastDml {
                         .then(|| r.content.clone())
                     })
                     .collect::<Option<Vec<_>>>()?;
-                let table = table_name(name)?;
+                let table = super::point::plain_table_name(name)?;
                 Some(FastDml {
                     qualifier: table.clone(),
                     table,
@@ -533,7 +505,7 @@ fn simplifier(state: &SessionState, schema: Arc<DFSchema>, now: DateTime<Utc>) -
 }
 
 /// `e` with its columns unqualified, as table providers take them.
-fn unqualified(e: DfExpr) -> Result<DfExpr> {
+pub(crate) fn unqualified(e: DfExpr) -> Result<DfExpr> {
     e.transform(|e| match e {
         DfExpr::Column(c) if c.relation.is_some() => Ok(Transformed::yes(DfExpr::Column(
             Column::new_unqualified(c.name),

@@ -146,22 +146,27 @@ fn equalities(
     }
 }
 
+/// A query that is only its body: no WITH, ORDER BY, LIMIT, FETCH,
+/// locking clause or dialect extras.
+pub(super) fn is_plain(q: &datafusion::sql::sqlparser::ast::Query) -> bool {
+    q.with.is_none()
+        && q.order_by.is_none()
+        && q.limit_clause.is_none()
+        && q.fetch.is_none()
+        && q.locks.is_empty()
+        && q.for_clause.is_none()
+        && q.settings.is_none()
+        && q.format_clause.is_none()
+        && q.pipe_operators.is_empty()
+}
+
 impl PointQuery {
     /// Recognises `stmt` as a point query on a table of `version`.
     pub fn recognize(stmt: &Statement, version: &DbVersion) -> Option<PointQuery> {
         let Statement::Query(q) = stmt else {
             return None;
         };
-        if q.with.is_some()
-            || q.order_by.is_some()
-            || q.limit_clause.is_some()
-            || q.fetch.is_some()
-            || !q.locks.is_empty()
-            || q.for_clause.is_some()
-            || q.settings.is_some()
-            || q.format_clause.is_some()
-            || !q.pipe_operators.is_empty()
-        {
+        if !is_plain(q) {
             return None;
         }
         let SetExpr::Select(s) = q.body.as_ref() else {
@@ -439,12 +444,9 @@ impl KeyLookup {
 /// up through the general path.
 const MAX_PENDING_SCAN: usize = 4096;
 
-/// The stored table `name` names (plain, `public.` or `quiver.public.`), and
-/// its name.
-pub(super) fn stored_table<'a>(
-    name: &ObjectName,
-    version: &'a DbVersion,
-) -> Option<(&'a Arc<TableData>, String)> {
+/// The catalog name of a table named plainly: `t`, `public.t` or
+/// `quiver.public.t`.
+pub(super) fn plain_table_name(name: &ObjectName) -> Option<String> {
     let parts: Vec<String> = name
         .0
         .iter()
@@ -453,13 +455,21 @@ pub(super) fn stored_table<'a>(
             _ => None,
         })
         .collect::<Option<_>>()?;
-    let table_name = match parts.as_slice() {
-        [t] => t,
-        [s, t] if s == "public" => t,
-        [c, s, t] if c == super::CATALOG && s == "public" => t,
-        _ => return None,
-    };
-    Some((version.table_by_name(table_name)?, table_name.clone()))
+    match parts.as_slice() {
+        [t] => Some(t.clone()),
+        [s, t] if s == "public" => Some(t.clone()),
+        [c, s, t] if c == super::CATALOG && s == "public" => Some(t.clone()),
+        _ => None,
+    }
+}
+
+/// The stored table `name` names (see [`plain_table_name`]), and its name.
+pub(super) fn stored_table<'a>(
+    name: &ObjectName,
+    version: &'a DbVersion,
+) -> Option<(&'a Arc<TableData>, String)> {
+    let table_name = plain_table_name(name)?;
+    Some((version.table_by_name(&table_name)?, table_name))
 }
 
 fn opts_plain(o: &datafusion::sql::sqlparser::ast::WildcardAdditionalOptions) -> bool {
