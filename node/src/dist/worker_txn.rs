@@ -72,7 +72,20 @@ pub struct WorkerTxns {
     reserved: Mutex<Reservations>,
     /// The row locks each prepared transaction keeps until its decision.
     prepared_locks: Mutex<HashMap<String, u64>>,
+    /// Held shared from a prepared commit's storage commit until its file
+    /// is removed; held exclusively to empty [`COMMITTED_TABLE`], which is
+    /// safe only when no such file is left.
+    gid_rows: tokio::sync::RwLock<()>,
+    /// Prepared commits since the table was last emptied.
+    gids_recorded: std::sync::atomic::AtomicUsize,
+    /// A committed transaction's file could not be removed: its row must
+    /// stay, so the table is not emptied again before a restart.
+    keep_gids: std::sync::atomic::AtomicBool,
 }
+
+/// [`COMMITTED_TABLE`] is emptied after this many prepared commits (its rows
+/// are needed only until each commit's file is removed).
+const PRUNE_GIDS_EVERY: usize = 1024;
 
 /// How long a worker's statement waits for another transaction's row lock
 /// before it gives up with 55P03. A cycle on one worker is found at once,
@@ -241,6 +254,9 @@ impl WorkerTxns {
             slots: Mutex::new(slots),
             reserved: Mutex::new(reserved),
             prepared_locks: Mutex::default(),
+            gid_rows: tokio::sync::RwLock::new(()),
+            gids_recorded: Default::default(),
+            keep_gids: Default::default(),
         }))
     }
 
@@ -419,6 +435,7 @@ impl WorkerTxns {
             Some(Slot::Prepared(ws)) => {
                 let mut with_gid = ws.clone();
                 self.record_gid(&mut with_gid, gid)?;
+                let recording = self.gid_rows.read().await;
                 if let Err(e) = self.db.engine.commit(with_gid).await {
                     // Keep it prepared: the coordinator will ask again.
                     *guard = Some(Slot::Prepared(ws));
@@ -427,15 +444,59 @@ impl WorkerTxns {
                 self.reserved.lock().release(gid, &ws);
                 self.release_prepared_locks(gid);
                 let path = self.dir.join(format!("{gid}.prep"));
-                if let Err(e) = std::fs::remove_file(&path) {
+                let removed = std::fs::remove_file(&path);
+                if let Err(e) = &removed {
+                    // Before `recording` goes: no prune may pass in between.
+                    self.keep_gids
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
                     tracing::warn!(%gid, error = %e, "cannot remove a committed prepared file");
                 }
+                drop(recording);
                 drop(guard);
                 self.forget(gid);
+                if removed.is_ok() {
+                    self.prune_gids().await;
+                }
             }
             None => {}
         }
         Ok(())
+    }
+
+    /// Empties [`COMMITTED_TABLE`] every [`PRUNE_GIDS_EVERY`] prepared
+    /// commits, while no commit is between its storage commit and the
+    /// removal of its file: every row is then one whose file is gone.
+    /// Without it the table would grow by a row per distributed commit
+    /// until the worker restarts. Best effort: a failure waits for the
+    /// next round.
+    async fn prune_gids(&self) {
+        use std::sync::atomic::Ordering;
+        if self.gids_recorded.fetch_add(1, Ordering::Relaxed) + 1 < PRUNE_GIDS_EVERY {
+            return;
+        }
+        let _alone = self.gid_rows.write().await;
+        if self.gids_recorded.swap(0, Ordering::Relaxed) < PRUNE_GIDS_EVERY
+            || self.keep_gids.load(Ordering::Relaxed)
+        {
+            return;
+        }
+        let snap = self.db.engine.snapshot();
+        let Some(t) = snap.table_by_name(COMMITTED_TABLE) else {
+            return;
+        };
+        let mut ws = WriteSet::default();
+        ws.tables.insert(
+            t.meta.id,
+            TableWrites {
+                truncate: true,
+                ..Default::default()
+            },
+        );
+        if let Err(e) = self.db.engine.commit(ws).await {
+            tracing::warn!(error = %e, "cannot empty the committed-gid table; retrying later");
+            self.gids_recorded
+                .fetch_add(PRUNE_GIDS_EVERY, Ordering::Relaxed);
+        }
     }
 
     fn record_gid(&self, ws: &mut WriteSet, gid: &str) -> Result<(), SqlError> {
@@ -585,4 +646,84 @@ fn read_prepared(path: &Path) -> Result<WriteSet, WorkerTxnError> {
         }
     }
     Ok(ws)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sql::DatabaseOptions;
+    use crate::storage::{Engine, EngineOptions};
+
+    async fn open(dir: &Path) -> (Arc<Database>, Arc<WorkerTxns>) {
+        let engine = Engine::open(&dir.join("db"), EngineOptions::default()).unwrap();
+        let db = Database::open(engine, DatabaseOptions::default())
+            .await
+            .unwrap();
+        let txns = WorkerTxns::open(db.clone(), dir).await.unwrap();
+        (db, txns)
+    }
+
+    fn rows(db: &Database, table: &str) -> usize {
+        db.engine
+            .snapshot()
+            .table_by_name(table)
+            .map_or(0, |t| t.live_rows())
+    }
+
+    #[tokio::test]
+    async fn committed_gids_are_pruned_and_recovery_still_applies_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, txns) = open(dir.path()).await;
+        let t = TableMeta {
+            id: 0,
+            name: "t".into(),
+            columns: vec![ColumnMeta {
+                name: "id".into(),
+                ty: SqlType::Int4,
+                nullable: false,
+                default: None,
+            }],
+            primary_key: Some(vec![0]),
+            uniques: vec![],
+        };
+        db.engine.create_table(t, false).await.unwrap();
+        let n = PRUNE_GIDS_EVERY + 5;
+        for i in 0..n {
+            let gid = format!("g-{i}");
+            txns.exec(&gid, &format!("INSERT INTO t VALUES ({i})"), None)
+                .await
+                .unwrap();
+            txns.prepare(&gid).await.unwrap();
+            txns.commit(&gid).await.unwrap();
+        }
+        assert_eq!(rows(&db, "t"), n);
+        // Emptied once at PRUNE_GIDS_EVERY: only the later ones are left.
+        assert_eq!(rows(&db, COMMITTED_TABLE), 5);
+        // One prepared and not decided when the worker stops, one
+        // committed whose file a crash left behind.
+        txns.exec("g-open", &format!("INSERT INTO t VALUES ({n})"), None)
+            .await
+            .unwrap();
+        txns.prepare("g-open").await.unwrap();
+        let last = dir.path().join("prepared").join("g-open.prep");
+        let kept = std::fs::read(&last).unwrap();
+        txns.exec("g-done", &format!("INSERT INTO t VALUES ({})", n + 1), None)
+            .await
+            .unwrap();
+        txns.prepare("g-done").await.unwrap();
+        let done_file = dir.path().join("prepared").join("g-done.prep");
+        let done_bytes = std::fs::read(&done_file).unwrap();
+        txns.commit("g-done").await.unwrap();
+        std::fs::write(&done_file, done_bytes).unwrap();
+        assert_eq!(std::fs::read(&last).unwrap(), kept);
+        drop((txns, db));
+        let (db, txns) = open(dir.path()).await;
+        // g-done is not applied twice; g-open waits for its decision.
+        assert_eq!(rows(&db, "t"), n + 1);
+        assert!(!done_file.exists());
+        let open_now: Vec<_> = txns.list().await.into_iter().map(|t| t.gid).collect();
+        assert_eq!(open_now, vec!["g-open".to_string()]);
+        txns.commit("g-open").await.unwrap();
+        assert_eq!(rows(&db, "t"), n + 2);
+    }
 }
