@@ -22,7 +22,9 @@
 //! table [`COMMITTED_TABLE`] in the same storage commit, so a crash between
 //! that commit and the removal of the file cannot apply it twice: at start
 //! the files whose gid is in the table are deleted, then the table is
-//! emptied.
+//! emptied. While the worker runs it is emptied every
+//! [`PRUNE_GIDS_EVERY`] prepared commits, when no file of a committed
+//! transaction is left.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
