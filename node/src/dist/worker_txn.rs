@@ -237,19 +237,7 @@ impl WorkerTxns {
                 Arc::new(tokio::sync::Mutex::new(Some(Slot::Prepared(ws)))),
             );
         }
-        if let Some(t) = snap.table_by_name(COMMITTED_TABLE) {
-            if t.live_rows() > 0 {
-                let mut ws = WriteSet::default();
-                ws.tables.insert(
-                    t.meta.id,
-                    TableWrites {
-                        truncate: true,
-                        ..Default::default()
-                    },
-                );
-                db.engine.commit(ws).await?;
-            }
-        }
+        empty_committed_gids(&db).await?;
         Ok(Arc::new(WorkerTxns {
             db,
             dir,
@@ -482,19 +470,7 @@ impl WorkerTxns {
         {
             return;
         }
-        let snap = self.db.engine.snapshot();
-        let Some(t) = snap.table_by_name(COMMITTED_TABLE) else {
-            return;
-        };
-        let mut ws = WriteSet::default();
-        ws.tables.insert(
-            t.meta.id,
-            TableWrites {
-                truncate: true,
-                ..Default::default()
-            },
-        );
-        if let Err(e) = self.db.engine.commit(ws).await {
+        if let Err(e) = empty_committed_gids(&self.db).await {
             tracing::warn!(error = %e, "cannot empty the committed-gid table; retrying later");
             self.gids_recorded
                 .fetch_add(PRUNE_GIDS_EVERY, Ordering::Relaxed);
@@ -549,6 +525,26 @@ impl WorkerTxns {
         out.sort_by(|a, b| a.gid.cmp(&b.gid));
         out
     }
+}
+
+/// Empties [`COMMITTED_TABLE`] (nothing to do when it is empty).
+async fn empty_committed_gids(db: &Database) -> Result<(), StorageError> {
+    let snap = db.engine.snapshot();
+    let Some(t) = snap.table_by_name(COMMITTED_TABLE) else {
+        return Ok(());
+    };
+    if t.live_rows() == 0 {
+        return Ok(());
+    }
+    let mut ws = WriteSet::default();
+    ws.tables.insert(
+        t.meta.id,
+        TableWrites {
+            truncate: true,
+            ..Default::default()
+        },
+    );
+    db.engine.commit(ws).await.map(|_| ())
 }
 
 fn prepared_already(gid: &str) -> SqlError {

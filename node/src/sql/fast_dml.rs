@@ -52,7 +52,7 @@ use datafusion::physical_plan::collect;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{
     AssignmentTarget, Delete, Expr, ExprWithAlias, FromTable, Insert, ObjectName, ObjectNamePart,
-    Query, SetExpr, Statement, TableFactor, TableObject, TableWithJoins, Update, Values,
+    Query, SetExpr, Statement, TableObject, Update, Values,
 };
 use parking_lot::Mutex;
 
@@ -116,38 +116,6 @@ pub struct FastDml {
     op: Op,
 }
 
-/// The one table of an UPDATE or DELETE: its catalog name and qualifier.
-fn single_table(t: &TableWithJoins) -> Option<(String, String)> {
-    if !t.joins.is_empty() {
-        return None;
-    }
-    let TableFactor::Table {
-        name,
-        alias,
-        args: None,
-        with_hints,
-        version: None,
-        partitions,
-        json_path: None,
-        sample: None,
-        index_hints,
-        ..
-    } = &t.relation
-    else {
-        return None;
-    };
-    if !with_hints.is_empty() || !partitions.is_empty() || !index_hints.is_empty() {
-        return None;
-    }
-    let table = super::point::plain_table_name(name)?;
-    let qualifier = match alias {
-        Some(a) if !a.columns.is_empty() => return None,
-        Some(a) => super::idents::fold(&a.name),
-        None => table.clone(),
-    };
-    Some((table, qualifier))
-}
-
 /// A plain column name (`col`, not `t.col`).
 fn column_name(name: &ObjectName) -> Option<String> {
     match name.0.as_slice() {
@@ -192,7 +160,7 @@ impl FastDml {
                 optimizer_hints,
                 ..
             }) if order_by.is_empty() && optimizer_hints.is_empty() => {
-                let (table, qualifier) = single_table(table)?;
+                let (table, qualifier) = super::point::single_table(table)?;
                 let set = assignments
                     .iter()
                     .map(|a| match &a.target {
@@ -228,7 +196,7 @@ impl FastDml {
                 let [from] = from.as_slice() else {
                     return None;
                 };
-                let (table, qualifier) = single_table(from)?;
+                let (table, qualifier) = super::point::single_table(from)?;
                 Some(FastDml {
                     table,
                     qualifier,

@@ -18,12 +18,12 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::sql::sqlparser::ast::{
     BinaryOperator, Expr, GroupByExpr, ObjectName, ObjectNamePart, SelectFlavor, SelectItem,
-    SetExpr, Statement, TableFactor, Value,
+    SetExpr, Statement, TableFactor, TableWithJoins, Value,
 };
 
 use super::txn::PendingTable;
 use crate::storage::engine::Engine;
-use crate::storage::table::{SqlType, TableData, TableMeta};
+use crate::storage::table::{SqlType, TableMeta};
 use crate::storage::{DbVersion, StorageError};
 
 /// Where one key column's value comes from.
@@ -197,33 +197,9 @@ impl PointQuery {
         {
             return None;
         }
-        let TableFactor::Table {
-            name,
-            alias,
-            args: None,
-            with_hints,
-            version: None,
-            with_ordinality: false,
-            partitions,
-            json_path: None,
-            sample: None,
-            index_hints,
-        } = &s.from[0].relation
-        else {
-            return None;
-        };
-        if !with_hints.is_empty() || !partitions.is_empty() || !index_hints.is_empty() {
-            return None;
-        }
-        if alias.as_ref().is_some_and(|a| !a.columns.is_empty()) {
-            return None;
-        }
-        let (data, table_name) = stored_table(name, version)?;
+        let (table_name, qualifier) = single_table(&s.from[0])?;
+        let data = version.table_by_name(&table_name)?;
         let meta = data.meta.clone();
-        let qualifier = match alias {
-            Some(a) => super::idents::fold(&a.name),
-            None => table_name.clone(),
-        };
 
         let mut projection = Vec::new();
         let mut fields: Vec<Field> = Vec::new();
@@ -444,6 +420,40 @@ impl KeyLookup {
 /// up through the general path.
 const MAX_PENDING_SCAN: usize = 4096;
 
+/// The one plain table of a FROM item (no joins, hints or column
+/// aliases): its catalog name and the qualifier of its columns.
+pub(super) fn single_table(t: &TableWithJoins) -> Option<(String, String)> {
+    if !t.joins.is_empty() {
+        return None;
+    }
+    let TableFactor::Table {
+        name,
+        alias,
+        args: None,
+        with_hints,
+        version: None,
+        with_ordinality: false,
+        partitions,
+        json_path: None,
+        sample: None,
+        index_hints,
+        ..
+    } = &t.relation
+    else {
+        return None;
+    };
+    if !with_hints.is_empty() || !partitions.is_empty() || !index_hints.is_empty() {
+        return None;
+    }
+    let table = plain_table_name(name)?;
+    let qualifier = match alias {
+        Some(a) if !a.columns.is_empty() => return None,
+        Some(a) => super::idents::fold(&a.name),
+        None => table.clone(),
+    };
+    Some((table, qualifier))
+}
+
 /// The catalog name of a table named plainly: `t`, `public.t` or
 /// `quiver.public.t`.
 pub(super) fn plain_table_name(name: &ObjectName) -> Option<String> {
@@ -461,15 +471,6 @@ pub(super) fn plain_table_name(name: &ObjectName) -> Option<String> {
         [c, s, t] if c == super::CATALOG && s == "public" => Some(t.clone()),
         _ => None,
     }
-}
-
-/// The stored table `name` names (see [`plain_table_name`]), and its name.
-pub(super) fn stored_table<'a>(
-    name: &ObjectName,
-    version: &'a DbVersion,
-) -> Option<(&'a Arc<TableData>, String)> {
-    let table_name = plain_table_name(name)?;
-    Some((version.table_by_name(&table_name)?, table_name))
 }
 
 fn opts_plain(o: &datafusion::sql::sqlparser::ast::WildcardAdditionalOptions) -> bool {
@@ -507,7 +508,10 @@ mod tests {
         };
         let mut v = DbVersion::default();
         v.names.insert("kv".into(), 1);
-        v.tables.insert(1, Arc::new(TableData::new(Arc::new(meta))));
+        v.tables.insert(
+            1,
+            Arc::new(crate::storage::table::TableData::new(Arc::new(meta))),
+        );
         v
     }
 
