@@ -407,7 +407,12 @@ impl TableProvider for QuiverTable {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let txn = self.txn(state)?;
         let (t, rows) = self.matching(state, &filters)?;
-        count_exec(delete_rows(&txn, &t, &rows)?)
+        let mut ids = Vec::new();
+        for b in &rows {
+            ids.extend(rowids(b).map_err(ext)?.values().iter().copied());
+        }
+        txn.delete_rows(t.meta.id, &ids).map_err(ext)?;
+        count_exec(ids.len() as u64)
     }
 
     async fn update(
@@ -426,7 +431,26 @@ impl TableProvider for QuiverTable {
             })?;
             exprs[i] = Some(state.create_physical_expr(e, &df_schema)?);
         }
-        count_exec(update_rows(&txn, &t, &rows, &exprs)?)
+        let mut ids = Vec::new();
+        let mut new_rows = Vec::new();
+        for b in &rows {
+            ids.extend(rowids(b).map_err(ext)?.values().iter().copied());
+            let mut cols = Vec::with_capacity(exprs.len());
+            for (i, e) in exprs.iter().enumerate() {
+                cols.push(match e {
+                    Some(e) => {
+                        let v = e.evaluate(b)?.into_array(b.num_rows())?;
+                        cast(&v, self.schema.field(i).data_type())?
+                    }
+                    None => b.column(i).clone(),
+                });
+            }
+            new_rows.push(from_columns(&t.meta, &self.schema, cols)?);
+        }
+        txn.delete_rows(t.meta.id, &ids).map_err(ext)?;
+        txn.add_inserts(&t, new_rows).map_err(ext)?;
+        txn.precheck_unique(t.meta.id).map_err(ext)?;
+        count_exec(ids.len() as u64)
     }
 
     async fn truncate(&self, state: &dyn Session) -> Result<Arc<dyn ExecutionPlan>> {
@@ -440,47 +464,4 @@ impl TableProvider for QuiverTable {
         txn.truncate(t.meta.id);
         count_exec(n as u64)
     }
-}
-
-/// Deletes `rows` (stored rows of `t`, row ids kept) in the transaction;
-/// how many.
-pub(crate) fn delete_rows(txn: &TxnContext, t: &TableData, rows: &[RecordBatch]) -> Result<u64> {
-    let mut ids = Vec::new();
-    for b in rows {
-        ids.extend(rowids(b).map_err(ext)?.values().iter().copied());
-    }
-    txn.delete_rows(t.meta.id, &ids).map_err(ext)?;
-    Ok(ids.len() as u64)
-}
-
-/// Replaces `rows` (stored rows of `t`) in the transaction by their new
-/// versions: each column with an expression (of the column's type, over
-/// the table's columns) takes its value, the others stay. How many.
-pub(crate) fn update_rows(
-    txn: &TxnContext,
-    t: &Arc<TableData>,
-    rows: &[RecordBatch],
-    exprs: &[Option<Arc<dyn PhysicalExpr>>],
-) -> Result<u64> {
-    let schema = t.meta.schema();
-    let mut ids = Vec::new();
-    let mut new_rows = Vec::new();
-    for b in rows {
-        ids.extend(rowids(b).map_err(ext)?.values().iter().copied());
-        let mut cols = Vec::with_capacity(exprs.len());
-        for (i, e) in exprs.iter().enumerate() {
-            cols.push(match e {
-                Some(e) => {
-                    let v = e.evaluate(b)?.into_array(b.num_rows())?;
-                    cast(&v, schema.field(i).data_type())?
-                }
-                None => b.column(i).clone(),
-            });
-        }
-        new_rows.push(from_columns(&t.meta, &schema, cols)?);
-    }
-    txn.delete_rows(t.meta.id, &ids).map_err(ext)?;
-    txn.add_inserts(t, new_rows).map_err(ext)?;
-    txn.precheck_unique(t.meta.id).map_err(ext)?;
-    Ok(ids.len() as u64)
 }
