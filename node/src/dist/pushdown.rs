@@ -546,7 +546,7 @@ pub(super) fn unparse(plan: &LogicalPlan) -> Option<String> {
         })
         .ok()?
         .data;
-    datafusion::sql::unparser::plan_to_sql(&fixed)
+    super::unparse::plan_to_sql(&fixed)
         .ok()
         .map(|s| s.to_string())
 }

@@ -553,9 +553,7 @@ impl FragmentPushdown {
                 })
                 .ok()?
                 .data;
-            datafusion::sql::unparser::expr_to_sql(&e)
-                .ok()
-                .map(|s| s.to_string())
+            super::unparse::expr_to_sql(&e).ok().map(|s| s.to_string())
         };
         let mut select = Vec::new();
         for (i, (_, e)) in defs.iter().enumerate() {

@@ -11,6 +11,7 @@
 
 use std::sync::Arc;
 
+use super::unparse::expr_to_sql;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
@@ -21,7 +22,6 @@ use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::{collect, ExecutionPlan};
-use datafusion::sql::unparser::expr_to_sql;
 
 use super::coord::Cluster;
 use super::read_point::ReadPoint;

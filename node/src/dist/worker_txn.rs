@@ -6,9 +6,9 @@
 //! - `commit` of an open transaction commits it at once (one-phase: the
 //!   statement touched only this worker), or
 //! - `prepare` takes its writes out, checks them against the newest
-//!   version, and writes them to `prepared/<gid>.prep` (checksummed,
-//!   fsynced, renamed into place) before answering: from then on the
-//!   worker can commit them even after a crash. `commit` or `abort`
+//!   version, and makes them durable in the worker's log of prepared
+//!   transactions ([`super::prepared_log`]) before answering: from then on
+//!   the worker can commit them even after a crash. `commit` or `abort`
 //!   follows, as the coordinator's Raft-recorded decision says.
 //!
 //! A prepared transaction has promised to commit, so nothing may make its
@@ -20,11 +20,11 @@
 //!
 //! Committing a prepared transaction also inserts its gid into the hidden
 //! table [`COMMITTED_TABLE`] in the same storage commit, so a crash between
-//! that commit and the removal of the file cannot apply it twice: at start
-//! the files whose gid is in the table are deleted, then the table is
-//! emptied. While the worker runs it is emptied every
-//! [`PRUNE_GIDS_EVERY`] prepared commits, when no file of a committed
-//! transaction is left.
+//! that commit and its `Resolved` record reaching the log cannot apply it
+//! twice: at start the prepared transactions whose gid is in the table are
+//! dropped, then the table is emptied. While the worker runs it is emptied
+//! every [`PRUNE_GIDS_EVERY`] prepared commits, right after the log is
+//! compacted (no record of a committed transaction is left then).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -35,15 +35,14 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use parking_lot::Mutex;
 use thiserror::Error;
 
+use super::prepared_log::PreparedLog;
 use super::wire::TxnEntry;
 use crate::sql::{Database, Session, SqlError};
-use crate::storage::codec::{self, Op};
 use crate::storage::table::{ColumnMeta, SqlType, TableMeta};
 use crate::storage::{StorageError, TableWrites, WriteSet};
 
 /// Hidden table of committed prepared gids (see the module docs).
 pub const COMMITTED_TABLE: &str = "__quiver_committed_gids";
-const MAGIC: &[u8; 8] = b"QPREP01\n";
 
 /// Why the prepared-transaction files cannot be used.
 #[derive(Debug, Error)]
@@ -69,19 +68,21 @@ enum Slot {
 /// The worker's transactions.
 pub struct WorkerTxns {
     db: Arc<Database>,
-    dir: PathBuf,
+    log: PreparedLog,
     slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Slot>>>>>,
     reserved: Mutex<Reservations>,
     /// The row locks each prepared transaction keeps until its decision.
     prepared_locks: Mutex<HashMap<String, u64>>,
-    /// Held shared from a prepared commit's storage commit until its file
-    /// is removed; held exclusively to empty [`COMMITTED_TABLE`], which is
-    /// safe only when no such file is left.
+    /// Held shared from a prepared commit's storage commit until its
+    /// `Resolved` record is in the log; held exclusively to compact the log
+    /// and empty [`COMMITTED_TABLE`], which is safe only when no record of
+    /// a committed transaction is left.
     gid_rows: tokio::sync::RwLock<()>,
     /// Prepared commits since the table was last emptied.
     gids_recorded: std::sync::atomic::AtomicUsize,
-    /// A committed transaction's file could not be removed: its row must
-    /// stay, so the table is not emptied again before a restart.
+    /// A committed transaction's `Resolved` record could not be written:
+    /// its row must stay, so the table is not emptied again before a
+    /// restart.
     keep_gids: std::sync::atomic::AtomicBool,
 }
 
@@ -211,25 +212,10 @@ impl WorkerTxns {
             }
             None => Default::default(),
         };
+        let (log, live) = PreparedLog::open(&dir, &done).await?;
         let mut slots = HashMap::new();
         let mut reserved = Reservations::default();
-        for entry in std::fs::read_dir(&dir).map_err(io)? {
-            let path = entry.map_err(io)?.path();
-            let Some(gid) = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_suffix(".prep"))
-                .map(str::to_owned)
-            else {
-                // A `.tmp` left by a crash during prepare: never acknowledged.
-                let _ = std::fs::remove_file(&path);
-                continue;
-            };
-            if done.contains(&gid) {
-                std::fs::remove_file(&path).map_err(io)?;
-                continue;
-            }
-            let ws = read_prepared(&path)?;
+        for (gid, ws) in live {
             tracing::info!(%gid, "recovered a prepared transaction; waiting for the coordinator's decision");
             reserved.reserve(&gid, &ws)?;
             slots.insert(
@@ -240,7 +226,7 @@ impl WorkerTxns {
         empty_committed_gids(&db).await?;
         Ok(Arc::new(WorkerTxns {
             db,
-            dir,
+            log,
             slots: Mutex::new(slots),
             reserved: Mutex::new(reserved),
             prepared_locks: Mutex::default(),
@@ -377,15 +363,7 @@ impl WorkerTxns {
                 return Err(e.into());
             }
         }
-        let path = self.dir.join(format!("{gid}.prep"));
-        let written = {
-            let ws = ws.clone();
-            let path = path.clone();
-            tokio::task::spawn_blocking(move || write_prepared(&path, &ws))
-                .await
-                .map_err(|e| SqlError::new("XX000", e.to_string()))?
-        };
-        if let Err(e) = written {
+        if let Err(e) = self.log.prepare(gid, &ws).await {
             self.reserved.lock().release(gid, &ws);
             self.release_prepared_locks(gid);
             drop(guard);
@@ -433,13 +411,12 @@ impl WorkerTxns {
                 }
                 self.reserved.lock().release(gid, &ws);
                 self.release_prepared_locks(gid);
-                let path = self.dir.join(format!("{gid}.prep"));
-                let removed = std::fs::remove_file(&path);
+                let removed = self.log.resolved(gid).await;
                 if let Err(e) = &removed {
                     // Before `recording` goes: no prune may pass in between.
                     self.keep_gids
                         .store(true, std::sync::atomic::Ordering::Relaxed);
-                    tracing::warn!(%gid, error = %e, "cannot remove a committed prepared file");
+                    tracing::warn!(%gid, error = %e, "cannot record a prepared transaction's commit");
                 }
                 drop(recording);
                 drop(guard);
@@ -454,8 +431,9 @@ impl WorkerTxns {
     }
 
     /// Empties [`COMMITTED_TABLE`] every [`PRUNE_GIDS_EVERY`] prepared
-    /// commits, while no commit is between its storage commit and the
-    /// removal of its file: every row is then one whose file is gone.
+    /// commits, while no commit is between its storage commit and its
+    /// `Resolved` record: once the log is compacted, no record of any
+    /// transaction in the table is left.
     /// Without it the table would grow by a row per distributed commit
     /// until the worker restarts. Best effort: a failure waits for the
     /// next round.
@@ -470,7 +448,13 @@ impl WorkerTxns {
         {
             return;
         }
-        if let Err(e) = empty_committed_gids(&self.db).await {
+        let emptied = match self.log.compact().await {
+            Ok(()) => empty_committed_gids(&self.db)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = emptied {
             tracing::warn!(error = %e, "cannot empty the committed-gid table; retrying later");
             self.gids_recorded
                 .fetch_add(PRUNE_GIDS_EVERY, Ordering::Relaxed);
@@ -497,8 +481,10 @@ impl WorkerTxns {
             if let Some(Slot::Prepared(ws)) = guard.take() {
                 self.reserved.lock().release(gid, &ws);
                 self.release_prepared_locks(gid);
-                let path = self.dir.join(format!("{gid}.prep"));
-                std::fs::remove_file(&path).map_err(|e| SqlError::new("58030", e.to_string()))?;
+                self.log
+                    .resolved(gid)
+                    .await
+                    .map_err(|e| SqlError::new("58030", e.to_string()))?;
             }
         }
         self.forget(gid);
@@ -566,86 +552,6 @@ pub async fn run_query(
     }
 }
 
-fn write_prepared(path: &Path, ws: &WriteSet) -> Result<(), WorkerTxnError> {
-    let io = |source| WorkerTxnError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let mut ops = Vec::new();
-    for (id, w) in &ws.tables {
-        if w.truncate {
-            ops.push(Op::Truncate { table: *id });
-        }
-        if !w.deletes.is_empty() {
-            ops.push(Op::Delete {
-                table: *id,
-                rowids: w.deletes.iter().copied().collect(),
-            });
-        }
-        if !w.inserts.is_empty() {
-            ops.push(Op::Insert {
-                table: *id,
-                batches: w.inserts.clone(),
-                staged: None,
-            });
-        }
-    }
-    let payload = codec::encode(&ops)?.concat();
-    let mut bytes = Vec::with_capacity(payload.len() + 20);
-    bytes.extend_from_slice(MAGIC);
-    bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-    bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-    bytes.extend_from_slice(&payload);
-    let tmp = path.with_extension("tmp");
-    {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp).map_err(io)?;
-        f.write_all(&bytes).map_err(io)?;
-        f.sync_all().map_err(io)?;
-    }
-    std::fs::rename(&tmp, path).map_err(io)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io)?;
-    }
-    Ok(())
-}
-
-fn read_prepared(path: &Path) -> Result<WriteSet, WorkerTxnError> {
-    let damaged = |reason: &str| WorkerTxnError::Damaged {
-        path: path.to_owned(),
-        reason: reason.to_owned(),
-    };
-    let bytes = std::fs::read(path).map_err(|source| WorkerTxnError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
-    if bytes.len() < 20 || &bytes[..8] != MAGIC {
-        return Err(damaged("bad header"));
-    }
-    let crc = u32::from_le_bytes(bytes[8..12].try_into().map_err(|_| damaged("header"))?);
-    let len = u64::from_le_bytes(bytes[12..20].try_into().map_err(|_| damaged("header"))?);
-    let payload = &bytes[20..];
-    if payload.len() as u64 != len || crc32fast::hash(payload) != crc {
-        return Err(damaged("checksum mismatch"));
-    }
-    let mut ws = WriteSet::default();
-    for op in codec::decode(payload)? {
-        match op {
-            Op::Truncate { table } => ws.tables.entry(table).or_default().truncate = true,
-            Op::Delete { table, rowids } => {
-                ws.tables.entry(table).or_default().deletes.extend(rowids)
-            }
-            Op::Insert { table, batches, .. } => {
-                ws.tables.entry(table).or_default().inserts.extend(batches)
-            }
-            _ => return Err(damaged("unexpected operation")),
-        }
-    }
-    Ok(ws)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -697,28 +603,38 @@ mod tests {
         assert_eq!(rows(&db, "t"), n);
         // Emptied once at PRUNE_GIDS_EVERY: only the later ones are left.
         assert_eq!(rows(&db, COMMITTED_TABLE), 5);
+        // The log was compacted with the table: nothing resolved is left.
+        assert_eq!(txns.log.counts().await, (0, 1));
         // One prepared and not decided when the worker stops, one
-        // committed whose file a crash left behind.
+        // committed whose `Resolved` record a crash lost (its prepare is
+        // recorded again after its commit, as if the record never landed).
         txns.exec("g-open", &format!("INSERT INTO t VALUES ({n})"), None)
             .await
             .unwrap();
         txns.prepare("g-open").await.unwrap();
-        let last = dir.path().join("prepared").join("g-open.prep");
-        let kept = std::fs::read(&last).unwrap();
         txns.exec("g-done", &format!("INSERT INTO t VALUES ({})", n + 1), None)
             .await
             .unwrap();
         txns.prepare("g-done").await.unwrap();
-        let done_file = dir.path().join("prepared").join("g-done.prep");
-        let done_bytes = std::fs::read(&done_file).unwrap();
         txns.commit("g-done").await.unwrap();
-        std::fs::write(&done_file, done_bytes).unwrap();
-        assert_eq!(std::fs::read(&last).unwrap(), kept);
+        let t_id = db.engine.snapshot().table_by_name("t").unwrap().meta.id;
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int32, false)]));
+        let again = RecordBatch::try_new(
+            schema,
+            vec![Arc::new(datafusion::arrow::array::Int32Array::from(vec![
+                n as i32 + 1,
+            ]))],
+        )
+        .unwrap();
+        let mut lost = WriteSet::default();
+        lost.tables.entry(t_id).or_default().inserts.push(again);
+        txns.log.prepare("g-done", &lost).await.unwrap();
+        assert_eq!(txns.log.counts().await.0, 2);
         drop((txns, db));
         let (db, txns) = open(dir.path()).await;
         // g-done is not applied twice; g-open waits for its decision.
         assert_eq!(rows(&db, "t"), n + 1);
-        assert!(!done_file.exists());
+        assert_eq!(txns.log.counts().await, (1, 1));
         let open_now: Vec<_> = txns.list().await.into_iter().map(|t| t.gid).collect();
         assert_eq!(open_now, vec!["g-open".to_string()]);
         txns.commit("g-open").await.unwrap();
