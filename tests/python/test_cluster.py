@@ -171,11 +171,14 @@ def test_worker_down_is_a_clean_error(cluster):
         assert c.execute("SELECT 1").fetchone() == (1,)
 
 
-def test_coordinator_sigkill_leaves_all_or_nothing(cluster):
+def _batches_all_or_nothing_across_a_sigkill(cluster, table: str, victim) -> None:
+    """Writes batches of rows over 6 shards (each INSERT one distributed transaction) while
+    `victim` (a node of `cluster`) is SIGKILLed and started again on its data directory; then
+    every batch is on all its shards or on none, and every acknowledged batch is there."""
     batch = 120
     with connect(cluster) as c:
-        c.execute("CREATE TABLE ledger (id bigint, batch int)")
-        c.execute("SELECT create_distributed_table('ledger', 'id', shard_count => 6)")
+        c.execute(f"CREATE TABLE {table} (id bigint, batch int)")
+        c.execute(f"SELECT create_distributed_table('{table}', 'id', shard_count => 6)")
     acked: list[int] = []
     stop = threading.Event()
 
@@ -185,7 +188,7 @@ def test_coordinator_sigkill_leaves_all_or_nothing(cluster):
                 for b in range(1, 100000):
                     if stop.is_set():
                         return
-                    w.execute(f"INSERT INTO ledger SELECT {b} * 1000 + v, {b} "
+                    w.execute(f"INSERT INTO {table} SELECT {b} * 1000 + v, {b} "
                               f"FROM generate_series(1, {batch}) AS t(v)")
                     acked.append(b)
         except psycopg.Error:
@@ -197,10 +200,10 @@ def test_coordinator_sigkill_leaves_all_or_nothing(cluster):
     while len(acked) < 5:
         assert time.monotonic() < deadline and t.is_alive(), "writer made no progress"
         time.sleep(0.01)
-    cluster.coordinator.kill()
+    victim.kill()
     stop.set()
     t.join(30)
-    cluster.coordinator.start()
+    victim.start()
     with connect(cluster) as c:
         # Recovery resolves the transactions the crash left prepared on the workers; until a
         # decided commit has reached all its workers, a read waits for it (ADR 0011) and never
@@ -208,14 +211,25 @@ def test_coordinator_sigkill_leaves_all_or_nothing(cluster):
         deadline = time.monotonic() + 60
         while True:
             try:
-                counts = dict(c.execute("SELECT batch, count(*) FROM ledger GROUP BY batch").fetchall())
+                counts = dict(c.execute(f"SELECT batch, count(*) FROM {table} GROUP BY batch").fetchall())
                 break
-            except psycopg.errors.SerializationFailure:
+            except (psycopg.errors.SerializationFailure, psycopg.OperationalError):
                 assert time.monotonic() < deadline, "no consistent read after the restart"
+                time.sleep(0.1)  # retry pause while recovery runs
         partial = {b: n for b, n in counts.items() if n != batch}
         assert not partial, f"a read saw batches on some shards only: {partial}"
         missing = [b for b in acked if counts.get(b) != batch]
         assert not missing, f"acknowledged batches lost: {missing}"
+
+
+def test_coordinator_sigkill_leaves_all_or_nothing(cluster):
+    _batches_all_or_nothing_across_a_sigkill(cluster, "ledger", cluster.coordinator)
+
+
+def test_worker_sigkill_keeps_prepared_transactions(cluster):
+    # A worker killed between prepare and commit finds its prepared transactions in its log
+    # when it starts again (ADR 0015), and the coordinator's recovery commits or aborts them.
+    _batches_all_or_nothing_across_a_sigkill(cluster, "ledger_w", cluster.workers[0])
 
 
 def test_tpch_matches_duckdb(cluster, tmp_path):
