@@ -15,7 +15,7 @@
 //!   did not all get through are retried.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
@@ -49,6 +49,8 @@ struct Forget {
     /// Every participant has the commit (queued or being proposed): a read
     /// need not wait for them (see [`Cluster::finished`]).
     finished: BTreeSet<String>,
+    /// A task is proposing the queued gids.
+    running: bool,
 }
 
 /// The coordinator's handle on the cluster's data path.
@@ -67,8 +69,6 @@ pub struct Cluster {
     /// in Raft by one `ForgetTxns` entry for many (see
     /// [`Cluster::forget_later`]).
     forget: parking_lot::Mutex<Forget>,
-    /// True while a task is proposing `forget`'s gids.
-    forgetting: AtomicBool,
     /// `QUIVER_BENCH_NO_READ_PINS=1`: statements outside repeatable read
     /// pin nothing (each shard is read at its newest version, as before
     /// ADR 0011). Only for measuring what consistent reads cost.
@@ -96,7 +96,6 @@ impl Cluster {
             range_lock: tokio::sync::Mutex::new(()),
             gate: Default::default(),
             forget: Default::default(),
-            forgetting: AtomicBool::new(false),
             no_read_pins: std::env::var("QUIVER_BENCH_NO_READ_PINS").is_ok_and(|v| v == "1"),
         })
     }
@@ -377,26 +376,22 @@ impl Cluster {
             let mut f = self.forget.lock();
             f.finished.insert(gid.clone());
             f.queued.push(gid);
-        }
-        if self.forgetting.swap(true, Ordering::AcqRel) {
-            return;
+            if f.running {
+                return;
+            }
+            f.running = true;
         }
         let me = Arc::clone(self);
         tokio::spawn(async move {
             loop {
-                let gids = std::mem::take(&mut me.forget.lock().queued);
-                if gids.is_empty() {
-                    me.forgetting.store(false, Ordering::Release);
-                    // A gid queued after the take and before the store
-                    // found the flag still set: take it on unless another
-                    // task already has.
-                    if me.forget.lock().queued.is_empty()
-                        || me.forgetting.swap(true, Ordering::AcqRel)
-                    {
+                let gids = {
+                    let mut f = me.forget.lock();
+                    if f.queued.is_empty() {
+                        f.running = false;
                         return;
                     }
-                    continue;
-                }
+                    std::mem::take(&mut f.queued)
+                };
                 let r = me
                     .propose(MetaCommand::ForgetTxns { gids: gids.clone() }, "XX000")
                     .await;

@@ -45,8 +45,6 @@ const LEGACY_MAGIC: &[u8; 8] = b"QPREP01\n";
 /// The log of prepared transactions (see the module docs).
 pub struct PreparedLog {
     dir: PathBuf,
-    /// The legacy per-transaction files' directory (`prepared/`).
-    legacy_dir: PathBuf,
     writer: WalWriter,
     state: tokio::sync::Mutex<LogState>,
 }
@@ -188,13 +186,17 @@ impl PreparedLog {
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         let mut live: BTreeMap<String, Vec<u8>> = BTreeMap::new();
         // Legacy files first: they are older than any log.
+        let mut legacy = Vec::new();
         for entry in std::fs::read_dir(prepared_dir).map_err(io(prepared_dir))? {
             let path = entry.map_err(io(prepared_dir))?.path();
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
             if let Some(gid) = name.strip_suffix(".prep") {
                 let ws = read_legacy(&path)?;
                 live.insert(gid.to_owned(), prepare_record(gid, &ws)?);
+            } else if !name.ends_with(".tmp") {
+                continue;
             }
+            legacy.push(path);
         }
         let mut files = Vec::new();
         let mut lsn = 0;
@@ -229,12 +231,29 @@ impl PreparedLog {
             WalWriter::start(&dir, active, Box::new(|_| {}), None).map_err(wal_err(&dir))?;
         let log = PreparedLog {
             dir,
-            legacy_dir: prepared_dir.to_owned(),
             writer,
             state: tokio::sync::Mutex::new(LogState { lsn, files, live }),
         };
         log.compact().await?;
+        // The legacy files' transactions are in the log now; a `.tmp` is a
+        // prepare an earlier version never acknowledged.
+        if !legacy.is_empty() {
+            for path in &legacy {
+                std::fs::remove_file(path).map_err(io(path))?;
+            }
+            sync_dir(prepared_dir)?;
+        }
         Ok((log, out))
+    }
+
+    /// Waits for a submitted record (or a rotation) to be durable.
+    async fn durable(
+        &self,
+        rx: tokio::sync::oneshot::Receiver<Result<(), wal::WalError>>,
+    ) -> Result<(), WorkerTxnError> {
+        rx.await
+            .unwrap_or(Err(wal::WalError::Stopped))
+            .map_err(wal_err(&self.dir))
     }
 
     /// Records `gid` as prepared with writes `ws`; returns once durable.
@@ -250,11 +269,7 @@ impl PreparedLog {
             s.live.insert(gid.to_owned(), payload);
             rx
         };
-        match durable.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(wal_err(&self.dir)(e)),
-            Err(_) => Err(wal_err(&self.dir)(wal::WalError::Stopped)),
-        }
+        self.durable(durable).await
     }
 
     /// Records that `gid` was committed or aborted. Does not wait for the
@@ -279,11 +294,7 @@ impl PreparedLog {
             .writer
             .rotate_request(first)
             .map_err(wal_err(&self.dir))?;
-        match rotated.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(wal_err(&self.dir)(e)),
-            Err(_) => return Err(wal_err(&self.dir)(wal::WalError::Stopped)),
-        }
+        self.durable(rotated).await?;
         let old: Vec<u64> = std::mem::take(&mut s.files)
             .into_iter()
             .filter(|f| *f != first)
@@ -300,11 +311,7 @@ impl PreparedLog {
             );
         }
         if let Some(rx) = last {
-            match rx.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(wal_err(&self.dir)(e)),
-                Err(_) => return Err(wal_err(&self.dir)(wal::WalError::Stopped)),
-            }
+            self.durable(rx).await?;
         }
         for f in old {
             let path = self.dir.join(format!("{f:020}.log"));
@@ -314,18 +321,11 @@ impl PreparedLog {
                 Err(e) => return Err(io(&path)(e)),
             }
         }
-        for entry in std::fs::read_dir(&self.legacy_dir).map_err(io(&self.legacy_dir))? {
-            let path = entry.map_err(io(&self.legacy_dir))?.path();
-            let ext = path.extension().and_then(|e| e.to_str());
-            if matches!(ext, Some("prep") | Some("tmp")) {
-                std::fs::remove_file(&path).map_err(io(&path))?;
-            }
-        }
-        sync_dir(&self.dir)?;
-        Ok(sync_dir(&self.legacy_dir)?)
+        Ok(sync_dir(&self.dir)?)
     }
 
-    /// Live transactions and log files (for tests and diagnostics).
+    /// Live transactions and log files.
+    #[cfg(test)]
     pub async fn counts(&self) -> (usize, usize) {
         let s = self.state.lock().await;
         (s.live.len(), s.files.len())

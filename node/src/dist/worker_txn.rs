@@ -87,7 +87,7 @@ pub struct WorkerTxns {
 }
 
 /// [`COMMITTED_TABLE`] is emptied after this many prepared commits (its rows
-/// are needed only until each commit's file is removed).
+/// are needed only until the log of prepared transactions is compacted).
 const PRUNE_GIDS_EVERY: usize = 1024;
 
 /// How long a worker's statement waits for another transaction's row lock

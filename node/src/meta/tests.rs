@@ -160,7 +160,7 @@ async fn node_restarts_from_snapshot_and_log() {
         .await
         .unwrap();
     let (index, _) = node.write(worker(100)).await.unwrap();
-    let (_, again) = node.write(worker(3)).await.unwrap();
+    let (newest, again) = node.write(worker(3)).await.unwrap();
     assert_eq!(
         again,
         MetaResponse::NodeRegistered {
@@ -170,6 +170,28 @@ async fn node_restarts_from_snapshot_and_log() {
     );
     let before = node.snapshot();
     assert_eq!(before.nodes.len(), 13);
+    // A snapshot of everything, so none is still being written when the
+    // node stops (the policy may have started one for the last writes).
+    // A trigger during a build is ignored, so trigger until one covers it.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        node.raft().trigger().snapshot().await.unwrap();
+        let covered = node
+            .raft()
+            .wait(Some(Duration::from_millis(200)))
+            .metrics(
+                |m| m.snapshot.is_some_and(|s| s.index >= newest),
+                "a snapshot of the last write",
+            )
+            .await;
+        if covered.is_ok() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no snapshot of the last write"
+        );
+    }
     node.shutdown().await.unwrap();
     drop(node);
     assert_eq!(snap_files(&dir.path().join("raft")).len(), 1);

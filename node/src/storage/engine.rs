@@ -652,17 +652,12 @@ pub(super) fn apply(
                         idx.add_batch(b)?;
                     }
                 }
-                let tail = t
-                    .segments
-                    .last()
-                    .filter(|l| l.part.is_none() && l.rows + seg.rows <= TAIL_ROWS);
-                if let Some(tail) = tail {
-                    let grown = Arc::new(tail.appended(&seg.batches)?);
-                    if let Some(last) = t.segments.last_mut() {
-                        *last = grown;
+                match t.segments.last_mut() {
+                    _ if seg.rows == 0 => {}
+                    Some(tail) if tail.part.is_none() && tail.rows + seg.rows <= TAIL_ROWS => {
+                        *tail = Arc::new(tail.appended(&seg.batches)?);
                     }
-                } else if seg.rows > 0 {
-                    t.segments.push(Arc::new(seg));
+                    _ => t.segments.push(Arc::new(seg)),
                 }
                 v.tables.insert(*table, Arc::new(t));
             }

@@ -2,9 +2,8 @@
 //!
 //! An index maps the encoded key (Arrow row format, so multi-column keys and
 //! every type compare by bytes) to the row ids that ever carried it, oldest
-//! first. It is
-//! not versioned: readers check each candidate row id against their own
-//! snapshot, so an index entry for a row that a snapshot cannot see is
+//! first. It is not versioned: readers check each candidate row id against
+//! their own snapshot, so an index entry for a row that a snapshot cannot see is
 //! harmless. Entries are added when a commit is applied; entries for rows
 //! that were physically removed are dropped at compaction.
 
