@@ -11,8 +11,10 @@
 //!   lifecycle.
 //! - [`meta`]: the cluster metadata (nodes, tables, shards, placements, 2PC
 //!   decisions) as an openraft state machine with its durable log.
+//! - [`failpoint`]: faults a test can switch on at named steps.
 
 pub mod dist;
+pub mod failpoint;
 pub mod frontend;
 pub mod meta;
 pub mod server;

@@ -1,5 +1,6 @@
-//! `pg_dist_partition`, `pg_dist_shard`, `pg_dist_placement` and
-//! `pg_dist_colocation`: the Raft catalogue as read-only SQL tables.
+//! `pg_dist_partition`, `pg_dist_shard`, `pg_dist_placement`,
+//! `pg_dist_colocation`, `pg_dist_cleanup` and `quiver_shard_moves`: the
+//! Raft catalogue as read-only SQL tables.
 //!
 //! Step in the flow: registered on a coordinator next to `pg_dist_node`
 //! ([`crate::meta::sql`]). Each scan builds its rows from the current
@@ -204,10 +205,241 @@ fn colocations(s: &MetaState) -> Vec<ArrayRef> {
     ]
 }
 
-/// Registers the four tables in `schema`.
+fn strings<'a>(v: impl IntoIterator<Item = Option<&'a str>>) -> ArrayRef {
+    Arc::new(v.into_iter().collect::<StringArray>())
+}
+
+/// Shard moves, running and ended (ADR 0013).
+fn moves(s: &MetaState) -> Vec<ArrayRef> {
+    use crate::meta::moves::MoveState;
+    let m: Vec<_> = s.moves.iter().collect();
+    let state = |st: &MoveState| match st {
+        MoveState::Planned => "planned",
+        MoveState::Copying => "copying",
+        MoveState::CatchingUp => "catching_up",
+        MoveState::Fenced { .. } => "fenced",
+        MoveState::Switched => "done",
+        MoveState::Failed(_) => "failed",
+        MoveState::Cancelled => "cancelled",
+    };
+    let shards: Vec<String> = m
+        .iter()
+        .map(|(_, j)| {
+            j.shards
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .collect();
+    let first: Vec<u64> = m
+        .iter()
+        .map(|(_, j)| j.shards.first().copied().unwrap_or(0))
+        .collect();
+    vec![
+        strings(m.iter().map(|(id, _)| Some(id.as_str()))),
+        strings(
+            m.iter()
+                .map(|(_, j)| Some(if j.copy { "copy" } else { "move" })),
+        ),
+        i64s(first),
+        strings(shards.iter().map(|s| Some(s.as_str()))),
+        i64s(m.iter().map(|(_, j)| j.from)),
+        i64s(m.iter().map(|(_, j)| j.to)),
+        strings(m.iter().map(|(_, j)| Some(state(&j.state)))),
+        strings(m.iter().map(|(_, j)| match &j.state {
+            MoveState::Failed(why) => Some(why.as_str()),
+            _ => None,
+        })),
+        i64s(m.iter().map(|(_, j)| j.bytes_copied)),
+        i64s(m.iter().map(|(_, j)| j.bytes_total)),
+        i64s(m.iter().map(|(_, j)| j.started_ms)),
+        Arc::new(
+            m.iter()
+                .map(|(_, j)| j.finished_ms.map(|f| i64::try_from(f).unwrap_or(i64::MAX)))
+                .collect::<Int64Array>(),
+        ),
+    ]
+}
+
+/// Copies left to drop (Citus's `pg_dist_cleanup`).
+fn cleanups(s: &MetaState) -> Vec<ArrayRef> {
+    use crate::meta::moves::CleanupPolicy;
+    let c: Vec<_> = s.cleanups.iter().collect();
+    let shards: Vec<String> = c
+        .iter()
+        .map(|(_, r)| {
+            r.shards
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .collect();
+    vec![
+        i64s(c.iter().map(|(id, _)| **id)),
+        strings(c.iter().map(|(_, r)| Some(r.job.as_str()))),
+        strings(shards.iter().map(|s| Some(s.as_str()))),
+        i64s(c.iter().map(|(_, r)| r.node)),
+        strings(c.iter().map(|(_, r)| {
+            Some(match r.policy {
+                CleanupPolicy::OnFailure => "on_failure",
+                CleanupPolicy::DeferredOnSuccess => "deferred_on_success",
+            })
+        })),
+    ]
+}
+
+/// `get_rebalance_progress()`: each move of the current (or last)
+/// rebalance, and every move still running outside one.
+fn rebalance_progress(s: &MetaState) -> Vec<ArrayRef> {
+    use crate::meta::moves::MoveState;
+    struct Row<'a> {
+        rebalance: &'a str,
+        shard: u64,
+        from: u64,
+        to: u64,
+        job: Option<&'a crate::meta::moves::MoveJob>,
+    }
+    let mut rows: Vec<Row> = Vec::new();
+    if let Some(r) = &s.rebalance {
+        for (i, m) in r.moves.iter().enumerate() {
+            let job = s.moves.get(&format!("{}-{i}", r.id));
+            let shard = s
+                .placements
+                .get(&m.placement_id)
+                .map(|p| p.shard_id)
+                .or_else(|| job.and_then(|j| j.shards.first().copied()))
+                .unwrap_or(0);
+            rows.push(Row {
+                rebalance: &r.id,
+                shard,
+                from: m.from,
+                to: m.to,
+                job,
+            });
+        }
+    }
+    for (id, j) in &s.moves {
+        let in_rebalance = s
+            .rebalance
+            .as_ref()
+            .is_some_and(|r| id.starts_with(&format!("{}-", r.id)));
+        if !in_rebalance && !j.state.is_terminal() {
+            rows.push(Row {
+                rebalance: "",
+                shard: j.shards.first().copied().unwrap_or(0),
+                from: j.from,
+                to: j.to,
+                job: Some(j),
+            });
+        }
+    }
+    let table = |shard: u64| {
+        s.shards
+            .get(&shard)
+            .and_then(|sh| s.tables.get(&sh.table_id))
+            .map(|t| t.name.as_str())
+    };
+    let host = |n: u64| s.nodes.get(&n).map(|n| n.host.as_str());
+    let port = |n: u64| s.nodes.get(&n).map(|n| i32::from(n.port));
+    let (state, progress): (Vec<&str>, Vec<i32>) = rows
+        .iter()
+        .map(|r| match r.job.map(|j| &j.state) {
+            None => {
+                let cancelled = s.rebalance.as_ref().is_some_and(|rb| {
+                    matches!(rb.state, crate::meta::state::RebalanceState::Cancelled)
+                });
+                (if cancelled { "cancelled" } else { "waiting" }, 0)
+            }
+            Some(MoveState::Switched) => ("done", 2),
+            Some(MoveState::Failed(_)) => ("failed", 3),
+            Some(MoveState::Cancelled) => ("cancelled", 3),
+            Some(MoveState::Fenced { .. }) => ("switching", 1),
+            Some(MoveState::CatchingUp) => ("catching_up", 1),
+            Some(MoveState::Copying) => ("copying", 1),
+            Some(MoveState::Planned) => ("planned", 1),
+        })
+        .unzip();
+    vec![
+        strings(rows.iter().map(|r| Some(r.rebalance))),
+        strings(rows.iter().map(|r| table(r.shard))),
+        i64s(rows.iter().map(|r| r.shard)),
+        strings(rows.iter().map(|r| host(r.from))),
+        Arc::new(rows.iter().map(|r| port(r.from)).collect::<Int32Array>()),
+        strings(rows.iter().map(|r| host(r.to))),
+        Arc::new(rows.iter().map(|r| port(r.to)).collect::<Int32Array>()),
+        Arc::new(progress.into_iter().map(Some).collect::<Int32Array>()),
+        strings(state.into_iter().map(Some)),
+        i64s(rows.iter().map(|r| r.job.map_or(0, |j| j.bytes_copied))),
+        i64s(rows.iter().map(|r| r.job.map_or(0, |j| j.bytes_total))),
+        Arc::new(
+            rows.iter()
+                .map(|r| r.job.and_then(|j| i64::try_from(j.started_ms).ok()))
+                .collect::<Int64Array>(),
+        ),
+        Arc::new(
+            rows.iter()
+                .map(|r| {
+                    r.job
+                        .and_then(|j| j.finished_ms)
+                        .and_then(|f| i64::try_from(f).ok())
+                })
+                .collect::<Int64Array>(),
+        ),
+    ]
+}
+
+/// `get_rebalance_progress()` as a table function.
+#[derive(Debug)]
+struct ProgressFn {
+    cluster: Arc<Cluster>,
+}
+
+impl datafusion::catalog::TableFunctionImpl for ProgressFn {
+    fn call(&self, args: &[Expr]) -> Result<Arc<dyn TableProvider>> {
+        use DataType::{Int32, Int64, Utf8};
+        if !args.is_empty() {
+            return Err(datafusion::error::DataFusionError::Plan(
+                "get_rebalance_progress() takes no arguments".into(),
+            ));
+        }
+        Ok(Arc::new(MetaTable {
+            cluster: self.cluster.clone(),
+            schema: Arc::new(Schema::new(vec![
+                field("rebalance_id", Utf8, false),
+                field("table_name", Utf8, true),
+                field("shardid", Int64, false),
+                field("sourcename", Utf8, true),
+                field("sourceport", Int32, true),
+                field("targetname", Utf8, true),
+                field("targetport", Int32, true),
+                field("progress", Int32, false),
+                field("state", Utf8, false),
+                field("bytes_copied", Int64, false),
+                field("bytes_total", Int64, false),
+                field("started_ms", Int64, true),
+                field("finished_ms", Int64, true),
+            ])),
+            build: rebalance_progress,
+        }))
+    }
+}
+
+/// Registers `get_rebalance_progress()`.
+pub fn install_functions(ctx: &datafusion::prelude::SessionContext, cluster: &Arc<Cluster>) {
+    ctx.register_udtf(
+        "get_rebalance_progress",
+        Arc::new(ProgressFn {
+            cluster: cluster.clone(),
+        }),
+    );
+}
+
+/// Registers the catalogue tables in `schema`.
 pub fn install(schema: &QuiverSchema, cluster: &Arc<Cluster>) {
     use DataType::{Int32, Int64, Utf8};
-    let tables: [(&str, Vec<Field>, Build); 4] = [
+    let tables: [(&str, Vec<Field>, Build); 6] = [
         (
             "pg_dist_partition",
             vec![
@@ -250,6 +482,35 @@ pub fn install(schema: &QuiverSchema, cluster: &Arc<Cluster>) {
                 field("distributioncolumntype", Utf8, false),
             ],
             colocations,
+        ),
+        (
+            "quiver_shard_moves",
+            vec![
+                field("move_id", Utf8, false),
+                field("kind", Utf8, false),
+                field("shardid", Int64, false),
+                field("shards", Utf8, false),
+                field("source_nodeid", Int64, false),
+                field("target_nodeid", Int64, false),
+                field("state", Utf8, false),
+                field("error", Utf8, true),
+                field("bytes_copied", Int64, false),
+                field("bytes_total", Int64, false),
+                field("started_ms", Int64, false),
+                field("finished_ms", Int64, true),
+            ],
+            moves,
+        ),
+        (
+            "pg_dist_cleanup",
+            vec![
+                field("record_id", Int64, false),
+                field("operation_id", Utf8, false),
+                field("shards", Utf8, false),
+                field("nodeid", Int64, false),
+                field("policy_type", Utf8, false),
+            ],
+            cleanups,
         ),
     ];
     for (name, fields, build) in tables {

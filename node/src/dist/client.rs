@@ -283,6 +283,24 @@ impl WorkerClients {
         Ok(rows)
     }
 
+    /// The raw Flight messages of `do_get` ticket `body` on `addr`, outside
+    /// the connection limit (a shard move's copy, [`super::worker_move`]).
+    pub async fn raw_get(
+        &self,
+        addr: &str,
+        body: Vec<u8>,
+    ) -> Result<tonic::Streaming<arrow_flight::FlightData>, SqlError> {
+        let (mut inner, _) = self.client(addr)?;
+        let ticket = Ticket {
+            ticket: Bytes::from(body),
+        };
+        inner
+            .do_get(ticket)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| remote_error(addr, "copying a shard", FlightError::Tonic(Box::new(s))))
+    }
+
     /// Runs `action` on `addr`, within the worker's connection limit.
     pub async fn action(&self, addr: &str, action: &Action) -> Result<ActionReply, SqlError> {
         let (inner, limit) = self.client(addr)?;

@@ -39,6 +39,8 @@ pub struct DistTxn {
     pub nodes: BTreeMap<NodeId, String>,
     /// Writes sent so far (savepoints compare it).
     pub writes: u64,
+    /// Shard tables written (a move's cut-over lets these writers finish).
+    pub tables: BTreeSet<String>,
 }
 
 /// Decided transactions on their way out of the Raft state.
@@ -73,6 +75,9 @@ pub struct Cluster {
     /// pin nothing (each shard is read at its newest version, as before
     /// ADR 0011). Only for measuring what consistent reads cost.
     pub(crate) no_read_pins: bool,
+    /// Shard moves this coordinator runs, and their write fences
+    /// ([`super::mover`]).
+    pub(crate) moves: super::mover::Moves,
 }
 
 pub(crate) fn meta_err(e: impl std::fmt::Display) -> SqlError {
@@ -96,6 +101,7 @@ impl Cluster {
             range_lock: tokio::sync::Mutex::new(()),
             gate: Default::default(),
             forget: Default::default(),
+            moves: Default::default(),
             no_read_pins: std::env::var("QUIVER_BENCH_NO_READ_PINS").is_ok_and(|v| v == "1"),
         })
     }
@@ -133,12 +139,15 @@ impl Cluster {
 
     /// The session's open distributed transaction (opened if needed), with
     /// `node` recorded as a participant.
-    fn join(&self, txn: &TxnContext, node: NodeId, addr: &str) -> String {
+    fn join(&self, txn: &TxnContext, node: NodeId, addr: &str, table: &str) -> String {
         txn.with_dist(|d| {
             if d.gid.is_empty() {
                 d.gid = self.new_gid();
             }
             d.nodes.entry(node).or_insert_with(|| addr.to_owned());
+            if !d.tables.contains(table) {
+                d.tables.insert(table.to_owned());
+            }
             d.writes += 1;
             d.gid.clone()
         })
@@ -184,10 +193,11 @@ impl Cluster {
         }
         let mut calls = Vec::new();
         for ((node, pos), (addr, parts)) in per_target {
-            let gid = self.join(txn, node, &addr);
+            let table = shard_table_name(&layout.info.name, layout.shards[pos].shard_id);
+            let gid = self.join(txn, node, &addr, &table);
             let cmd = PutCommand {
                 gid,
-                table: shard_table_name(&layout.info.name, layout.shards[pos].shard_id),
+                table,
                 intermediate: false,
             };
             let clients = self.clients.clone();
@@ -199,8 +209,8 @@ impl Cluster {
         Ok(rows)
     }
 
-    /// Runs one statement per `(node, addr, sql)` in the session's
-    /// transaction; returns the affected rows of each.
+    /// Runs one statement per `(node, addr, shard table, sql)` in the
+    /// session's transaction; returns the affected rows of each.
     ///
     /// The same statement on several nodes is one shard's placements (a
     /// reference table, a replicated shard): it runs on the lowest node
@@ -215,32 +225,32 @@ impl Cluster {
     pub async fn exec_in_txn(
         self: &Arc<Self>,
         txn: &TxnContext,
-        targets: Vec<(NodeId, String, String)>,
+        targets: Vec<(NodeId, String, String, String)>,
     ) -> Result<Vec<u64>, SqlError> {
         let block = super::read_point::ReadPoint::of_block(txn, self);
         let mut pins: BTreeMap<&str, Option<String>> = BTreeMap::new();
-        for (_, addr, _) in &targets {
+        for (_, addr, _, _) in &targets {
             if let (Some(rp), false) = (&block, pins.contains_key(addr.as_str())) {
                 pins.insert(addr, rp.pin_for(addr).await?);
             }
         }
         let mut first: BTreeMap<&str, NodeId> = BTreeMap::new();
-        for (node, _, sql) in &targets {
+        for (node, _, _, sql) in &targets {
             let f = first.entry(sql.as_str()).or_insert(*node);
             *f = (*f).min(*node);
         }
         let lead: Vec<bool> = targets
             .iter()
-            .map(|(node, _, sql)| first.get(sql.as_str()) == Some(node))
+            .map(|(node, _, _, sql)| first.get(sql.as_str()) == Some(node))
             .collect();
         let mut rows = vec![0u64; targets.len()];
         for leading in [true, false] {
             let mut calls = Vec::new();
-            for (i, (node, addr, sql)) in targets.iter().enumerate() {
+            for (i, (node, addr, table, sql)) in targets.iter().enumerate() {
                 if lead[i] != leading {
                     continue;
                 }
-                let gid = self.join(txn, *node, addr);
+                let gid = self.join(txn, *node, addr, table);
                 let clients = self.clients.clone();
                 let snapshot = pins.get(addr.as_str()).cloned().flatten();
                 calls.push(async move {
@@ -459,6 +469,7 @@ impl Cluster {
                         gid: gid.clone(),
                         nodes: nodes.clone(),
                         writes: 0,
+                        tables: Default::default(),
                     })
                     .await;
                     let _ = self

@@ -79,6 +79,9 @@ const UTILITIES: &[&str] = &[
     "create_distributed_table",
     "create_reference_table",
     "quiver_drop_old_shards",
+    super::mover::MOVE_FN,
+    "rebalance_table_shards",
+    "quiver_cancel_rebalance",
 ];
 
 fn arg_text(e: &SqlExpr) -> Option<String> {

@@ -154,7 +154,7 @@ impl DistributedTable {
             }
             for (i, (node, addr)) in shard.placements.iter().enumerate() {
                 counted.push(i == 0);
-                targets.push((*node, addr.clone(), sql_for(&name)));
+                targets.push((*node, addr.clone(), name.clone(), sql_for(&name)));
             }
         }
         let rows = self

@@ -147,6 +147,61 @@ pub enum Action {
     LockWaits,
     /// End `gid`'s lock wait with a deadlock error.
     BreakWait { gid: String },
+    /// The definitions of shard tables (a move's target creates its copies
+    /// from them).
+    ShardMetas { names: Vec<String> },
+    /// On a move's target: bring copies of `tables` up to date with
+    /// `source` ([`super::worker_move`]).
+    MovePull(MovePull),
+    /// On a move's source: take no new writer into `tables` until
+    /// `deadline_ms` (Unix ms), and answer once every transaction that
+    /// wrote to them has ended.
+    MoveFence {
+        job: String,
+        tables: Vec<String>,
+        deadline_ms: u64,
+    },
+    /// On a move's source: lift job `job`'s fence (the move goes on or ends).
+    MoveUnfence { job: String },
+    /// On a move's source: job `job` switched; its tables take no write
+    /// again, and what it shipped is forgotten.
+    MoveRetire { job: String },
+}
+
+/// One round of a move's copy, asked of its target: for each shard table,
+/// the changes on `source` since round `base` (a full copy when `None`, or
+/// when the source no longer has that round) are fetched and applied.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MovePull {
+    pub job: String,
+    /// `host:port` of the source worker.
+    pub source: String,
+    pub tables: Vec<String>,
+    pub round: u64,
+    pub base: Option<u64>,
+}
+
+/// A `do_get` ticket on a move's source: the changes of `table` between
+/// the version shipped in round `base` and now, recorded as round `round`.
+/// The first message's app metadata is a [`MoveHeader`] (JSON); each
+/// following message carries, as its body, an Arrow IPC stream of stored
+/// rows (row ids included) and, as its app metadata, the CRC32 of that body
+/// (4 bytes, little-endian), which the target checks before it decodes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MoveTicket {
+    pub move_job: String,
+    pub table: String,
+    pub round: u64,
+    pub base: Option<u64>,
+}
+
+/// What a move's changes carry besides their rows.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MoveHeader {
+    /// Not a diff: the target must start its copy again from nothing.
+    pub full: bool,
+    /// Row ids deleted since the base round.
+    pub deleted: Vec<u64>,
 }
 
 impl Action {
@@ -165,6 +220,11 @@ impl Action {
             Action::Unpin { .. } => "unpin",
             Action::LockWaits => "lock_waits",
             Action::BreakWait { .. } => "break_wait",
+            Action::ShardMetas { .. } => "shard_metas",
+            Action::MovePull(_) => "move_pull",
+            Action::MoveFence { .. } => "move_fence",
+            Action::MoveUnfence { .. } => "move_unfence",
+            Action::MoveRetire { .. } => "move_retire",
         }
     }
 }
@@ -186,6 +246,12 @@ pub struct ActionReply {
     /// `LockWaits`: (waiting gid, gid it waits for).
     #[serde(default)]
     pub waits: Vec<(String, String)>,
+    /// `ShardMetas`.
+    #[serde(default)]
+    pub metas: Vec<TableMeta>,
+    /// `MovePull`: bytes (Arrow IPC) and rows moved in the round.
+    #[serde(default)]
+    pub bytes: u64,
 }
 
 /// A [`SqlError`] on the wire.

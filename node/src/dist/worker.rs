@@ -33,7 +33,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::client::{PoolSettings, WorkerClients};
 use super::read_point::Pins;
-use super::wire::{status_of, Action, ActionReply, PutCommand, QueryTicket};
+use super::wire::{status_of, Action, ActionReply, MoveTicket, PutCommand, QueryTicket};
+use super::worker_move::{encode_changes, MoveSource};
 use super::worker_shuffle::{send_buckets, Intermediates};
 use super::worker_txn::WorkerTxns;
 use crate::sql::{Database, Outcome, SqlError};
@@ -56,6 +57,8 @@ pub struct WorkerFlight {
     peers: Arc<WorkerClients>,
     /// Snapshots pinned for reads across shards.
     pins: Pins,
+    /// What this worker shipped as the source of shard moves.
+    moves: MoveSource,
 }
 
 /// Idle sessions kept for reuse.
@@ -81,6 +84,7 @@ impl WorkerFlight {
             txns,
             idle: parking_lot::Mutex::new(Vec::new()),
             pins: Pins::default(),
+            moves: MoveSource::default(),
         }
     }
 
@@ -169,6 +173,7 @@ impl WorkerFlight {
             Action::DropShards { names } => {
                 for n in names {
                     self.db.engine.drop_table(&n, true).await?;
+                    self.txns.fences().dropped(&n);
                 }
             }
             Action::Exec { gid, sql, snapshot } => {
@@ -202,6 +207,29 @@ impl WorkerFlight {
             }
             Action::BreakWait { gid } => {
                 reply.rows = u64::from(self.db.engine.locks.break_wait(&gid));
+            }
+            Action::ShardMetas { names } => {
+                reply.metas = super::worker_move::shard_metas(&self.db.engine, &names);
+            }
+            Action::MovePull(p) => {
+                (reply.bytes, reply.rows) =
+                    super::worker_move::pull(&self.db, &self.peers, &p).await?;
+            }
+            Action::MoveFence {
+                job,
+                tables,
+                deadline_ms,
+            } => {
+                self.txns.fences().fence(&job, &tables, deadline_ms);
+                if let Err(e) = self.txns.quiesce(&tables, deadline_ms).await {
+                    self.txns.fences().unfence(&job);
+                    return Err(e);
+                }
+            }
+            Action::MoveUnfence { job } => self.txns.fences().unfence(&job),
+            Action::MoveRetire { job } => {
+                self.txns.fences().retire(&job);
+                self.moves.forget(&job);
             }
         }
         Ok(reply)
@@ -310,8 +338,16 @@ impl FlightService for WorkerFlight {
         &self,
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
-        let ticket: QueryTicket =
-            serde_json::from_slice(&request.get_ref().ticket).map_err(bad_request)?;
+        let body = &request.get_ref().ticket;
+        if let Ok(t) = serde_json::from_slice::<MoveTicket>(body) {
+            let (header, changes) = self
+                .moves
+                .changes(&self.db.engine, &t)
+                .map_err(|e| status_of(&e))?;
+            let stream = encode_changes(&header, changes).map_err(|e| status_of(&e))?;
+            return Ok(Response::new(Box::pin(stream.map(Ok))));
+        }
+        let ticket: QueryTicket = serde_json::from_slice(body).map_err(bad_request)?;
         tracing::debug!(sql = %ticket.sql, "fragment");
         let stream = self.query(ticket).await.map_err(|e| status_of(&e))?;
         Ok(Response::new(stream))
@@ -405,6 +441,15 @@ impl FlightService for WorkerFlight {
             "list_txns",
             "shuffle_map",
             "drop_intermediates",
+            "pin",
+            "unpin",
+            "lock_waits",
+            "break_wait",
+            "shard_metas",
+            "move_pull",
+            "move_fence",
+            "move_unfence",
+            "move_retire",
         ];
         let out = futures::stream::iter(kinds.map(|k| {
             Ok(ActionType {

@@ -37,6 +37,7 @@ use thiserror::Error;
 
 use super::prepared_log::PreparedLog;
 use super::wire::TxnEntry;
+use super::worker_move::MoveFences;
 use crate::sql::{Database, Session, SqlError};
 use crate::storage::table::{ColumnMeta, SqlType, TableMeta};
 use crate::storage::{StorageError, TableWrites, WriteSet};
@@ -84,6 +85,8 @@ pub struct WorkerTxns {
     /// its row must stay, so the table is not emptied again before a
     /// restart.
     keep_gids: std::sync::atomic::AtomicBool,
+    /// Shard tables a move's cut-over keeps new writers out of.
+    fences: Arc<MoveFences>,
 }
 
 /// [`COMMITTED_TABLE`] is emptied after this many prepared commits (its rows
@@ -233,7 +236,80 @@ impl WorkerTxns {
             gid_rows: tokio::sync::RwLock::new(()),
             gids_recorded: Default::default(),
             keep_gids: Default::default(),
+            fences: Arc::default(),
         }))
+    }
+
+    pub fn fences(&self) -> &Arc<MoveFences> {
+        &self.fences
+    }
+
+    /// Ids of the fenced tables (see [`MoveFences`]).
+    fn fenced_ids(&self) -> Vec<(u64, String)> {
+        let names = self.fences.fenced();
+        if names.is_empty() {
+            return Vec::new();
+        }
+        let snap = self.db.engine.snapshot();
+        names
+            .into_iter()
+            .filter_map(|n| snap.table_by_name(&n).map(|t| (t.meta.id, n.clone())))
+            .collect()
+    }
+
+    /// Fails `session`'s block when its last statement made it a new
+    /// writer of a fenced table (`before`: the fenced tables it had written
+    /// before that statement).
+    fn check_fences(
+        session: &mut Session,
+        fenced: &[(u64, String)],
+        before: &[u64],
+    ) -> Result<(), SqlError> {
+        let ids: Vec<u64> = fenced.iter().map(|(id, _)| *id).collect();
+        let now = session.written_among(&ids);
+        if let Some(id) = now.iter().find(|id| !before.contains(id)) {
+            session.fail_block();
+            let name = fenced
+                .iter()
+                .find(|(i, _)| i == id)
+                .map_or("?", |(_, n)| n.as_str());
+            return Err(MoveFences::refused(name));
+        }
+        Ok(())
+    }
+
+    /// Waits until no transaction here (open or prepared) has written to
+    /// one of `tables`, up to `deadline_ms` (Unix ms); 55P03 after it.
+    pub async fn quiesce(&self, tables: &[String], deadline_ms: u64) -> Result<(), SqlError> {
+        let ids: Vec<u64> = {
+            let snap = self.db.engine.snapshot();
+            tables
+                .iter()
+                .filter_map(|n| snap.table_by_name(n).map(|t| t.meta.id))
+                .collect()
+        };
+        loop {
+            let slots: Vec<_> = self.slots.lock().values().cloned().collect();
+            let busy = slots.iter().any(|slot| match slot.try_lock() {
+                Ok(guard) => match guard.as_ref() {
+                    Some(Slot::Open(session)) => !session.written_among(&ids).is_empty(),
+                    Some(Slot::Prepared(ws)) => ids.iter().any(|id| ws.tables.contains_key(id)),
+                    None => false,
+                },
+                // A statement runs in it now: it may be writing to them.
+                Err(_) => true,
+            });
+            if !busy {
+                return Ok(());
+            }
+            if crate::meta::moves::now_ms() >= deadline_ms {
+                return Err(SqlError::new(
+                    "55P03",
+                    "transactions writing to the moving shards did not end before the fence's deadline",
+                ));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
     }
 
     fn slot(&self, gid: &str, create: bool) -> Option<Arc<tokio::sync::Mutex<Option<Slot>>>> {
@@ -280,7 +356,17 @@ impl WorkerTxns {
                 if let Some(version) = block {
                     session.repeatable_at(version);
                 }
-                session.exec_in_block(sql, None).await
+                let fenced = self.fenced_ids();
+                let before = if fenced.is_empty() {
+                    Vec::new()
+                } else {
+                    session.written_among(&fenced.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+                };
+                let rows = session.exec_in_block(sql, None).await?;
+                if !fenced.is_empty() {
+                    Self::check_fences(session, &fenced, &before)?;
+                }
+                Ok(rows)
             }
             Some(Slot::Prepared(_)) => Err(prepared_already(gid)),
             None => Err(no_txn(gid)),
@@ -298,7 +384,16 @@ impl WorkerTxns {
         let slot = self.slot(gid, true).ok_or_else(|| no_txn(gid))?;
         let mut guard = slot.lock().await;
         match guard.as_mut() {
-            Some(Slot::Open(session)) => session.stage_rows(table, batches),
+            Some(Slot::Open(session)) => {
+                let fenced = self.fenced_ids();
+                if let Some((id, name)) = fenced.iter().find(|(_, n)| n == table) {
+                    if session.written_among(&[*id]).is_empty() {
+                        session.fail_block();
+                        return Err(MoveFences::refused(name));
+                    }
+                }
+                session.stage_rows(table, batches)
+            }
             Some(Slot::Prepared(_)) => Err(prepared_already(gid)),
             None => Err(no_txn(gid)),
         }

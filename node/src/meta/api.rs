@@ -24,7 +24,7 @@ use super::command::{MetaCommand, MetaResponse, RebalanceOutcome};
 use super::health::{Health, HealthTracker};
 use super::state::{
     MetaState, NodeId, NodeInfo, NodeRole, PlacementId, PlacementState, RebalanceInfo,
-    RebalanceState, TableKind,
+    RebalanceState, ShardMove, TableKind,
 };
 use super::types::{CoordinatorNode, RaftId};
 use super::{MetaError, MetaNode};
@@ -318,11 +318,7 @@ impl MetaApi {
         self.require_leader()?;
         let snap = self.node.snapshot();
         let node_id = Self::resolve(&snap, node)?;
-        let held = snap
-            .placements
-            .values()
-            .filter(|p| p.node_id == node_id)
-            .count();
+        let held = snap.data_placements_on(node_id);
         if held > 0 {
             let addr = snap
                 .nodes
@@ -337,31 +333,88 @@ impl MetaApi {
         Ok(index)
     }
 
-    /// Starts draining a node. Only a node without placements can be drained
-    /// for now (moving placements needs the data plane). Returns the number
-    /// of moves scheduled (0) and the log index.
-    pub async fn drain_node(&self, node: &NodeSelector) -> Result<(u64, u64), ApiError> {
+    /// Drains a node: it takes no new placements from now on, and a
+    /// rebalance moves its shard groups to the other workers (reference
+    /// table copies go when the node is removed). Returns the rebalance
+    /// (`None` when nothing had to move) and the log index.
+    pub async fn drain_node(
+        &self,
+        node: &NodeSelector,
+    ) -> Result<(Option<RebalanceInfo>, u64), ApiError> {
         self.require_leader()?;
         let snap = self.node.snapshot();
         let node_id = Self::resolve(&snap, node)?;
-        let held = snap
-            .placements
-            .values()
-            .filter(|p| p.node_id == node_id)
-            .count();
-        if held > 0 {
-            return Err(ApiError::Unimplemented(format!(
-                "draining node {node_id} would move {held} shard placement(s); \
-                 shard moves are not implemented yet"
+        if let Some(r) = snap
+            .rebalance
+            .as_ref()
+            .filter(|r| r.state == RebalanceState::Running)
+        {
+            return Err(ApiError::FailedPrecondition(format!(
+                "rebalance {} is running; drain the node once it ends",
+                r.id
             )));
         }
-        let (index, _) = self
+        let (mut index, _) = self
             .write(MetaCommand::SetDraining {
                 node_id,
                 draining: true,
             })
             .await?;
-        Ok((0, index))
+        let (info, i) = self.start_rebalance(None).await?;
+        index = index.max(i);
+        Ok((info, index))
+    }
+
+    /// The moves a rebalance of `table` (every distributed table when
+    /// `None`) would make now.
+    pub fn plan_rebalance(&self, table: Option<&str>) -> Result<Vec<ShardMove>, ApiError> {
+        let snap = self.node.snapshot();
+        let only = match table {
+            Some(name) => {
+                let id = snap.table_by_name(name).ok_or_else(|| {
+                    ApiError::NotFound(format!("table \"{name}\" is not distributed"))
+                })?;
+                Some(BTreeSet::from([id]))
+            }
+            None => None,
+        };
+        Ok(super::rebalance::plan(&snap, only.as_ref()))
+    }
+
+    /// Records a rebalance of `table` (all when `None`) in Raft; the
+    /// leader's rebalancer runs it. `None` when there is nothing to move.
+    pub async fn start_rebalance(
+        &self,
+        table: Option<&str>,
+    ) -> Result<(Option<RebalanceInfo>, u64), ApiError> {
+        self.require_leader()?;
+        let snap = self.node.snapshot();
+        if let Some(r) = snap
+            .rebalance
+            .as_ref()
+            .filter(|r| r.state == RebalanceState::Running)
+        {
+            return Err(ApiError::FailedPrecondition(format!(
+                "rebalance {} is already running",
+                r.id
+            )));
+        }
+        let moves = self.plan_rebalance(table)?;
+        if moves.is_empty() {
+            return Ok((None, Self::applied_index(&snap)));
+        }
+        let id = format!(
+            "r{}x{:08x}",
+            Self::applied_index(&snap),
+            rand::random::<u32>()
+        );
+        let (index, _) = self
+            .write(MetaCommand::StartRebalance {
+                id: id.clone(),
+                moves,
+            })
+            .await?;
+        Ok((self.node.snapshot().rebalance.clone(), index))
     }
 
     /// Declares a node failed and promotes an inactive surviving placement
@@ -500,14 +553,13 @@ impl MetaApi {
     }
 
     fn node_views(&self, snap: &MetaState) -> Vec<NodeView> {
-        let counts = snap.placement_counts();
         snap.nodes
             .iter()
             .map(|(id, info)| NodeView {
                 id: *id,
                 info: info.clone(),
                 health: self.health.health(*id, info),
-                placements: counts.get(id).copied().unwrap_or(0),
+                placements: snap.data_placements_on(*id) as u64,
                 last_heartbeat_unix_ms: self.health.last_heartbeat_unix_ms(*id),
             })
             .collect()
@@ -652,10 +704,10 @@ impl MetadataService for MetadataGrpc {
         request: Request<pb::DrainNodeRequest>,
     ) -> Reply<pb::DrainNodeResponse> {
         let node = super::pb_impl::selector(request.into_inner().node)?;
-        let (moves_total, log_index) = self.api.drain_node(&node).await?;
+        let (info, log_index) = self.api.drain_node(&node).await?;
         Ok(Response::new(pb::DrainNodeResponse {
-            rebalance_id: String::new(),
-            moves_total,
+            rebalance_id: info.as_ref().map(|r| r.id.clone()).unwrap_or_default(),
+            moves_total: info.as_ref().map_or(0, |r| r.moves.len() as u64),
             log_index,
         }))
     }
@@ -687,11 +739,31 @@ impl MetadataService for MetadataGrpc {
             pb::RebalanceAction::Unspecified => Err(Status::invalid_argument(
                 "rebalance needs an action: PLAN, DRY_RUN, START or CANCEL",
             )),
-            action => Err(Status::unimplemented(format!(
-                "rebalance {}: the shard rebalance planner is not implemented yet \
-                 (shard moves need the data plane); only CANCEL is available",
-                action.as_str_name()
-            ))),
+            pb::RebalanceAction::Plan | pb::RebalanceAction::DryRun => {
+                let table = (!r.table.is_empty()).then_some(r.table.as_str());
+                let snap = self.api.node().snapshot();
+                let moves = self.api.plan_rebalance(table)?;
+                Ok(Response::new(pb::RebalanceResponse {
+                    moves: super::pb_impl::planned_moves(&snap, &moves),
+                    rebalance_id: String::new(),
+                    progress: Some(super::pb_impl::progress(snap.rebalance.as_ref())),
+                    log_index: 0,
+                }))
+            }
+            pb::RebalanceAction::Start => {
+                let table = (!r.table.is_empty()).then_some(r.table.as_str());
+                let (info, log_index) = self.api.start_rebalance(table).await?;
+                let snap = self.api.node().snapshot();
+                Ok(Response::new(pb::RebalanceResponse {
+                    moves: info
+                        .as_ref()
+                        .map(|i| super::pb_impl::planned_moves(&snap, &i.moves))
+                        .unwrap_or_default(),
+                    rebalance_id: info.as_ref().map(|i| i.id.clone()).unwrap_or_default(),
+                    progress: Some(super::pb_impl::progress(info.as_ref())),
+                    log_index,
+                }))
+            }
         }
     }
 

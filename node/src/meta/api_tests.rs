@@ -231,15 +231,26 @@ async fn every_rpc_on_the_leader_and_not_leader_on_a_follower() {
         .unwrap_err();
     assert_eq!(gone.code(), Code::NotFound);
 
-    // Rebalance: only CANCEL exists, and nothing runs.
-    let plan = c
+    // Rebalance: no table, so nothing to plan or start, and nothing runs.
+    for action in [pb::RebalanceAction::Plan, pb::RebalanceAction::Start] {
+        let plan = c
+            .rebalance(pb::RebalanceRequest {
+                action: action as i32,
+                table: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(plan.moves.is_empty() && plan.rebalance_id.is_empty());
+    }
+    let unknown = c
         .rebalance(pb::RebalanceRequest {
             action: pb::RebalanceAction::Plan as i32,
-            table: String::new(),
+            table: "nope".into(),
         })
         .await
         .unwrap_err();
-    assert_eq!(plan.code(), Code::Unimplemented);
+    assert_eq!(unknown.code(), Code::NotFound);
     let cancel = c
         .rebalance(pb::RebalanceRequest {
             action: pb::RebalanceAction::Cancel as i32,

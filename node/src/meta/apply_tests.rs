@@ -261,13 +261,41 @@ fn node_with_placements_cannot_be_removed() {
         MetaResponse::TableCreated { .. }
     ));
     let reason = assert_rejected(&mut s, MetaCommand::RemoveNode { node_id: a });
-    assert!(reason.contains("placement"), "{reason}");
+    assert!(reason.contains("only copy"), "{reason}");
+    // A node holding a copy of a table that is not a reference table must
+    // be drained first.
+    let hash = hash_table_cmd(&s, "t", 2, 1);
+    assert!(matches!(
+        apply(&mut s, &hash),
+        MetaResponse::TableCreated { .. }
+    ));
+    let reason = assert_rejected(&mut s, MetaCommand::RemoveNode { node_id: a });
+    assert!(reason.contains("drain it first"), "{reason}");
+    apply(&mut s, &MetaCommand::DropTable { table_id: 2 });
     // A node without placements goes.
     assert_eq!(
         apply(&mut s, &MetaCommand::RemoveNode { node_id: b }),
         MetaResponse::Ok
     );
     assert!(!s.nodes.contains_key(&b));
+    // A reference table's copy leaves with its node when another remains.
+    let c = register(&mut s, "w-c", "g");
+    let copy = s.next_placement_id;
+    s.next_placement_id += 1;
+    s.placements.insert(
+        copy,
+        PlacementInfo {
+            shard_id: *s.shards.keys().next().unwrap(),
+            node_id: c,
+            state: PlacementState::Active,
+            length: 0,
+        },
+    );
+    assert_eq!(
+        apply(&mut s, &MetaCommand::RemoveNode { node_id: c }),
+        MetaResponse::Ok
+    );
+    assert!(!s.placements.contains_key(&copy));
     // Once the table is gone, so may the node be.
     apply(&mut s, &MetaCommand::DropTable { table_id: 1 });
     assert_eq!(

@@ -172,6 +172,10 @@ pub enum MetaCommand {
         from: NodeId,
         to: NodeId,
         started_ms: u64,
+        /// A copy: the source keeps its placement, and the switch adds one
+        /// on the target (a reference table's copy for a new worker).
+        #[serde(default)]
+        copy: bool,
     },
     /// A move copies (or catches up): its bytes so far.
     MoveProgress {
@@ -261,20 +265,34 @@ fn apply_checked(s: &mut MetaState, cmd: &MetaCommand) -> Applied {
         }
         C::RemoveNode { node_id } => {
             node(s, *node_id)?;
-            let held = s
-                .placements
-                .values()
-                .filter(|p| p.node_id == *node_id)
-                .count();
+            let held = s.data_placements_on(*node_id);
             if held > 0 {
                 return Err(format!(
                     "node {node_id} holds {held} placement(s); drain it first"
                 ));
             }
+            // Its reference-table copies go with it, unless one is the last.
+            let copies: Vec<PlacementId> = s
+                .placements
+                .iter()
+                .filter(|(_, p)| p.node_id == *node_id)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in &copies {
+                let shard = s.placements[id].shard_id;
+                if s.placements_of(shard).len() < 2 {
+                    return Err(format!(
+                        "node {node_id} holds the only copy of shard {shard}"
+                    ));
+                }
+            }
             if let Some(id) = s.moves.iter().find_map(|(id, j)| {
                 (!j.state.is_terminal() && (j.from == *node_id || j.to == *node_id)).then_some(id)
             }) {
                 return Err(format!("node {node_id} takes part in move {id}"));
+            }
+            for id in copies {
+                s.placements.remove(&id);
             }
             s.nodes.remove(node_id);
             Ok(MetaResponse::Ok)
@@ -398,7 +416,8 @@ fn apply_checked(s: &mut MetaState, cmd: &MetaCommand) -> Applied {
             from,
             to,
             started_ms,
-        } => moves::start_move(s, id, *shard_id, *from, *to, *started_ms),
+            copy,
+        } => moves::start_move(s, id, *shard_id, (*from, *to), *started_ms, *copy),
         C::MoveProgress {
             id,
             state,

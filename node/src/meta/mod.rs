@@ -38,6 +38,7 @@ mod network;
 mod pb_impl;
 pub mod placement;
 mod raft_service;
+pub mod rebalance;
 pub mod sql;
 pub mod state;
 mod state_machine;

@@ -17,7 +17,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use super::command::{node, node_placeable, Applied, MetaResponse};
-use super::state::{MetaState, NodeId, PlacementState, ShardId, TableKind};
+use super::state::{MetaState, NodeId, PlacementInfo, PlacementState, ShardId, TableKind};
 
 /// Where a move is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,6 +61,11 @@ pub struct MoveJob {
     /// Unix ms, as the proposer saw them.
     pub started_ms: u64,
     pub finished_ms: Option<u64>,
+    /// A copy: the source keeps its placement ([`MetaCommand::StartMove`]).
+    ///
+    /// [`MetaCommand::StartMove`]: super::command::MetaCommand::StartMove
+    #[serde(default)]
+    pub copy: bool,
 }
 
 /// When a cleanup record's copies are dropped.
@@ -130,14 +135,31 @@ pub fn shard_group(s: &MetaState, shard_id: ShardId) -> Result<Vec<ShardId>, Str
     Ok(group)
 }
 
+/// The shard a copy job copies: a reference table's (its placements are
+/// all alike, so a new worker gets one by a copy).
+fn copied_shard(s: &MetaState, shard_id: ShardId) -> Result<Vec<ShardId>, String> {
+    let shard = s
+        .shards
+        .get(&shard_id)
+        .ok_or_else(|| format!("shard {shard_id} does not exist"))?;
+    let table = super::command::table(s, shard.table_id)?;
+    if !matches!(table.kind, TableKind::Reference) {
+        return Err(format!(
+            "shard {shard_id} of \"{}\" is not a reference table's; it can only be moved",
+            table.name
+        ));
+    }
+    Ok(vec![shard_id])
+}
+
 /// `StartMove`.
 pub(super) fn start_move(
     s: &mut MetaState,
     id: &str,
     shard_id: ShardId,
-    from: NodeId,
-    to: NodeId,
+    (from, to): (NodeId, NodeId),
     started_ms: u64,
+    copy: bool,
 ) -> Applied {
     if s.moves.contains_key(id) {
         return Err(format!("move {id} exists already"));
@@ -145,7 +167,11 @@ pub(super) fn start_move(
     if from == to {
         return Err(format!("shard {shard_id} is on node {from} already"));
     }
-    let shards = shard_group(s, shard_id)?;
+    let shards = if copy {
+        copied_shard(s, shard_id)?
+    } else {
+        shard_group(s, shard_id)?
+    };
     node(s, from)?;
     node_placeable(s, to)?;
     let moving: BTreeSet<ShardId> = s
@@ -170,6 +196,14 @@ pub(super) fn start_move(
         if placements.iter().any(|(_, p)| p.node_id == to) {
             return Err(format!("node {to} already holds shard {shard}"));
         }
+        if s.cleanups
+            .values()
+            .any(|r| r.node == to && r.shards.contains(shard))
+        {
+            return Err(format!(
+                "an earlier copy of shard {shard} on node {to} is still being cleaned up; try again shortly"
+            ));
+        }
     }
     s.cleanups.insert(
         s.next_cleanup_id,
@@ -192,6 +226,7 @@ pub(super) fn start_move(
             bytes_total: 0,
             started_ms,
             finished_ms: None,
+            copy,
         },
     );
     Ok(MetaResponse::MoveStarted { shards })
@@ -244,6 +279,9 @@ pub(super) fn switch(s: &mut MetaState, id: &str, finished_ms: u64) -> Applied {
         return Err(format!("move {id} is {:?}, not fenced", job.state));
     }
     node_placeable(s, job.to)?;
+    if job.copy {
+        return switch_copy(s, id, &job, finished_ms);
+    }
     let mut switched = Vec::new();
     for shard in &job.shards {
         // A shard dropped during the move has nothing left to switch.
@@ -284,6 +322,33 @@ pub(super) fn switch(s: &mut MetaState, id: &str, finished_ms: u64) -> Applied {
     Ok(MetaResponse::Ok)
 }
 
+/// `SwitchMove` of a copy: a new active placement on the target; the
+/// source keeps its own, so nothing is left to clean up.
+fn switch_copy(s: &mut MetaState, id: &str, job: &MoveJob, finished_ms: u64) -> Applied {
+    for shard in &job.shards {
+        if !s.shards.contains_key(shard) {
+            continue;
+        }
+        let pid = s.next_placement_id;
+        s.next_placement_id += 1;
+        s.placements.insert(
+            pid,
+            PlacementInfo {
+                shard_id: *shard,
+                node_id: job.to,
+                state: PlacementState::Active,
+                length: 0,
+            },
+        );
+    }
+    s.cleanups.retain(|_, r| r.job != id);
+    if let Some(j) = s.moves.get_mut(id) {
+        j.state = MoveState::Switched;
+        j.finished_ms = Some(finished_ms);
+    }
+    Ok(MetaResponse::Ok)
+}
+
 /// `FailMove`: ends a job that has not switched.
 pub(super) fn fail(s: &mut MetaState, id: &str, reason: Option<&str>, finished_ms: u64) -> Applied {
     let job = open_job(s, id)?;
@@ -309,4 +374,12 @@ pub(super) fn finish_cleanup(s: &mut MetaState, record: u64) -> Applied {
     }
     s.cleanups.remove(&record);
     Ok(MetaResponse::Ok)
+}
+
+/// Unix ms now: the clock the proposer of a move's commands reads (never
+/// `apply`).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

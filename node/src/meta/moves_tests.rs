@@ -89,6 +89,7 @@ fn start(s: &mut MetaState, id: &str, shard: ShardId, from: NodeId, to: NodeId) 
         from,
         to,
         started_ms: 1,
+        copy: false,
     };
     match apply(s, &cmd) {
         MetaResponse::MoveStarted { shards } => shards,
@@ -153,6 +154,7 @@ fn bad_moves_are_refused_and_change_nothing() {
         from,
         to,
         started_ms: 1,
+        copy: false,
     };
     assert!(assert_rejected(&mut s, mv(9999, from, to)).contains("does not exist"));
     assert!(assert_rejected(&mut s, mv(r_shard, r_node, to)).contains("reference table"));

@@ -109,6 +109,33 @@ impl From<NodeView> for pb::Node {
 }
 
 /// Progress of `info`, or IDLE when no rebalance ran.
+/// Planned moves as the API reports them (the bytes of the shard group's
+/// placements, as last recorded).
+pub(super) fn planned_moves(
+    s: &crate::meta::state::MetaState,
+    moves: &[crate::meta::state::ShardMove],
+) -> Vec<pb::ShardMove> {
+    moves
+        .iter()
+        .filter_map(|m| {
+            let p = s.placements.get(&m.placement_id)?;
+            let table = s
+                .shards
+                .get(&p.shard_id)
+                .and_then(|sh| s.tables.get(&sh.table_id))
+                .map(|t| t.name.clone())
+                .unwrap_or_default();
+            Some(pb::ShardMove {
+                shard_id: p.shard_id,
+                table,
+                from_node_id: m.from,
+                to_node_id: m.to,
+                bytes: p.length,
+            })
+        })
+        .collect()
+}
+
 pub(super) fn progress(info: Option<&RebalanceInfo>) -> pb::RebalanceProgress {
     let Some(r) = info else {
         return pb::RebalanceProgress {

@@ -3,9 +3,11 @@
 //! Step in the flow: on a coordinator, [`install`] registers the read-only
 //! table `pg_dist_node` (built from the [`MetaApi`] snapshot each time it is
 //! scanned) in the `public` schema, and the async SQL functions
-//! `quiver_add_node(host, port)` (returns the node id) and
-//! `quiver_remove_node(host, port)` (returns true), which call the same
-//! [`MetaApi`] methods as the gRPC `AddNode` / `RemoveNode`. On a standalone
+//! `quiver_add_node(host, port)` (returns the node id),
+//! `quiver_remove_node(host, port)` (returns true) and
+//! `quiver_drain_node(host, port)` (returns the moves its rebalance makes),
+//! which call the same [`MetaApi`] methods as the gRPC `AddNode` /
+//! `RemoveNode` / `DrainNode`. On a standalone
 //! node the functions exist but fail with SQLSTATE 55000 ("requires the
 //! coordinator role") and there is no `pg_dist_node`.
 
@@ -54,7 +56,7 @@ pub fn install(
             }),
         );
     }
-    for kind in [NodeFnKind::Add, NodeFnKind::Remove] {
+    for kind in [NodeFnKind::Add, NodeFnKind::Remove, NodeFnKind::Drain] {
         let f = NodeFn {
             kind,
             api: api.clone(),
@@ -142,6 +144,7 @@ impl TableProvider for PgDistNode {
 enum NodeFnKind {
     Add,
     Remove,
+    Drain,
 }
 
 /// `quiver_add_node(host, port)` / `quiver_remove_node(host, port)`.
@@ -216,6 +219,7 @@ impl ScalarUDFImpl for NodeFn {
         match self.kind {
             NodeFnKind::Add => "quiver_add_node",
             NodeFnKind::Remove => "quiver_remove_node",
+            NodeFnKind::Drain => "quiver_drain_node",
         }
     }
 
@@ -225,7 +229,7 @@ impl ScalarUDFImpl for NodeFn {
 
     fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
         Ok(match self.kind {
-            NodeFnKind::Add => DataType::Int64,
+            NodeFnKind::Add | NodeFnKind::Drain => DataType::Int64,
             NodeFnKind::Remove => DataType::Boolean,
         })
     }
@@ -269,6 +273,14 @@ impl AsyncScalarUDFImpl for NodeFn {
                     api.remove_node(&node).await.map_err(api_err)?;
                     1
                 }
+                NodeFnKind::Drain => {
+                    let node = NodeSelector::Addr {
+                        host: host.to_owned(),
+                        port,
+                    };
+                    let (info, _) = api.drain_node(&node).await.map_err(api_err)?;
+                    info.map_or(0, |r| i64::try_from(r.moves.len()).unwrap_or(i64::MAX))
+                }
             };
             ids.push(Some(id));
         }
@@ -277,7 +289,9 @@ impl AsyncScalarUDFImpl for NodeFn {
             .iter()
             .all(|a| matches!(a, ColumnarValue::Scalar(_)));
         let out: ArrayRef = match self.kind {
-            NodeFnKind::Add => Arc::new(ids.into_iter().collect::<Int64Array>()),
+            NodeFnKind::Add | NodeFnKind::Drain => {
+                Arc::new(ids.into_iter().collect::<Int64Array>())
+            }
             NodeFnKind::Remove => Arc::new(
                 ids.into_iter()
                     .map(|v| v.map(|_| true))

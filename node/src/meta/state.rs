@@ -284,6 +284,21 @@ impl MetaState {
     }
 
     /// Placements of a shard.
+    /// Placements on `node` of tables other than reference tables (the
+    /// copies a node must be drained of before it leaves).
+    pub fn data_placements_on(&self, node: NodeId) -> usize {
+        self.placements
+            .values()
+            .filter(|p| p.node_id == node)
+            .filter(|p| {
+                self.shards
+                    .get(&p.shard_id)
+                    .and_then(|sh| self.tables.get(&sh.table_id))
+                    .is_none_or(|t| !matches!(t.kind, TableKind::Reference))
+            })
+            .count()
+    }
+
     pub fn placements_of(&self, shard_id: ShardId) -> Vec<(PlacementId, &PlacementInfo)> {
         self.placements
             .iter()

@@ -236,6 +236,10 @@ pub async fn run_with(
             c.clone()
                 .recovery_loop(Duration::from_secs(5), shutdown.clone()),
         );
+        tokio::spawn(
+            c.clone()
+                .move_loop(Duration::from_secs(1), shutdown.clone()),
+        );
         tokio::spawn(c.deadlock_loop(shutdown.clone()));
     }
 

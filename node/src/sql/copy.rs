@@ -155,6 +155,9 @@ impl Session {
         }
         let b = super::provider::from_columns(&t.meta, &full, cols)?;
         if let Some(cluster) = self.db.cluster.clone() {
+            let _permit = cluster
+                .write_permit(&self.txn, std::slice::from_ref(&t.meta.name))
+                .await;
             if let Some(layout) = cluster.layout(&t.meta.name) {
                 // A distributed table: the rows go to their shards now.
                 let column = layout.column().and_then(|c| t.meta.column_index(c));

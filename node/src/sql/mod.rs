@@ -165,6 +165,7 @@ impl Database {
             ));
             schema.set_cluster(c.clone());
             crate::dist::catalog::install(&schema, c);
+            crate::dist::catalog::install_functions(&base, c);
         }
         setup_pg_catalog(&base, CATALOG, pg_functions::Roles)
             .map_err(|e| SqlError::new("XX000", format!("pg_catalog setup: {e}")))?;

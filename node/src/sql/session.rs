@@ -474,12 +474,19 @@ impl Session {
         plan: Option<LogicalPlan>,
         params: Option<ParamValues>,
     ) -> Result<Outcome, SqlError> {
+        // A shard move's cut-over holds writes to its tables here, before
+        // they are planned against placements about to change.
+        let cluster = self.db.cluster.clone();
+        let _permit = match (&cluster, crate::dist::mover::written_relations(stmt)) {
+            (Some(c), Some(names)) => Some(c.write_permit(&self.txn, &names).await),
+            _ => None,
+        };
         if matches!(stmt, Statement::Query(_)) {
             if let Some(out) = self.run_point_query(stmt, params.as_ref()).await? {
                 return Ok(out);
             }
             if let Some(call) = crate::dist::ddl::utility_call(stmt) {
-                return self.run_utility(&call).await;
+                return self.run_utility(&call, params.as_ref()).await;
             }
         }
         if matches!(

@@ -42,6 +42,21 @@ impl Session {
         Ok(rows)
     }
 
+    /// The tables among `ids` this transaction has written to.
+    pub fn written_among(&self, ids: &[u64]) -> Vec<u64> {
+        ids.iter()
+            .copied()
+            .filter(|id| self.txn.has_pending(*id))
+            .collect()
+    }
+
+    /// Fails the open block: its writes must not commit.
+    pub fn fail_block(&mut self) {
+        if self.block == BlockState::InBlock {
+            self.block = BlockState::Failed;
+        }
+    }
+
     /// Starts a transaction block, as `BEGIN` does.
     pub fn begin_block(&mut self) {
         if self.block == BlockState::Idle {
@@ -106,6 +121,7 @@ impl Session {
     pub(super) async fn run_utility(
         &mut self,
         call: &crate::dist::ddl::UtilityCall,
+        params: Option<&ParamValues>,
     ) -> Result<super::Outcome, SqlError> {
         let Some(cluster) = self.db.cluster.clone() else {
             return Err(SqlError::new(
@@ -123,15 +139,18 @@ impl Session {
             .get("quiver.shard_replication_factor")
             .and_then(|v| v.parse().ok())
             .unwrap_or(1);
-        // Arguments given as expressions are evaluated here, as text.
+        // Arguments given as expressions (or as parameters of a prepared
+        // statement) are evaluated here, as text.
         let mut call = call.clone();
         for (sql, slot) in call.computed() {
-            let batches = self
+            let mut df = self
                 .ctx
                 .sql(&format!("SELECT CAST(({sql}) AS TEXT)"))
-                .await?
-                .collect()
                 .await?;
+            if let Some(p) = params {
+                df = df.with_param_values(p.clone())?;
+            }
+            let batches = df.collect().await?;
             *slot = batches
                 .first()
                 .filter(|b| b.num_rows() == 1)
@@ -147,9 +166,14 @@ impl Session {
                 })
                 .ok_or_else(|| SqlError::new("22004", format!("argument {sql} is NULL")))?;
         }
-        let text =
+        let text = if call.name == crate::dist::mover::MOVE_FN {
+            crate::dist::mover::run_call(&call, &cluster).await?
+        } else if crate::dist::rebalancer::FUNCTIONS.contains(&call.name.as_str()) {
+            crate::dist::rebalancer::run_call(&call, &cluster).await?
+        } else {
             crate::dist::ddl::run_utility(&call, &cluster, &self.db, shard_count, replication)
-                .await?;
+                .await?
+        };
         let schema = crate::dist::ddl::utility_schema(&call);
         let batch = RecordBatch::try_new(
             schema.clone(),

@@ -162,6 +162,16 @@ impl TxnContext {
     }
 
     /// How many distributed writes the transaction has made.
+    /// True when the distributed transaction has written to one of the
+    /// shard tables `tables`.
+    pub fn dist_wrote_any(&self, tables: &std::collections::BTreeSet<String>) -> bool {
+        self.inner
+            .lock()
+            .dist
+            .as_ref()
+            .is_some_and(|d| d.tables.iter().any(|t| tables.contains(t)))
+    }
+
     pub fn dist_writes(&self) -> u64 {
         self.inner.lock().dist.as_ref().map_or(0, |d| d.writes)
     }
