@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Quiver benchmarks. Usage:
-#   bench/run.sh [tpch|copy|point|cluster|tpcb|bank|all] [--sf 1] [--target quiver|pg] [--target-dsn DSN] [more options]
+#   bench/run.sh [tpch|copy|point|cluster|tpcb|bank|move|all] [--sf 1] [--target quiver|pg] [--target-dsn DSN] [more options]
 # Options after the benchmark name go to the benchmark's script (see `bench/run.sh tpch --help`,
 # `bench/run.sh bank --help`). Results: printed and written to bench/RESULTS.md.
-# tpcb and bank also run Citus (1+2 workers) when it is built on the machine (../shared/peers/citus).
+# tpcb, bank and move also run Citus (1+2 workers) when it is built on the machine (../shared/peers/citus).
 # The quiver binary: QUIVER_BIN, else $CARGO_TARGET_DIR/release/quiver, else .../debug/quiver.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -26,12 +26,13 @@ case "$what" in
   cluster) run cluster.py "$@" ;;
   tpcb)  run tpcb.py "$@" ;;
   bank)  run bank.py "$@" ;;
+  move)  run move.py "$@" ;;
   all)
     # --sf is for tpch and copy; point ignores it
     run tpch.py "$@"
     run copy_ingest.py "$@"
     run point.py "$@" ;;
   -h|--help|help) sed -n '2,7p' "$0"; exit 0 ;;
-  *) echo "unknown benchmark '$what' (tpch|copy|point|cluster|tpcb|bank|all)" >&2; exit 2 ;;
+  *) echo "unknown benchmark '$what' (tpch|copy|point|cluster|tpcb|bank|move|all)" >&2; exit 2 ;;
 esac
 exit "$rc"

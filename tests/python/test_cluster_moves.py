@@ -232,10 +232,7 @@ def test_coordinator_crash_at_each_step_resumes_or_rolls_back(grown, point):
         target = node_id(s, c.workers[2].rpc_port)
         shard = a_shard_on(s, src)
         s.execute("INSERT INTO transfers SELECT v, v, v, 1 FROM generate_series(1, 3000) AS t(v)")
-    coord.stop()
-    coord.env = {"QUIVER_FAILPOINTS": f"{point}=crash"}
-    coord.start()
-    c.wait_workers(3)
+    restart_coordinator(c, {"QUIVER_FAILPOINTS": f"{point}=crash"})
     with psycopg.connect(c.dsn, autocommit=True) as s:
         with pytest.raises(psycopg.OperationalError):
             s.execute("SELECT quiver_move_shard_placement(%s, '127.0.0.1', %s, '127.0.0.1', %s)",
@@ -244,8 +241,21 @@ def test_coordinator_crash_at_each_step_resumes_or_rolls_back(grown, point):
     coord.env = None
     coord.start()
     c.wait_workers(3)
+    check_after_fault(c, shard, src, target)
+
+
+def restart_coordinator(c: QuiverCluster, env: dict | None) -> None:
+    c.coordinator.stop()
+    c.coordinator.env = env
+    c.coordinator.start()
+    c.wait_workers(3)
+
+
+def check_after_fault(c: QuiverCluster, shard: int, src: int, target: int) -> None:
+    """The move ended (done or failed), nothing is left to clean up, every row is there
+    exactly once, and the next move of the same shard group runs cleanly."""
     with psycopg.connect(c.dsn, autocommit=True) as s:
-        # the new leader resumes the job (or finds it ended) and cleans up after it
+        # the leader resumes the job (or finds it ended) and cleans up after it
         deadline = time.monotonic() + 60
         while True:
             states = s.execute("SELECT state FROM quiver_shard_moves WHERE kind = 'move'").fetchall()
@@ -253,7 +263,7 @@ def test_coordinator_crash_at_each_step_resumes_or_rolls_back(grown, point):
             if states and states[0][0] in ("done", "failed") and cleanups == 0:
                 break
             assert time.monotonic() < deadline, (states, cleanups)
-            time.sleep(0.2)  # poll interval: the leader's move pass runs every second
+            time.sleep(0.2)  # poll interval: the leader's pass runs every second
         assert len(states) == 1
         where = placements(s)
         assert all(len(n) == 1 for n in where.values()), "a shard has two placements"
@@ -337,3 +347,44 @@ def test_rebalance_then_drain_and_remove_under_load(grown):
         # the reference table answers from the workers left
         assert s.execute("SELECT count(*) FROM accounts a JOIN branches b ON b.id = 1 + a.id % 2"
                          ).fetchone()[0] == ACCOUNTS
+
+
+@pytest.mark.parametrize("victim", ["source", "target"])
+@pytest.mark.parametrize("point", ["move_after_copy", "move_fenced", "move_before_switch"])
+def test_worker_sigkill_during_a_move(grown, point, victim):
+    """The move pauses at a step; meanwhile its source or target worker is SIGKILLed and
+    started again on its data directory. The move completes or rolls back, and nothing is
+    lost, doubled or left behind."""
+    c = grown
+    with psycopg.connect(c.dsn, autocommit=True) as s:
+        src = node_id(s, c.workers[0].rpc_port)
+        target = node_id(s, c.workers[2].rpc_port)
+        shard = a_shard_on(s, src)
+        s.execute("INSERT INTO transfers SELECT v, v, v, 1 FROM generate_series(1, 3000) AS t(v)")
+    restart_coordinator(c, {"QUIVER_FAILPOINTS": f"{point}=pause:3000"})
+    outcome: list[str] = []
+
+    def move():
+        try:
+            with psycopg.connect(c.dsn, autocommit=True) as s:
+                s.execute("SELECT quiver_move_shard_placement(%s, '127.0.0.1', %s, '127.0.0.1', %s)",
+                          (shard, c.workers[0].rpc_port, c.workers[2].rpc_port))
+            outcome.append("done")
+        except psycopg.Error as e:
+            outcome.append(f"{e.sqlstate}: {e}")
+
+    t = threading.Thread(target=move)
+    t.start()
+    deadline = time.monotonic() + 30
+    while "failpoint reached" not in c.coordinator.log_tail(200):
+        assert time.monotonic() < deadline and t.is_alive(), (outcome, c.coordinator.log_tail(20))
+        time.sleep(0.02)  # poll interval for the log line
+    worker = c.workers[0] if victim == "source" else c.workers[2]
+    worker.kill()
+    worker.start()
+    t.join(90)
+    assert not t.is_alive(), "the move did not end"
+    assert outcome, "the move thread ended without an outcome"
+    print(f"{point} {victim}: {outcome[0][:120]}")
+    restart_coordinator(c, None)
+    check_after_fault(c, shard, src, target)

@@ -45,11 +45,14 @@ fn internal(e: impl std::fmt::Display) -> SqlError {
     SqlError::new("XX000", format!("shard move: {e}"))
 }
 
-/// What a source remembers of each move: per shard table, the last round
-/// shipped and the version of the table it shipped.
+/// A shipped round: its number and the version of the table it shipped.
+type Shipped = (u64, Arc<TableData>);
+
+/// What a source remembers of each move: per (job, shard table), the last
+/// round shipped.
 #[derive(Default)]
 pub struct MoveSource {
-    shipped: Mutex<HashMap<(String, String), (u64, Arc<TableData>)>>,
+    shipped: Mutex<HashMap<(String, String), Shipped>>,
 }
 
 impl MoveSource {

@@ -125,7 +125,7 @@ fn balance(
                 .copies
                 .keys()
                 .filter(|n| **n != from)
-                .map(|n| group(n))
+                .map(&group)
                 .collect();
             placeable
                 .iter()
