@@ -295,6 +295,7 @@ fn cleanups(s: &MetaState) -> Vec<ArrayRef> {
 fn rebalance_progress(s: &MetaState) -> Vec<ArrayRef> {
     use crate::meta::moves::MoveState;
     struct Row<'a> {
+        index: usize,
         rebalance: &'a str,
         shard: u64,
         from: u64,
@@ -302,7 +303,10 @@ fn rebalance_progress(s: &MetaState) -> Vec<ArrayRef> {
         job: Option<&'a crate::meta::moves::MoveJob>,
     }
     let mut rows: Vec<Row> = Vec::new();
+    // Moves before `moves_done` whose job was forgotten ended as planned.
+    let mut done_before = 0;
     if let Some(r) = &s.rebalance {
+        done_before = r.moves_done as usize;
         for (i, m) in r.moves.iter().enumerate() {
             let job = s.moves.get(&format!("{}-{i}", r.id));
             let shard = s
@@ -312,6 +316,7 @@ fn rebalance_progress(s: &MetaState) -> Vec<ArrayRef> {
                 .or_else(|| job.and_then(|j| j.shards.first().copied()))
                 .unwrap_or(0);
             rows.push(Row {
+                index: i,
                 rebalance: &r.id,
                 shard,
                 from: m.from,
@@ -327,6 +332,7 @@ fn rebalance_progress(s: &MetaState) -> Vec<ArrayRef> {
             .is_some_and(|r| id.starts_with(&format!("{}-", r.id)));
         if !in_rebalance && !j.state.is_terminal() {
             rows.push(Row {
+                index: usize::MAX,
                 rebalance: "",
                 shard: j.shards.first().copied().unwrap_or(0),
                 from: j.from,
@@ -346,6 +352,7 @@ fn rebalance_progress(s: &MetaState) -> Vec<ArrayRef> {
     let (state, progress): (Vec<&str>, Vec<i32>) = rows
         .iter()
         .map(|r| match r.job.map(|j| &j.state) {
+            None if r.index < done_before => ("done", 2),
             None => {
                 let cancelled = s.rebalance.as_ref().is_some_and(|rb| {
                     matches!(rb.state, crate::meta::state::RebalanceState::Cancelled)

@@ -51,6 +51,8 @@ const MAX_ROUNDS: u64 = 8;
 const SMALL_ROUND: u64 = 1 << 20;
 /// Fence attempts before a move fails.
 const FENCE_ATTEMPTS: u32 = 4;
+/// How long ended moves stay listed before they are forgotten.
+const KEEP_ENDED: Duration = Duration::from_secs(3600);
 /// How long a switched move's source copies stay for reads that began
 /// before the switch.
 const DROP_GRACE: Duration = Duration::from_secs(5);
@@ -344,10 +346,22 @@ async fn finish(cluster: &Arc<Cluster>, id: &str) -> Result<(), SqlError> {
     out
 }
 
-/// One pull round on the target: `(bytes, rows)`.
-async fn pull(cluster: &Cluster, to: &str, p: MovePull) -> Result<(u64, u64), SqlError> {
-    let r = cluster.clients.control(to, &Action::MovePull(p)).await?;
-    Ok((r.bytes, r.rows))
+/// A move being driven: where it copies from and to, and how far the
+/// target has confirmed.
+struct MoveRun<'a> {
+    cluster: &'a Arc<Cluster>,
+    id: String,
+    job: MoveJob,
+    /// `(distributed table, shard table)` of each moving shard.
+    tables: Vec<(String, String)>,
+    from: String,
+    to: String,
+    /// The number of the next round (each round has its own).
+    next: u64,
+    /// The last round the target applied in full: the base of the next.
+    confirmed: Option<u64>,
+    copied: u64,
+    total: u64,
 }
 
 async fn run(cluster: &Arc<Cluster>, id: &str) -> Result<(), SqlError> {
@@ -362,138 +376,167 @@ async fn run(cluster: &Arc<Cluster>, id: &str) -> Result<(), SqlError> {
         MoveState::Failed(why) => return Err(SqlError::new("55000", why.clone())),
         _ => {}
     }
-    let tables = job_tables(&state, &job);
-    let shard_tables: Vec<String> = tables.iter().map(|(_, s)| s.clone()).collect();
-    let from = addr_of(&state, job.from)?;
-    let to = addr_of(&state, job.to)?;
-    let pull_round = |round: u64, base: Option<u64>| MovePull {
-        job: id.to_owned(),
-        source: from.clone(),
-        tables: shard_tables.clone(),
-        round,
-        base,
-    };
-    let progress = |s: MoveState, copied: u64, total: u64| MetaCommand::MoveProgress {
+    let mut m = MoveRun {
+        cluster,
         id: id.to_owned(),
-        state: s,
-        bytes_copied: copied,
-        bytes_total: total,
+        tables: job_tables(&state, &job),
+        from: addr_of(&state, job.from)?,
+        to: addr_of(&state, job.to)?,
+        job,
+        next: 0,
+        confirmed: None,
+        copied: 0,
+        total: 0,
     };
     crate::failpoint::hit("move_started").await?;
-    cluster
-        .propose(progress(MoveState::Copying, 0, 0), "55000")
-        .await?;
-    let (mut copied, _) = pull(cluster, &to, pull_round(0, None)).await?;
-    let total = copied;
-    let mut round = 0;
-    crate::failpoint::hit("move_after_copy").await?;
-    cluster
-        .propose(progress(MoveState::CatchingUp, copied, total), "55000")
-        .await?;
-    while round < MAX_ROUNDS {
-        round += 1;
-        let (b, _) = pull(cluster, &to, pull_round(round, Some(round - 1))).await?;
-        copied += b;
-        if b < SMALL_ROUND {
-            break;
-        }
+    m.copy().await?;
+    m.cut_over().await
+}
+
+impl MoveRun<'_> {
+    fn shard_tables(&self) -> Vec<String> {
+        self.tables.iter().map(|(_, s)| s.clone()).collect()
     }
-    let names: BTreeSet<String> = tables.iter().map(|(t, _)| t.clone()).collect();
-    let mut last = None;
-    for attempt in 0..FENCE_ATTEMPTS {
-        let deadline = now_ms() + FENCE.as_millis() as u64;
-        cluster
+
+    /// One round on the target: the changes since the last confirmed round
+    /// (everything, when there is none). Returns the bytes received.
+    async fn pull(&mut self) -> Result<u64, SqlError> {
+        let round = self.next;
+        self.next += 1;
+        let p = MovePull {
+            job: self.id.clone(),
+            source: self.from.clone(),
+            tables: self.shard_tables(),
+            round,
+            base: self.confirmed,
+        };
+        let r = self
+            .cluster
+            .clients
+            .control(&self.to, &Action::MovePull(p))
+            .await?;
+        self.confirmed = Some(round);
+        self.copied += r.bytes;
+        Ok(r.bytes)
+    }
+
+    async fn progress(&self, state: MoveState) -> Result<(), SqlError> {
+        self.cluster
             .propose(
-                MetaCommand::FenceMove {
-                    id: id.to_owned(),
-                    deadline_ms: deadline,
+                MetaCommand::MoveProgress {
+                    id: self.id.clone(),
+                    state,
+                    bytes_copied: self.copied,
+                    bytes_total: self.total,
                 },
                 "55000",
             )
-            .await?;
-        let writing = cluster.moves.fence(
-            id,
-            Fence {
-                tables: names.clone(),
-                shard_tables: shard_tables.iter().cloned().collect(),
-                until: Instant::now() + FENCE + SOURCE_FENCE_SLACK,
-            },
-        );
-        let cut = async {
-            // Statements that began before the fence finish sending.
-            cluster.moves.drained(&writing, FENCE).await?;
-            crate::failpoint::hit("move_fenced").await?;
-            cluster
-                .clients
-                .control(
-                    &from,
-                    &Action::MoveFence {
-                        job: id.to_owned(),
-                        tables: shard_tables.clone(),
-                        deadline_ms: deadline + SOURCE_FENCE_SLACK.as_millis() as u64,
-                    },
-                )
-                .await?;
-            round += 1;
-            let (b, _) = pull(cluster, &to, pull_round(round, Some(round - 1))).await?;
-            copied += b;
-            if now_ms() >= deadline {
-                return Err(SqlError::new(
-                    "55P03",
-                    "the last changes did not reach the target before the fence's deadline",
-                ));
+            .await
+            .map(|_| ())
+    }
+
+    /// The full copy, then rounds of changes until one is small.
+    async fn copy(&mut self) -> Result<(), SqlError> {
+        self.progress(MoveState::Copying).await?;
+        self.total = self.pull().await?;
+        crate::failpoint::hit("move_after_copy").await?;
+        self.progress(MoveState::CatchingUp).await?;
+        for _ in 0..MAX_ROUNDS {
+            if self.pull().await? < SMALL_ROUND {
+                break;
             }
-            crate::failpoint::hit("move_before_switch").await?;
-            cluster
+        }
+        Ok(())
+    }
+
+    /// Fence, last round and switch, tried [`FENCE_ATTEMPTS`] times.
+    async fn cut_over(&mut self) -> Result<(), SqlError> {
+        let mut last = None;
+        for attempt in 0..FENCE_ATTEMPTS {
+            let deadline = now_ms() + FENCE.as_millis() as u64;
+            self.cluster
                 .propose(
-                    MetaCommand::SwitchMove {
-                        id: id.to_owned(),
-                        finished_ms: now_ms(),
+                    MetaCommand::FenceMove {
+                        id: self.id.clone(),
+                        deadline_ms: deadline,
                     },
                     "55000",
                 )
-                .await
-        };
-        let out = cut.await;
-        cluster.moves.unfence(id);
-        match out {
-            Ok(_) => {
-                // A copy's source goes on serving; a move's takes no write again.
-                let retire = if job.copy {
-                    Action::MoveUnfence { job: id.to_owned() }
-                } else {
-                    Action::MoveRetire { job: id.to_owned() }
-                };
-                if let Err(e) = cluster.clients.control(&from, &retire).await {
-                    tracing::warn!(job = id, error = %e.message, "cannot retire a moved shard's source copy");
+                .await?;
+            let writing = self.cluster.moves.fence(
+                &self.id,
+                Fence {
+                    tables: self.tables.iter().map(|(t, _)| t.clone()).collect(),
+                    shard_tables: self.shard_tables().into_iter().collect(),
+                    until: Instant::now() + FENCE + SOURCE_FENCE_SLACK,
+                },
+            );
+            let out = self.switch(&writing, deadline).await;
+            self.cluster.moves.unfence(&self.id);
+            match out {
+                Ok(()) => return self.switched().await,
+                Err(e) => {
+                    tracing::info!(job = %self.id, attempt, error = %e.message, "shard move cut-over missed; trying again");
+                    let unfence = Action::MoveUnfence {
+                        job: self.id.clone(),
+                    };
+                    let _ = self.cluster.clients.control(&self.from, &unfence).await;
+                    self.progress(MoveState::CatchingUp).await?;
+                    last = Some(e);
+                    tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+                    self.pull().await?;
                 }
-                tracing::info!(
-                    job = id,
-                    bytes = copied,
-                    rounds = round,
-                    "shard move switched"
-                );
-                crate::failpoint::hit("move_switched").await?;
-                return Ok(());
-            }
-            Err(e) => {
-                tracing::info!(job = id, attempt, error = %e.message, "shard move cut-over missed; trying again");
-                let unfence = Action::MoveUnfence { job: id.to_owned() };
-                let _ = cluster.clients.control(&from, &unfence).await;
-                // Back to catching up; a failed round makes the next one
-                // a full copy (`base` unknown to the source).
-                cluster
-                    .propose(progress(MoveState::CatchingUp, copied, total), "55000")
-                    .await?;
-                last = Some(e);
-                tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
-                round += 1;
-                let (b, _) = pull(cluster, &to, pull_round(round, Some(round - 1))).await?;
-                copied += b;
             }
         }
+        Err(last.unwrap_or_else(|| SqlError::new("55P03", "the cut-over did not succeed")))
     }
-    Err(last.unwrap_or_else(|| SqlError::new("55P03", "the cut-over did not succeed")))
+
+    /// Under the fence: the writes in flight finish, the source quiesces,
+    /// the last round, then `SwitchMove` if the deadline has not passed.
+    async fn switch(&mut self, writing: &[u64], deadline: u64) -> Result<(), SqlError> {
+        self.cluster.moves.drained(writing, FENCE).await?;
+        crate::failpoint::hit("move_fenced").await?;
+        let fence = Action::MoveFence {
+            job: self.id.clone(),
+            tables: self.shard_tables(),
+            deadline_ms: deadline + SOURCE_FENCE_SLACK.as_millis() as u64,
+        };
+        self.cluster.clients.control(&self.from, &fence).await?;
+        self.pull().await?;
+        if now_ms() >= deadline {
+            return Err(SqlError::new(
+                "55P03",
+                "the last changes did not reach the target before the fence's deadline",
+            ));
+        }
+        crate::failpoint::hit("move_before_switch").await?;
+        self.cluster
+            .propose(
+                MetaCommand::SwitchMove {
+                    id: self.id.clone(),
+                    finished_ms: now_ms(),
+                },
+                "55000",
+            )
+            .await
+            .map(|_| ())
+    }
+
+    /// After the switch: a copy's source goes on serving; a move's takes
+    /// no write again.
+    async fn switched(&self) -> Result<(), SqlError> {
+        let job = self.id.clone();
+        let retire = if self.job.copy {
+            Action::MoveUnfence { job }
+        } else {
+            Action::MoveRetire { job }
+        };
+        if let Err(e) = self.cluster.clients.control(&self.from, &retire).await {
+            tracing::warn!(job = %self.id, error = %e.message, "cannot retire a moved shard's source copy");
+        }
+        tracing::info!(job = %self.id, bytes = self.copied, rounds = self.next, "shard move switched");
+        crate::failpoint::hit("move_switched").await
+    }
 }
 
 impl Cluster {
@@ -553,6 +596,19 @@ impl Cluster {
             }
             let _ = self
                 .propose(MetaCommand::FinishCleanup { record: *record }, "XX000")
+                .await;
+        }
+        let keep = KEEP_ENDED.as_millis() as u64;
+        let ended: Vec<String> = state
+            .moves
+            .iter()
+            .filter(|(_, j)| j.finished_ms.is_some_and(|f| now_ms() > f + keep))
+            .filter(|(id, _)| crate::meta::moves::forgettable(&state, id))
+            .map(|(id, _)| id.clone())
+            .collect();
+        if !ended.is_empty() {
+            let _ = self
+                .propose(MetaCommand::ForgetMoves { ids: ended }, "XX000")
                 .await;
         }
     }

@@ -196,6 +196,8 @@ pub enum MetaCommand {
     },
     /// The copies of cleanup record `record` are gone.
     FinishCleanup { record: u64 },
+    /// Forget ended moves (kept a while for `get_rebalance_progress()`).
+    ForgetMoves { ids: Vec<String> },
 }
 
 /// The answer of [`apply`]: the `R` of a Raft log entry.
@@ -432,6 +434,7 @@ fn apply_checked(s: &mut MetaState, cmd: &MetaCommand) -> Applied {
             finished_ms,
         } => moves::fail(s, id, reason.as_deref(), *finished_ms),
         C::FinishCleanup { record } => moves::finish_cleanup(s, *record),
+        C::ForgetMoves { ids } => moves::forget(s, ids),
     }
 }
 

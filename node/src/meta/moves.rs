@@ -376,6 +376,27 @@ pub(super) fn finish_cleanup(s: &mut MetaState, record: u64) -> Applied {
     Ok(MetaResponse::Ok)
 }
 
+/// `ForgetMoves`: drops the ended jobs among `ids` that no cleanup record
+/// and no running rebalance still names.
+pub(super) fn forget(s: &mut MetaState, ids: &[String]) -> Applied {
+    for id in ids {
+        if forgettable(s, id) {
+            s.moves.remove(id);
+        }
+    }
+    Ok(MetaResponse::Ok)
+}
+
+/// Job `id` has ended, and no cleanup record and no running rebalance
+/// names it.
+pub fn forgettable(s: &MetaState, id: &str) -> bool {
+    let ended = s.moves.get(id).is_some_and(|j| j.state.is_terminal());
+    let in_rebalance = s.rebalance.as_ref().is_some_and(|r| {
+        r.state == super::state::RebalanceState::Running && id.starts_with(&format!("{}-", r.id))
+    });
+    ended && !in_rebalance && !s.cleanups.values().any(|r| r.job == id)
+}
+
 /// Unix ms now: the clock the proposer of a move's commands reads (never
 /// `apply`).
 pub fn now_ms() -> u64 {

@@ -280,3 +280,33 @@ fn a_failed_move_keeps_the_source_and_cleans_the_target() {
     );
     assert_eq!(s.moves["m2"].state, MoveState::Cancelled);
 }
+
+#[test]
+fn ended_moves_are_forgotten_once_nothing_names_them() {
+    let mut s = cluster();
+    let (shard, from) = first_shard(&s, "a");
+    let to = s.node_by_addr("w-2", 9090).unwrap();
+    start(&mut s, "m1", shard, from, to);
+    let forget = MetaCommand::ForgetMoves {
+        ids: vec!["m1".into()],
+    };
+    apply(&mut s, &forget);
+    assert!(s.moves.contains_key("m1"), "a running move stays");
+    apply(
+        &mut s,
+        &MetaCommand::FailMove {
+            id: "m1".into(),
+            reason: Some("test".into()),
+            finished_ms: 2,
+        },
+    );
+    apply(&mut s, &forget);
+    assert!(
+        s.moves.contains_key("m1"),
+        "its cleanup record still names it"
+    );
+    let record = *s.cleanups.keys().next().unwrap();
+    apply(&mut s, &MetaCommand::FinishCleanup { record });
+    apply(&mut s, &forget);
+    assert!(!s.moves.contains_key("m1"));
+}
