@@ -8,6 +8,11 @@
 #   5. SQL checks with psql through the client Service (port-forward)
 #   6. kubectl scale qdb to 3 workers, wait, check again
 #   7. delete a worker pod, wait for it to come back, check no row was lost
+#   8. kubectl patch one more worker in: wait for the rebalance the operator
+#      starts onto it to complete (Rebalancing false, movesDone ==
+#      movesTotal), check again
+#   9. patch it back out: the operator drains the worker and removes it from
+#      the metadata before the StatefulSet shrinks; wait for that, check again
 #
 # Skips (exit 0, with a message saying why) when kind, docker, kubectl,
 # helm or psql is missing or no Docker engine answers. Needs registry access
@@ -164,6 +169,67 @@ new_uid="$(kubectl get pod "${DB}-worker-a-0" -n "${DB_NS}" -o jsonpath='{.metad
 [[ "${new_uid}" != "${old_uid}" ]] || fail "pod ${DB}-worker-a-0 was not replaced"
 kubectl wait pod "${DB}-worker-a-0" -n "${DB_NS}" --for=condition=Ready --timeout="${TIMEOUT}"
 wait_ready
+start_port_forward
+run_checks
+
+# --- rebalance onto a new worker, drain before removing it -------------------
+case "${TIMEOUT}" in
+  *m) TIMEOUT_SECONDS=$(( ${TIMEOUT%m} * 60 )) ;;
+  *s) TIMEOUT_SECONDS="${TIMEOUT%s}" ;;
+  *) TIMEOUT_SECONDS="${TIMEOUT}" ;;
+esac
+
+qdb_field() { kubectl get "qdb/${DB}" -n "${DB_NS}" -o jsonpath="$1"; }
+
+# Polls "$@" until it succeeds, for at most E2E_TIMEOUT.
+wait_until() {
+  local what="$1"
+  shift
+  local deadline=$((SECONDS + TIMEOUT_SECONDS))
+  until "$@"; do
+    (( SECONDS < deadline )) || fail "timed out after ${TIMEOUT} waiting for ${what}"
+    sleep 2
+  done
+}
+
+# Succeeds once a rebalance other than $1 has completed and the status says
+# so everywhere; fails the run if it failed or was cancelled.
+rebalance_completed_after() {
+  local before="$1" id state
+  id="$(qdb_field '{.status.rebalance.id}')"
+  state="$(qdb_field '{.status.rebalance.state}')"
+  [[ -n "${id}" && "${id}" != "${before}" ]] || return 1
+  case "${state}" in
+    Completed) ;;
+    Failed | Cancelled) fail "rebalance ${id} ended ${state}: $(qdb_field '{.status.rebalance.error}')" ;;
+    *) return 1 ;;
+  esac
+  [[ "$(qdb_field '{.status.conditions[?(@.type=="Rebalancing")].status}')" == "False" ]] || return 1
+  [[ "$(qdb_field '{.status.rebalance.movesDone}')" == "$(qdb_field '{.status.rebalance.movesTotal}')" ]]
+}
+
+workers="$(qdb_field '{.spec.workerReplicas}')"
+more=$((workers + 1))
+# A rebalance started by the scale above must end first.
+kubectl wait "qdb/${DB}" -n "${DB_NS}" --for=condition=Rebalancing=false --timeout="${TIMEOUT}"
+before="$(qdb_field '{.status.rebalance.id}')"
+
+log "adding a worker (${workers} -> ${more}): the operator rebalances onto it"
+kubectl patch "qdb/${DB}" -n "${DB_NS}" --type merge -p "{\"spec\":{\"workerReplicas\":${more}}}"
+kubectl wait "qdb/${DB}" -n "${DB_NS}" --for=jsonpath='{.status.workers.registered}'="${more}" --timeout="${TIMEOUT}"
+wait_until "a rebalance onto the new worker to complete" rebalance_completed_after "${before}"
+kubectl get qdb -n "${DB_NS}"
+wait_ready
+run_checks
+
+log "removing that worker (${more} -> ${workers}): drained, then removed, then its pod goes"
+kubectl patch "qdb/${DB}" -n "${DB_NS}" --type merge -p "{\"spec\":{\"workerReplicas\":${workers}}}"
+kubectl wait "statefulset/${DB}-worker-a" -n "${DB_NS}" --for=jsonpath='{.spec.replicas}'="${workers}" --timeout="${TIMEOUT}"
+kubectl wait "statefulset/${DB}-worker-a" -n "${DB_NS}" --for=jsonpath='{.status.replicas}'="${workers}" --timeout="${TIMEOUT}"
+kubectl wait "pod/${DB}-worker-a-${workers}" -n "${DB_NS}" --for=delete --timeout="${TIMEOUT}"
+kubectl wait "qdb/${DB}" -n "${DB_NS}" --for=jsonpath='{.status.workers.registered}'="${workers}" --timeout="${TIMEOUT}"
+wait_ready
+kubectl get qdb -n "${DB_NS}"
 start_port_forward
 run_checks
 

@@ -3,15 +3,18 @@
 //! [`reconcile`] runs, per `DistributedDatabase`: finalizer bookkeeping ->
 //! read what the resource references -> [`validate`] -> read the
 //! StatefulSets it owns and, when the spec may remove workers, the cluster
-//! state, to hold what would remove workers that may hold shards
-//! ([`scale_in`], fail closed: an unknown state holds everything) ->
-//! [`build`] (pure) -> [`apply`] (server-side apply, orphans deleted except
-//! the removed groups [`scale_in`] keeps) -> drive the cluster through the
-//! metadata API (register workers, label the Raft leader) -> [`status`]
-//! (server-side applied to the status subresource), plus Events on notable
-//! transitions. On delete, the finalizer scales workers and then
-//! coordinators to zero, so every node drains and flushes on SIGTERM before
-//! the garbage collector removes the objects.
+//! state; with a known state, drain the workers that would go and remove
+//! the empty ones from the metadata ([`retire`]), then hold what would
+//! remove workers still registered ([`scale_in`], fail closed: an unknown
+//! state holds everything and calls nothing) -> [`build`] (pure) ->
+//! [`apply`] (server-side apply, orphans deleted except the removed groups
+//! [`scale_in`] keeps) -> drive the cluster through the metadata API
+//! (register workers, label the Raft leader, start a rebalance onto new
+//! workers: [`rebalance`]) -> [`status`] (server-side applied to the status
+//! subresource), plus Events on notable transitions. On delete, the
+//! finalizer scales workers and then coordinators to zero, so every node
+//! drains and flushes on SIGTERM before the garbage collector removes the
+//! objects.
 //!
 //! [`error_policy`]: an invalid spec was reported in the status and waits
 //! for the user to change it; other errors back off exponentially per
@@ -43,8 +46,10 @@ use crate::build::{
 };
 use crate::crd::{DistributedDatabase, DistributedDatabaseStatus, Phase};
 use crate::meta_client::{MetaClient, NamespaceResolver};
+use crate::rebalance::{self, Gate};
+use crate::retire::{self, Retired};
 use crate::scale_in;
-use crate::status::{self, ClusterView};
+use crate::status::{self, ClusterView, Notice};
 use crate::validate::{self, ValidDatabase, ValidationError};
 
 /// Finalizer the operator puts on every resource.
@@ -123,6 +128,10 @@ pub struct Settings {
     pub backoff_max: Duration,
     /// Timeout of one metadata API call.
     pub meta_timeout: Duration,
+    /// Wait after a rebalance failed or was cancelled before the operator
+    /// starts another (scale-out or drain), and before it drains again a
+    /// worker whose drain ended without emptying it.
+    pub rebalance_retry: Duration,
 }
 
 impl Default for Settings {
@@ -133,6 +142,7 @@ impl Default for Settings {
             backoff_base: Duration::from_secs(5),
             backoff_max: Duration::from_secs(300),
             meta_timeout: Duration::from_secs(3),
+            rebalance_retry: Duration::from_secs(300),
         }
     }
 }
@@ -277,11 +287,12 @@ async fn apply_database(
     api: &Api<DistributedDatabase>,
 ) -> Result<Action, Error> {
     let previous = db.status.as_ref();
+    let now = now();
     let valid = match validate::validate(db) {
         Ok(valid) => valid,
         Err(err) => {
             let generation = db.metadata.generation.unwrap_or(0);
-            let status = status::invalid_status(generation, &err.to_string(), previous, &now());
+            let status = status::invalid_status(generation, &err.to_string(), previous, &now);
             patch_status(api, &db.name_any(), &status).await?;
             if previous.and_then(|p| p.phase) != Some(Phase::Invalid) {
                 publish(ctx, db, EventType::Warning, "InvalidSpec", err.to_string()).await;
@@ -291,11 +302,12 @@ async fn apply_database(
     };
 
     let password = superuser_password(ctx, &valid).await?;
+    let meta = ctx.meta.client_for(&valid, ctx.settings.meta_timeout);
     // Nothing that would remove workers goes ahead while they may hold shards.
     let existing =
         apply::owned_stateful_sets(&ctx.client, &valid.namespace, &valid.name, &valid.owner.uid)
             .await?;
-    let holds = hold_workers(ctx, &valid, previous, &existing).await;
+    let (holds, retired) = hold_workers(ctx, &meta, &valid, previous, &existing, &now).await;
     let desired = build::build_all(&scale_in::held_spec(&valid, &holds), password.as_deref())?;
     let applied = apply::apply_all(
         &ctx.client,
@@ -317,22 +329,30 @@ async fn apply_database(
         .await;
     }
 
-    let view = observe_cluster(ctx, &valid, &applied).await;
-    if let ClusterView::State(state) = &view {
+    let mut view = observe_cluster(&meta, &valid, &applied).await;
+    if let ClusterView::State(state) = &mut view {
         label_leader(ctx, &valid, state).await?;
+        let gate = rebalance_gate(ctx, state, previous, &now);
+        let scaling_in = !holds.is_empty() || !retired.is_empty();
+        let decision = rebalance::decide(&valid, state, gate, scaling_in);
+        if let Some(progress) = rebalance::auto_rebalance(&meta, decision).await {
+            state.rebalance = Some(progress);
+        }
     }
-    let mut status = status::compute_status(&valid, &applied, &view, previous, &now());
-    scale_in::mark_status(&mut status, &holds, &now());
+    let mut status = status::compute_status(&valid, &applied, &view, previous, &now);
+    scale_in::mark_status(&mut status, &holds, &now);
     patch_status(api, &valid.name, &status).await?;
     if !holds.is_empty() && !scale_in::was_held(previous) {
-        publish(
-            ctx,
-            db,
-            EventType::Warning,
-            scale_in::REASON,
-            scale_in::message(&holds),
-        )
-        .await;
+        // Draining is the normal way out; an unknown state is not.
+        let type_ = if holds.state_unknown.is_some() {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        publish(ctx, db, type_, scale_in::REASON, scale_in::message(&holds)).await;
+    }
+    for notice in retire::notices(&retired) {
+        publish_notice(ctx, db, notice).await;
     }
     notify_transitions(ctx, db, previous, &status).await;
 
@@ -343,24 +363,51 @@ async fn apply_database(
     })
 }
 
-/// What to hold ([`scale_in`]). The cluster state is read only when the
-/// spec may remove workers; when it cannot be read, everything that would
-/// remove workers is held.
+/// Retires the workers that would go ([`retire`]) and decides what to hold
+/// ([`scale_in`]). The cluster state is read only when the spec may remove
+/// workers; when it cannot be read, nothing is called and everything that
+/// would remove workers is held.
 async fn hold_workers(
     ctx: &Context,
+    meta: &MetaClient,
     db: &ValidDatabase,
     previous: Option<&DistributedDatabaseStatus>,
     existing: &[StatefulSet],
-) -> scale_in::Holds {
+    now: &Time,
+) -> (scale_in::Holds, Retired) {
     if !scale_in::may_shrink(db, existing, previous) {
-        return scale_in::Holds::default();
+        return Default::default();
     }
-    let client = ctx.meta.client_for(db, ctx.settings.meta_timeout);
-    let state = client.cluster_state().await.map_err(|err| {
-        tracing::warn!(error = %err, "cannot read the cluster state before removing workers");
-        err.to_string()
-    });
-    scale_in::plan(db, existing, state.as_ref().map_err(String::as_str))
+    let state = match meta.cluster_state().await {
+        Ok(state) => state,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot read the cluster state before removing workers");
+            let why = err.to_string();
+            let holds = scale_in::plan(db, existing, Err(why.as_str()));
+            return (holds, Retired::default());
+        }
+    };
+    let gate = rebalance_gate(ctx, &state, previous, now);
+    let calls = retire::plan(&scale_in::leaving(db, existing, &state), gate);
+    let retired = retire::retire(meta, &calls).await;
+    let left = retire::after(&state, &retired);
+    (scale_in::plan(db, existing, Ok(&left)), retired)
+}
+
+/// Whether a rebalance may start, from the state's rebalance and the time
+/// the last status saw it in that state.
+fn rebalance_gate(
+    ctx: &Context,
+    state: &ClusterState,
+    previous: Option<&DistributedDatabaseStatus>,
+    now: &Time,
+) -> Gate {
+    let current = rebalance::observed(
+        state.rebalance.as_ref(),
+        previous.map(|p| &p.rebalance),
+        now,
+    );
+    rebalance::gate(&current, now, ctx.settings.rebalance_retry)
 }
 
 /// The generated password (read back, or new), or `None` when the spec
@@ -409,7 +456,11 @@ pub fn generate_password() -> String {
 
 /// Reads the cluster state once a coordinator is ready, and registers ready
 /// workers the coordinators do not know yet.
-async fn observe_cluster(ctx: &Context, db: &ValidDatabase, applied: &Applied) -> ClusterView {
+async fn observe_cluster(
+    client: &MetaClient,
+    db: &ValidDatabase,
+    applied: &Applied,
+) -> ClusterView {
     let ready = applied
         .stateful_set(&coordinator_name(db))
         .and_then(|s| s.status.as_ref())
@@ -418,7 +469,6 @@ async fn observe_cluster(ctx: &Context, db: &ValidDatabase, applied: &Applied) -
     if ready == 0 {
         return ClusterView::Unavailable("no coordinator is ready yet".to_owned());
     }
-    let client = ctx.meta.client_for(db, ctx.settings.meta_timeout);
     let state = match client.cluster_state().await {
         Ok(state) => state,
         Err(err) => return ClusterView::Unavailable(err.to_string()),
@@ -572,6 +622,28 @@ async fn notify_transitions(
             .await;
         }
     }
+    for notice in rebalance::notices(previous.map(|p| &p.rebalance), &status.rebalance) {
+        publish_notice(ctx, db, notice).await;
+    }
+}
+
+/// Publishes a [`Notice`] about `db`, related to its pod if it names one.
+async fn publish_notice(ctx: &Context, db: &DistributedDatabase, notice: Notice) {
+    let secondary = notice.pod.map(|pod| ObjectReference {
+        api_version: Some("v1".to_owned()),
+        kind: Some("Pod".to_owned()),
+        name: Some(pod),
+        namespace: db.namespace(),
+        ..ObjectReference::default()
+    });
+    let event = KubeEvent {
+        type_: notice.type_,
+        reason: notice.reason.to_owned(),
+        note: Some(notice.note),
+        action: notice.action,
+        secondary,
+    };
+    send(ctx, db, &event).await;
 }
 
 /// Publishes an Event about `db`; a failure is logged, never fatal.
@@ -582,7 +654,6 @@ async fn publish(
     reason: &str,
     note: String,
 ) {
-    let reference: ObjectReference = db.object_ref(&());
     let event = KubeEvent {
         type_,
         reason: reason.to_owned(),
@@ -590,8 +661,13 @@ async fn publish(
         action: "Reconcile".to_owned(),
         secondary: None,
     };
-    if let Err(err) = ctx.recorder.publish(&event, &reference).await {
-        tracing::warn!(reason, error = %err, "publishing an event failed");
+    send(ctx, db, &event).await;
+}
+
+async fn send(ctx: &Context, db: &DistributedDatabase, event: &KubeEvent) {
+    let reference: ObjectReference = db.object_ref(&());
+    if let Err(err) = ctx.recorder.publish(event, &reference).await {
+        tracing::warn!(reason = %event.reason, error = %err, "publishing an event failed");
     }
 }
 

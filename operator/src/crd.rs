@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::core::crd::CustomResourceExt;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -63,6 +63,8 @@ pub const MAX_WORKER_GROUPS: usize = 16;
     ),
     printcolumn(name = "Leader", type_ = "string", json_path = ".status.coordinator.leader"),
     printcolumn(name = "Shards", type_ = "integer", json_path = ".status.shards.total"),
+    printcolumn(name = "Rebalance", type_ = "string", json_path = ".status.rebalance.state"),
+    printcolumn(name = "Moves", type_ = "string", json_path = ".status.rebalance.progress"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("size(self.metadata.name) <= 30")
         .message("metadata.name must be at most 30 characters (names of the pods and services are derived from it)")
@@ -105,6 +107,10 @@ pub struct DistributedDatabaseSpec {
     /// Worker failure detection.
     #[serde(default)]
     pub failover: FailoverSpec,
+    /// Moving shards onto new workers (removing workers always drains them
+    /// first, whatever this says).
+    #[serde(default)]
+    pub rebalance: RebalanceSpec,
 }
 
 fn default_worker_replicas() -> i32 {
@@ -295,6 +301,27 @@ fn default_worker_failure_timeout() -> i32 {
     DEFAULT_WORKER_FAILURE_TIMEOUT_SECONDS
 }
 
+/// Moving shards onto new workers. Removing workers always moves their
+/// shards off first, whatever this says.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RebalanceSpec {
+    /// Start a rebalance when every worker of the spec is registered and
+    /// the shards are unevenly spread (e.g. after adding workers).
+    #[serde(default = "default_auto_rebalance")]
+    pub auto: bool,
+}
+
+impl Default for RebalanceSpec {
+    fn default() -> Self {
+        Self { auto: true }
+    }
+}
+
+fn default_auto_rebalance() -> bool {
+    true
+}
+
 impl DistributedDatabaseSpec {
     /// Replicas of a group, with the spec-wide default applied.
     pub fn group_replicas(&self, group: &WorkerGroupSpec) -> i32 {
@@ -403,19 +430,51 @@ pub struct ShardsStatus {
     pub misplaced: i64,
 }
 
+/// State of the current or last rebalance, as the coordinators report it.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum RebalancePhase {
+    /// None has run since the coordinator leader started.
+    Idle,
+    /// Shards are moving.
+    Running,
+    /// Stopping after the move in flight.
+    Cancelling,
+    /// Every planned move was made.
+    Completed,
+    /// Stopped before the end.
+    Cancelled,
+    /// A move failed; `error` says why.
+    Failed,
+}
+
 /// Rebalance progress.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RebalanceStatus {
+    /// Id of the current or last rebalance; absent when none ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Its state; absent while the coordinators cannot say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<RebalancePhase>,
     /// Shard moves finished.
     #[serde(default)]
     pub moves_done: i64,
     /// Shard moves planned.
     #[serde(default)]
     pub moves_total: i64,
+    /// `movesDone/movesTotal`, for `kubectl get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<String>,
     /// Bytes still to copy.
     #[serde(default)]
     pub bytes_left: i64,
+    /// Why it failed, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// When the operator first saw this rebalance in this state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<Time>,
 }
 
 /// The CRD as the YAML committed in `crds/distributeddatabase.yaml`.

@@ -6,8 +6,9 @@
 //! API. Any coordinator can be asked; a follower answers a mutation with
 //! "not leader" and a hint, which [`MetaClient`] follows (a bounded number of
 //! hops) and remembers. Unreachable coordinators are skipped in favour of the
-//! next one. Drain, rebalance and failover calls are here already so the
-//! controller can use them as soon as the node serves them.
+//! next one. The scale-in ([`crate::retire`]) drains and removes workers,
+//! and the scale-out ([`crate::rebalance`]) plans and starts rebalances
+//! through it.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -18,7 +19,8 @@ use quiver_proto::meta::v1::metadata_service_client::MetadataServiceClient;
 use quiver_proto::meta::v1::{
     ClusterState, DrainNodeRequest, DrainNodeResponse, GetClusterStateRequest,
     MarkNodeFailedRequest, MarkNodeFailedResponse, NodeRef, RebalanceAction, RebalanceRequest,
-    RebalanceResponse, RegisterWorkerRequest, RegisterWorkerResponse,
+    RebalanceResponse, RegisterWorkerRequest, RegisterWorkerResponse, RemoveNodeRequest,
+    RemoveNodeResponse,
 };
 use tokio::sync::Mutex;
 use tonic::transport::{Channel, Endpoint};
@@ -178,6 +180,15 @@ impl MetaClient {
         self.call(|mut c| {
             let node = node.clone();
             async move { c.drain_node(DrainNodeRequest { node: Some(node) }).await }
+        })
+        .await
+    }
+
+    /// Removes a node that holds no placements from the metadata.
+    pub async fn remove_node(&self, node: NodeRef) -> Result<RemoveNodeResponse, MetaError> {
+        self.call(|mut c| {
+            let node = node.clone();
+            async move { c.remove_node(RemoveNodeRequest { node: Some(node) }).await }
         })
         .await
     }

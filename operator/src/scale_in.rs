@@ -8,25 +8,29 @@
 //! existing worker StatefulSet has more replicas than its group asks for or
 //! belongs to a group no longer in the spec, the last status counted more
 //! workers than the spec asks for, or a hold is in place), the controller
-//! reads the coordinators' `GetClusterState` and [`plan`] decides:
+//! reads the coordinators' `GetClusterState`; with a known state,
+//! [`crate::retire`] first drains the registered workers that would go
+//! ([`leaving`]) and removes the empty ones from the metadata, then [`plan`]
+//! decides, from the state those calls left:
 //!
 //! - state known: a group keeps one replica past its highest pod, among the
-//!   pods the spec would remove, that still holds shard placements
-//!   ([`holds`]); a removed group is kept while its pods hold placements and
-//!   deleted once they hold none;
+//!   pods the spec would remove, that is still registered with the
+//!   coordinators (it holds shards, or is not removed from the metadata
+//!   yet) ([`holds`]); a removed group is kept while any of its pods is
+//!   registered and deleted once none is;
 //! - state unknown (no coordinator reachable, no leader, an RPC error):
 //!   every group whose StatefulSet has more replicas than the spec asks for
-//!   is held at the replicas it has now, and every removed group is kept.
+//!   is held at the replicas it has now, and every removed group is kept;
+//!   no worker is drained or removed.
 //!
 //! A held group's StatefulSet is built with the replicas it keeps
 //! ([`held_spec`]); a kept removed group's StatefulSet, headless Service and
 //! PodDisruptionBudget (one name, [`Holds::retained`]) are neither applied
 //! nor deleted by [`crate::apply`], so they stay exactly as they are. The
 //! `Progressing` condition says why, with reason [`REASON`]
-//! ([`mark_status`]), and a Warning event tells the user. The node does not
-//! drain workers yet; when it does, the drain call
-//! (`meta_client::MetaClient::drain_node`) goes here, and the hold lifts
-//! itself once the placements are gone.
+//! ([`mark_status`]), and an event tells the user (a Warning when the state
+//! is unknown). The hold lifts itself once the workers are drained and
+//! removed from the metadata.
 
 use std::collections::BTreeSet;
 
@@ -37,11 +41,30 @@ use quiver_proto::meta::v1::{ClusterState, NodeRole};
 
 use crate::build::{coordinator_name, worker_group_name, LABEL_WORKER_GROUP};
 use crate::crd::DistributedDatabaseStatus;
-use crate::status::PROGRESSING;
+use crate::status::{pod_name_of, PROGRESSING};
 use crate::validate::ValidDatabase;
 
 /// Reason of the `Progressing` condition while something is held.
 pub const REASON: &str = "ScaleInHeld";
+
+/// A registered worker whose pod the spec would remove.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leaving {
+    /// Its pod (`NAME-worker-GROUP-ORDINAL`).
+    pub pod: String,
+    /// The pod's ordinal.
+    pub ordinal: i32,
+    /// Node id in the metadata.
+    pub node_id: u64,
+    /// Host it registered with.
+    pub host: String,
+    /// Its gRPC port.
+    pub port: u32,
+    /// Shard placements it holds.
+    pub placements: u64,
+    /// Whether it is being drained.
+    pub draining: bool,
+}
 
 /// One worker group held above its spec, or kept although removed from it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,9 +78,9 @@ pub struct Hold {
     pub wanted: Option<i32>,
     /// Replicas kept.
     pub kept: i32,
-    /// `(pod, placements)` of the pods that would go and still hold
-    /// placements; empty when the cluster state is unknown.
-    pub pods: Vec<(String, u64)>,
+    /// The workers that would go and are still registered, by ordinal;
+    /// empty when the cluster state is unknown.
+    pub pods: Vec<Leaving>,
 }
 
 /// Everything held in one reconcile.
@@ -120,6 +143,20 @@ pub fn shrinks(db: &ValidDatabase, sts: &StatefulSet) -> bool {
     }
 }
 
+/// The registered workers whose pods the spec would remove: those past
+/// their group's replicas, and every one of a removed group.
+pub fn leaving(db: &ValidDatabase, existing: &[StatefulSet], state: &ClusterState) -> Vec<Leaving> {
+    let mut out = Vec::new();
+    for group in &db.spec.worker_groups {
+        let sts = worker_group_name(db, &group.name);
+        out.extend(registered_pods(state, &sts, db.spec.group_replicas(group)));
+    }
+    for sts in existing.iter().filter(|s| is_removed(db, s)) {
+        out.extend(registered_pods(state, &sts.name_any(), 0));
+    }
+    out
+}
+
 /// What to hold, from the existing StatefulSets and the cluster state (or
 /// why it could not be read).
 pub fn plan(
@@ -147,15 +184,15 @@ pub fn plan(
     }
 }
 
-/// The groups of the spec whose scale-in would remove workers that hold
-/// placements (the state is known).
+/// The groups of the spec whose scale-in would remove workers that are
+/// still registered (the state is known).
 pub fn holds(db: &ValidDatabase, state: &ClusterState) -> Vec<Hold> {
     let mut out = Vec::new();
     for group in &db.spec.worker_groups {
         let sts = worker_group_name(db, &group.name);
         let wanted = db.spec.group_replicas(group);
-        let pods = placed_pods(state, &sts, wanted);
-        let Some(kept) = pods.iter().map(|(o, _, _)| o + 1).max() else {
+        let pods = registered_pods(state, &sts, wanted);
+        let Some(kept) = pods.iter().map(|p| p.ordinal + 1).max() else {
             continue;
         };
         out.push(Hold {
@@ -163,7 +200,7 @@ pub fn holds(db: &ValidDatabase, state: &ClusterState) -> Vec<Hold> {
             stateful_set: sts,
             wanted: Some(wanted),
             kept,
-            pods: pods.into_iter().map(|(_, p, n)| (p, n)).collect(),
+            pods,
         });
     }
     out
@@ -197,8 +234,8 @@ pub fn holds_while_unknown(db: &ValidDatabase, existing: &[StatefulSet]) -> Vec<
 }
 
 /// The removed groups to keep: all of them when the state is unknown
-/// (`None`), those whose pods still hold placements otherwise. A removed
-/// group not listed here is deleted.
+/// (`None`), those with a pod still registered otherwise. A removed group
+/// not listed here is deleted.
 pub fn kept_removed_groups(
     db: &ValidDatabase,
     existing: &[StatefulSet],
@@ -209,7 +246,7 @@ pub fn kept_removed_groups(
         .filter(|s| is_removed(db, s))
         .filter_map(|s| {
             let name = s.name_any();
-            let pods = state.map(|state| placed_pods(state, &name, 0));
+            let pods = state.map(|state| registered_pods(state, &name, 0));
             if pods.as_ref().is_some_and(Vec::is_empty) {
                 return None;
             }
@@ -217,11 +254,7 @@ pub fn kept_removed_groups(
                 group: group_of(db, s),
                 wanted: None,
                 kept: replicas_of(s),
-                pods: pods
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(_, p, n)| (p, n))
-                    .collect(),
+                pods: pods.unwrap_or_default(),
                 stateful_set: name,
             })
         })
@@ -250,17 +283,17 @@ pub fn message(holds: &Holds) -> String {
     let parts: Vec<String> = holds.groups.iter().map(describe).collect();
     let why = match &holds.state_unknown {
         Some(why) => format!(
-            "the cluster state is unknown ({why}), so no worker is removed until the \
-             coordinators answer"
+            "the cluster state is unknown ({why}), so no worker is drained or removed until \
+             the coordinators answer"
         ),
-        None => "removing them needs those shards moved first (quiver_drain_node), which this \
-                 version does not do automatically"
+        None => "the operator drains those workers (their shards move to the others) and \
+                 removes them from the cluster metadata before their pods go"
             .to_owned(),
     };
     format!("{}; {why}", parts.join("; "))
 }
 
-/// One held group, with the placements its pods hold when known.
+/// One held group, with what its registered pods hold when known.
 fn describe(h: &Hold) -> String {
     let what = match h.wanted {
         Some(wanted) => format!(
@@ -275,12 +308,20 @@ fn describe(h: &Hold) -> String {
     if h.pods.is_empty() {
         return what;
     }
-    let pods: Vec<String> = h
-        .pods
-        .iter()
-        .map(|(p, n)| format!("{p} holds {n} shard placement(s)"))
-        .collect();
+    let pods: Vec<String> = h.pods.iter().map(describe_pod).collect();
     format!("{what}: {}", pods.join(", "))
+}
+
+fn describe_pod(p: &Leaving) -> String {
+    let draining = if p.draining { ", draining" } else { "" };
+    if p.placements == 0 {
+        format!("{} holds no shard placement but is still registered", p.pod)
+    } else {
+        format!(
+            "{} holds {} shard placement(s){draining}",
+            p.pod, p.placements
+        )
+    }
 }
 
 /// Marks the status `Progressing` with reason [`REASON`].
@@ -314,20 +355,29 @@ fn ordinal(pod: &str, sts: &str) -> Option<i32> {
     pod.strip_prefix(sts)?.strip_prefix('-')?.parse().ok()
 }
 
-/// `(ordinal, pod, placements)` of the worker pods of `sts` with an ordinal
-/// of at least `from` that hold placements, by ordinal.
-fn placed_pods(state: &ClusterState, sts: &str, from: i32) -> Vec<(i32, String, u64)> {
-    let mut pods: Vec<(i32, String, u64)> = state
+/// The registered workers of `sts` with an ordinal of at least `from`, by
+/// ordinal. A node is a pod's when the first label of its host is the pod
+/// name (workers register as `POD.SERVICE`).
+fn registered_pods(state: &ClusterState, sts: &str, from: i32) -> Vec<Leaving> {
+    let mut pods: Vec<Leaving> = state
         .nodes
         .iter()
-        .filter(|n| n.role == NodeRole::Worker as i32 && n.placements > 0)
+        .filter(|n| n.role == NodeRole::Worker as i32)
         .filter_map(|n| {
-            let pod = n.host.split('.').next()?;
-            let o = ordinal(pod, sts)?;
-            (o >= from).then(|| (o, pod.to_owned(), n.placements))
+            let pod = pod_name_of(&n.host)?;
+            let o = ordinal(&pod, sts)?;
+            (o >= from).then(|| Leaving {
+                pod,
+                ordinal: o,
+                node_id: n.node_id,
+                host: n.host.clone(),
+                port: n.port,
+                placements: n.placements,
+                draining: n.draining,
+            })
         })
         .collect();
-    pods.sort();
+    pods.sort_by(|a, b| (a.ordinal, &a.pod).cmp(&(b.ordinal, &b.pod)));
     pods
 }
 
@@ -391,6 +441,8 @@ mod tests {
 
     fn node(host: &str, placements: u64) -> Node {
         Node {
+            node_id: placements + 100,
+            port: 9090,
             host: host.into(),
             role: NodeRole::Worker as i32,
             placements,
@@ -413,6 +465,26 @@ mod tests {
         s
     }
 
+    /// What [`leaving`] reports for `node(host, placements)`.
+    fn gone(host: &str, ordinal: i32, placements: u64) -> Leaving {
+        Leaving {
+            pod: host.split('.').next().unwrap().to_owned(),
+            ordinal,
+            node_id: placements + 100,
+            host: host.to_owned(),
+            port: 9090,
+            placements,
+            draining: false,
+        }
+    }
+
+    fn pods(h: &Hold) -> Vec<(&str, u64)> {
+        h.pods
+            .iter()
+            .map(|p| (p.pod.as_str(), p.placements))
+            .collect()
+    }
+
     fn progressing(status: &DistributedDatabaseStatus) -> &Condition {
         status
             .conditions
@@ -422,7 +494,7 @@ mod tests {
     }
 
     #[test]
-    fn scale_in_is_held_while_removed_pods_hold_placements() {
+    fn scale_in_is_held_while_removed_pods_are_registered() {
         let db = one_worker();
         let sts = worker_group_name(&db, "a");
         let state = ClusterState {
@@ -437,7 +509,19 @@ mod tests {
         assert_eq!(h.state_unknown, None);
         assert_eq!(h.groups.len(), 1);
         assert_eq!((h.groups[0].wanted, h.groups[0].kept), (Some(1), 3));
-        assert_eq!(h.groups[0].pods, vec![(format!("{sts}-2"), 3)]);
+        // Both pods that go are still registered; only one holds shards.
+        let (one, two) = (format!("{sts}-1"), format!("{sts}-2"));
+        assert_eq!(
+            pods(&h.groups[0]),
+            vec![(one.as_str(), 0), (two.as_str(), 3)]
+        );
+        assert_eq!(
+            leaving(&db, &[], &state),
+            vec![
+                gone(&format!("{sts}-1.{sts}"), 1, 0),
+                gone(&format!("{sts}-2.{sts}"), 2, 3)
+            ]
+        );
         assert!(h.retained().is_empty());
         let held = held_spec(&db, &h);
         assert_eq!(held.spec.group_replicas(&held.spec.worker_groups[0]), 3);
@@ -448,19 +532,36 @@ mod tests {
             .find(|s| s.metadata.name.as_deref() == Some(sts.as_str()))
             .unwrap();
         assert_eq!(worker.spec.as_ref().unwrap().replicas, Some(3));
-        assert!(message(&h).contains(&format!("{sts}-2 holds 3 shard placement(s)")));
+        let text = message(&h);
+        assert!(
+            text.contains(&format!("{sts}-2 holds 3 shard placement(s)")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "{sts}-1 holds no shard placement but is still registered"
+            )),
+            "{text}"
+        );
 
         let mut status = DistributedDatabaseStatus::default();
         mark_status(&mut status, &h, &crate::controller::now());
         let c = progressing(&status);
         assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", REASON));
 
-        // emptied pods (or a scale-up) hold nothing
+        // An empty pod is held until it is removed from the metadata...
         let empty = ClusterState {
             nodes: vec![node(&format!("{sts}-2.{sts}"), 0)],
             ..ClusterState::default()
         };
-        assert!(holds(&db, &empty).is_empty());
+        assert_eq!(holds(&db, &empty)[0].kept, 3);
+        // ...and pods removed from it (or a scale-up) hold nothing.
+        let removed = ClusterState {
+            nodes: vec![node(&format!("{sts}-0.{sts}"), 4)],
+            ..ClusterState::default()
+        };
+        assert!(holds(&db, &removed).is_empty());
+        assert!(leaving(&db, &[], &removed).is_empty());
     }
 
     #[test]
@@ -523,7 +624,7 @@ mod tests {
     }
 
     #[test]
-    fn removed_group_is_kept_while_it_holds_placements_and_deleted_when_empty() {
+    fn removed_group_is_kept_while_its_pods_are_registered_and_deleted_after() {
         let db = db();
         let removed = worker_group_name(&db, "b");
         let existing = [
@@ -545,7 +646,10 @@ mod tests {
                 stateful_set: removed.clone(),
                 wanted: None,
                 kept: 2,
-                pods: vec![(format!("{removed}-1"), 5)],
+                pods: vec![
+                    gone(&format!("{removed}-0.{removed}"), 0, 0),
+                    gone(&format!("{removed}-1.{removed}"), 1, 5)
+                ],
             }]
         );
         assert_eq!(h.retained(), BTreeSet::from([removed.clone()]));
@@ -563,9 +667,12 @@ mod tests {
         assert_eq!(unknown.retained(), BTreeSet::from([removed.clone()]));
         assert!(message(&unknown).contains("the cluster state is unknown (no leader)"));
 
-        // Known and empty: not kept, so apply deletes it.
+        // Every pod of a removed group goes.
+        assert_eq!(leaving(&db, &existing, &holding).len(), 2);
+
+        // Known and none registered: not kept, so apply deletes it.
         let empty = ClusterState {
-            nodes: vec![node(&format!("{removed}-1.{removed}"), 0)],
+            nodes: vec![node(&format!("{}-1.x", worker_group_name(&db, "a")), 0)],
             ..ClusterState::default()
         };
         let h = plan(&db, &existing, Ok(&empty));

@@ -7,18 +7,25 @@
 //! workers, the leader, shard and rebalance figures, and the conditions
 //! `Ready`, `Progressing`, `Degraded`, `Rebalancing` and `ReadOnly`. A
 //! condition keeps its `lastTransitionTime` while its status is unchanged, so
-//! a second pass over an unchanged cluster writes the same status.
+//! a second pass over an unchanged cluster writes the same status. The
+//! rebalance figures come from [`crate::rebalance::observed`], and are kept
+//! from the previous status while the cluster state cannot be read.
+//!
+//! The Events the controller publishes on notable transitions between the
+//! previous status and this one are [`Notice`]s.
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use quiver_proto::meta::v1::{ClusterState, NodeRole, RebalanceState};
+use kube::runtime::events::EventType;
+use quiver_proto::meta::v1::{ClusterState, NodeRole};
 
 use crate::apply::Applied;
 use crate::build::{coordinator_name, worker_group_name, LABEL_COMPONENT, LABEL_INSTANCE};
 use crate::crd::{
-    CoordinatorStatus, DistributedDatabaseStatus, Phase, RebalanceStatus, ShardsStatus,
+    CoordinatorStatus, DistributedDatabaseStatus, Phase, RebalancePhase, ShardsStatus,
     WorkersStatus,
 };
+use crate::rebalance;
 use crate::validate::ValidDatabase;
 
 /// Condition: the cluster serves queries with every pod ready.
@@ -31,6 +38,23 @@ pub const DEGRADED: &str = "Degraded";
 pub const REBALANCING: &str = "Rebalancing";
 /// Condition: the cluster refuses writes.
 pub const READ_ONLY: &str = "ReadOnly";
+
+/// An Event to publish about the resource.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notice {
+    /// Normal or Warning.
+    pub type_: EventType,
+    /// The Event's reason (CamelCase).
+    pub reason: &'static str,
+    /// What happened, for people.
+    pub note: String,
+    /// What was done or seen (the Event's `action`). With the reason it
+    /// tells Events apart: the recorder folds an Event into an earlier one
+    /// with the same reason and action (keeping the earlier note).
+    pub action: String,
+    /// The pod the Event is also about (its `related` object), if any.
+    pub pod: Option<String>,
+}
 
 /// What the metadata API said, or why it said nothing.
 #[derive(Clone, Debug, PartialEq)]
@@ -151,7 +175,10 @@ pub fn compute_status(
     let registered = i32::try_from(workers.iter().filter(|n| n.active).count()).unwrap_or(i32::MAX);
     let draining = i32::try_from(workers.iter().filter(|n| n.draining).count()).unwrap_or(i32::MAX);
     let shards = state.and_then(|s| s.shards).unwrap_or_default();
-    let rebalance = state.and_then(|s| s.rebalance.clone()).unwrap_or_default();
+    let rebalance = match state {
+        Some(s) => rebalance::observed(s.rebalance.as_ref(), previous.map(|p| &p.rebalance), now),
+        None => previous.map(|p| p.rebalance.clone()).unwrap_or_default(),
+    };
     let read_only = state.is_some_and(|s| s.read_only);
 
     // Progressing: something is still converging.
@@ -234,9 +261,22 @@ pub fn compute_status(
     };
     let ready_reason = if ready { "ClusterReady" } else { "NotReady" };
     let rebalancing = matches!(
-        RebalanceState::try_from(rebalance.state),
-        Ok(RebalanceState::Running | RebalanceState::Cancelling)
+        rebalance.state,
+        Some(RebalancePhase::Running | RebalancePhase::Cancelling)
     );
+    let (rebalancing_reason, rebalancing_message) = match rebalance.state {
+        _ if rebalancing => (
+            "ShardsMoving",
+            format!(
+                "{}/{} shard moves done",
+                rebalance.moves_done, rebalance.moves_total
+            ),
+        ),
+        Some(RebalancePhase::Completed) => ("Completed", String::new()),
+        Some(RebalancePhase::Cancelled) => ("Cancelled", String::new()),
+        Some(RebalancePhase::Failed) => ("Failed", rebalance.error.clone().unwrap_or_default()),
+        _ => ("Idle", String::new()),
+    };
 
     let conditions = vec![
         condition(
@@ -275,15 +315,8 @@ pub fn compute_status(
         condition(
             REBALANCING,
             rebalancing,
-            if rebalancing { "ShardsMoving" } else { "Idle" },
-            if rebalancing {
-                format!(
-                    "{}/{} shard moves done",
-                    rebalance.moves_done, rebalance.moves_total
-                )
-            } else {
-                String::new()
-            },
+            rebalancing_reason,
+            rebalancing_message,
             generation,
             now,
             previous,
@@ -325,11 +358,7 @@ pub fn compute_status(
             under_replicated: to_i64(shards.under_replicated),
             misplaced: to_i64(shards.misplaced),
         },
-        rebalance: RebalanceStatus {
-            moves_done: to_i64(rebalance.moves_done),
-            moves_total: to_i64(rebalance.moves_total),
-            bytes_left: to_i64(rebalance.bytes_left),
-        },
+        rebalance,
     }
 }
 
@@ -358,6 +387,7 @@ pub fn invalid_status(
     status
 }
 
-fn to_i64(v: u64) -> i64 {
+/// A protobuf count as the status's integer.
+pub fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }

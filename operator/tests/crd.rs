@@ -54,8 +54,32 @@ fn crd_has_names_subresources_and_columns() {
         .collect();
     assert_eq!(
         columns,
-        ["Phase", "Ready Workers", "Leader", "Shards", "Age"]
+        [
+            "Phase",
+            "Ready Workers",
+            "Leader",
+            "Shards",
+            "Rebalance",
+            "Moves",
+            "Age"
+        ]
     );
+}
+
+#[test]
+fn auto_rebalance_defaults_to_on() {
+    let spec = &schema()["properties"]["spec"]["properties"]["rebalance"];
+    assert_eq!(
+        spec["properties"]["auto"]["default"],
+        json!(true),
+        "{spec:#}"
+    );
+    let db: DistributedDatabase = serde_json::from_value(sample()).expect("sample");
+    assert!(db.spec.rebalance.auto);
+    let mut off = sample();
+    off["spec"]["rebalance"] = json!({"auto": false});
+    let db: DistributedDatabase = serde_json::from_value(off).expect("sample");
+    assert!(!db.spec.rebalance.auto);
 }
 
 fn schema() -> Value {

@@ -1,132 +1,40 @@
 //! Removing workers fails closed, against a scripted mock of the API server
 //! and fake coordinators: a scale-in is held while the workers it would
-//! remove hold shards or while the cluster state is unknown (however the
+//! remove are registered or while the cluster state is unknown (however the
 //! shrink was seen: last status or existing StatefulSet), and a worker group
 //! removed from the spec is kept in the same cases and deleted only once
-//! the state says its workers hold nothing.
+//! the state says its workers are gone. The drain -> remove -> shrink
+//! sequence over several passes is in `drain.rs`.
 
 mod support;
 
 use http::Method;
 use quiver_operator::controller::Error;
-use quiver_proto::meta::v1::{ClusterState, Node, NodeRole};
 use serde_json::{json, Value};
-use support::meta::{bind, fake, serve as serve_meta, Behaviour};
+use support::meta::{leader_with, leaderless, worker};
 use support::scenario::{
-    apply_steps, fixture, fresh_sts, owned, owned_sts, ready_sts, run, status_reply,
-    with_finalizer, APPS, EVENTS, EXISTING_STS, NS, ORPHAN_PDBS, ORPHAN_SERVICES, ORPHAN_STS,
-    POLICY, QDB,
+    applied_worker_replicas, apply_steps, asking_for, condition, deletes, event, event_reasons,
+    fixture, fresh_sts, owned, owned_sts, ready_sts, run, status_and_events, with_finalizer, APPS,
+    EVENTS, EXISTING_STS, NS, ORPHAN_PDBS, ORPHAN_SERVICES, ORPHAN_STS, POLICY,
 };
 use support::{echo, echo_with, list, status_failure, step, Seen, Step};
 
-const LEADER: &str = "demo-coordinator-0.demo-coordinator:9090";
-
-fn worker(host: &str, group: &str, placements: u64) -> Node {
-    Node {
-        host: host.into(),
-        port: 9090,
-        role: NodeRole::Worker.into(),
-        group: group.into(),
-        active: true,
-        placements,
-        ..Node::default()
-    }
-}
-
-/// A fake coordinator that leads with `nodes`; its address.
-async fn leader_with(nodes: Vec<Node>) -> String {
-    let (listener, address) = bind().await;
-    let state = ClusterState {
-        leader_address: LEADER.into(),
-        nodes,
-        ..ClusterState::default()
-    };
-    serve_meta(listener, fake(Behaviour::Leader(Box::new(state))));
-    address.to_string()
-}
-
-/// A fake coordinator in an election: every call answers "no leader".
-async fn leaderless() -> String {
-    let (listener, address) = bind().await;
-    serve_meta(listener, fake(Behaviour::Follower(String::new())));
-    address.to_string()
-}
-
-/// The fixture asking for `replicas` workers in group `a`.
-fn asking_for(replicas: i32) -> Value {
-    let mut db = with_finalizer(fixture());
-    db["spec"]["workerGroups"][0]["replicas"] = json!(replicas);
-    db["spec"]["sharding"] = json!({"replicationFactor": 1});
-    db
-}
-
-/// The status patch, then the events in the order they are published.
-fn status_and_events(db: &Value, events: usize) -> Vec<Step> {
-    let mut steps = vec![step(
-        Method::PATCH,
-        format!("{QDB}/status"),
-        status_reply(db),
-    )];
-    steps.extend((0..events).map(|_| step(Method::POST, EVENTS, echo())));
-    steps
-}
-
-/// The replicas the worker StatefulSet of group `a` was applied with.
-fn applied_worker_replicas(seen: &[Seen]) -> Value {
-    seen.iter()
-        .find(|s| s.method == Method::PATCH && s.path.ends_with("/statefulsets/demo-worker-a"))
-        .expect("worker StatefulSet applied")
-        .body["spec"]["replicas"]
-        .clone()
-}
-
-/// The `Progressing` condition of the status patched last.
-fn progressing(seen: &[Seen]) -> Value {
-    let status = &seen
-        .iter()
-        .rev()
-        .find(|s| s.path.ends_with("/status"))
-        .expect("status patched")
-        .body["status"];
-    status["conditions"]
-        .as_array()
-        .expect("conditions")
-        .iter()
-        .find(|c| c["type"] == "Progressing")
-        .expect("Progressing")
-        .clone()
-}
-
-/// Asserts the reconcile reported a hold whose message has every `part`.
-fn assert_held(seen: &[Seen], parts: &[&str]) {
-    let condition = progressing(seen);
+/// Asserts the reconcile reported a hold whose message has every `part`,
+/// with an event of `type_`.
+fn assert_held(seen: &[Seen], type_: &str, parts: &[&str]) {
+    let condition = condition(seen, "Progressing");
     assert_eq!(condition["status"], "True", "{condition:#}");
     assert_eq!(condition["reason"], "ScaleInHeld", "{condition:#}");
     let message = condition["message"].as_str().unwrap_or_default();
     for part in parts {
         assert!(message.contains(part), "{part:?} not in {message:?}");
     }
-    let event = seen
-        .iter()
-        .find(|s| s.path == EVENTS && s.body["reason"] == "ScaleInHeld")
-        .expect("a ScaleInHeld event");
-    assert_eq!(event.body["type"], "Warning");
-}
-
-fn deletes(seen: &[Seen]) -> Vec<&str> {
-    seen.iter()
-        .filter(|s| s.method == Method::DELETE)
-        .map(|s| s.path.as_str())
-        .collect()
+    assert_eq!(event(seen, "ScaleInHeld")["type"], type_);
 }
 
 #[tokio::test]
-async fn scale_in_is_held_while_the_removed_worker_holds_shards() {
-    let address = leader_with(vec![
-        worker("demo-worker-a-0.demo-worker-a", "a", 4),
-        worker("demo-worker-a-1.demo-worker-a", "a", 3),
-    ])
-    .await;
+async fn scale_in_is_held_and_the_worker_drained_while_it_holds_shards() {
+    let (address, coordinator) = leader_with(vec![worker("a", 0, 4), worker("a", 1, 3)]).await;
 
     // The user asks for one worker; two are registered and the second holds shards.
     let mut db = asking_for(1);
@@ -142,12 +50,44 @@ async fn scale_in_is_held_while_the_removed_worker_holds_shards() {
         format!("{NS}/pods/demo-coordinator-0"),
         echo_with(|b| b["spec"] = json!({"containers": []})),
     ));
-    steps.extend(status_and_events(&db, 1));
+    steps.extend(status_and_events(&db, 5));
     let (result, seen, _) = run(&db, steps, vec![address]).await;
     result.expect("reconciled");
 
     assert_eq!(applied_worker_replicas(&seen), 2, "held at two replicas");
-    assert_held(&seen, &["demo-worker-a-1 holds 3 shard placement(s)"]);
+    assert_held(
+        &seen,
+        "Normal",
+        &["demo-worker-a-1 holds 3 shard placement(s), draining"],
+    );
+    assert_eq!(
+        coordinator.drained(),
+        [11],
+        "the worker that goes is drained"
+    );
+    assert_eq!(coordinator.removed(), Vec::<u64>::new(), "not removed yet");
+    assert!(
+        coordinator.actions().is_empty(),
+        "no rebalance during a scale-in"
+    );
+    assert_eq!(
+        event_reasons(&seen),
+        [
+            "ScaleInHeld",
+            "NodeDraining",
+            "Progressing",
+            "LeaderElected",
+            "RebalanceStarted"
+        ]
+    );
+    let note = event(&seen, "NodeDraining")["note"].clone();
+    assert!(
+        note.as_str()
+            .unwrap_or_default()
+            .contains("demo-worker-a-1 (node 11)"),
+        "{note}"
+    );
+    assert_eq!(condition(&seen, "Rebalancing")["status"], "True");
 }
 
 #[tokio::test]
@@ -176,7 +116,7 @@ async fn nothing_is_applied_when_the_stateful_sets_cannot_be_read() {
 
 #[tokio::test]
 async fn scale_in_is_held_at_the_current_replicas_while_the_state_is_unknown() {
-    let address = leaderless().await;
+    let (address, coordinator) = leaderless().await;
 
     // The last status counted two workers; the coordinators have no leader.
     let mut db = asking_for(1);
@@ -194,16 +134,22 @@ async fn scale_in_is_held_at_the_current_replicas_while_the_state_is_unknown() {
     assert_eq!(applied_worker_replicas(&seen), 2, "not shrunk to one");
     assert_held(
         &seen,
+        "Warning",
         &[
             "worker group a kept at 2 replicas, not 1",
             "the cluster state is unknown",
         ],
     );
+    assert_eq!(
+        coordinator.calls.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "only the state was asked for: no drain, no removal"
+    );
 }
 
 #[tokio::test]
 async fn scale_in_seen_only_in_the_stateful_set_is_held() {
-    let address = leader_with(vec![worker("demo-worker-a-2.demo-worker-a", "a", 6)]).await;
+    let (address, coordinator) = leader_with(vec![worker("a", 2, 6)]).await;
 
     // No status yet (a new operator, or the status was lost), three workers run.
     let db = asking_for(1);
@@ -213,17 +159,26 @@ async fn scale_in_seen_only_in_the_stateful_set_is_held() {
         format!("{APPS}/statefulsets"),
         list("apps/v1", "StatefulSetList", vec![owned_sts(&db, "a", 3)]),
     );
-    steps.extend(status_and_events(&db, 2));
+    steps.extend(status_and_events(&db, 3));
     let (result, seen, _) = run(&db, steps, vec![address]).await;
     result.expect("reconciled");
 
     assert_eq!(applied_worker_replicas(&seen), 3, "not shrunk to one");
-    assert_held(&seen, &["demo-worker-a-2 holds 6 shard placement(s)"]);
+    assert_held(
+        &seen,
+        "Normal",
+        &["demo-worker-a-2 holds 6 shard placement(s)"],
+    );
+    assert_eq!(coordinator.drained(), [12]);
+    assert_eq!(
+        event_reasons(&seen),
+        ["ScaleInHeld", "NodeDraining", "Pending"]
+    );
 }
 
 /// The steps of a pass where group `b` was removed from the spec but its
 /// StatefulSet, Service and PDB exist; none of them may be deleted.
-fn removed_group_kept_steps(db: &Value) -> Vec<Step> {
+fn removed_group_kept_steps(db: &Value, events: usize) -> Vec<Step> {
     let removed = owned_sts(db, "b", 2);
     let mut steps = apply_steps(status_failure(404, "NotFound"), fresh_sts);
     steps[EXISTING_STS] = step(
@@ -260,7 +215,7 @@ fn removed_group_kept_steps(db: &Value) -> Vec<Step> {
             )],
         ),
     );
-    steps.extend(status_and_events(db, 2));
+    steps.extend(status_and_events(db, events));
     steps
 }
 
@@ -268,7 +223,7 @@ fn removed_group_kept_steps(db: &Value) -> Vec<Step> {
 async fn removed_group_is_kept_while_the_coordinators_cannot_be_reached() {
     let db = with_finalizer(fixture());
     // No coordinator address at all: the cluster state cannot be read.
-    let (result, seen, _) = run(&db, removed_group_kept_steps(&db), Vec::new()).await;
+    let (result, seen, _) = run(&db, removed_group_kept_steps(&db, 2), Vec::new()).await;
     result.expect("reconciled");
 
     assert_eq!(deletes(&seen), Vec::<&str>::new());
@@ -280,6 +235,7 @@ async fn removed_group_is_kept_while_the_coordinators_cannot_be_reached() {
     );
     assert_held(
         &seen,
+        "Warning",
         &[
             "worker group b removed from the spec but kept",
             "the cluster state is unknown",
@@ -289,28 +245,32 @@ async fn removed_group_is_kept_while_the_coordinators_cannot_be_reached() {
 
 #[tokio::test]
 async fn removed_group_is_kept_while_its_workers_hold_placements() {
-    let address = leader_with(vec![
-        worker("demo-worker-b-0.demo-worker-b", "b", 0),
-        worker("demo-worker-b-1.demo-worker-b", "b", 5),
-    ])
-    .await;
+    let (address, coordinator) = leader_with(vec![worker("b", 0, 0), worker("b", 1, 5)]).await;
     let db = with_finalizer(fixture());
-    let (result, seen, _) = run(&db, removed_group_kept_steps(&db), vec![address]).await;
+    let (result, seen, _) = run(&db, removed_group_kept_steps(&db, 4), vec![address]).await;
     result.expect("reconciled");
 
     assert_eq!(deletes(&seen), Vec::<&str>::new());
     assert_held(
         &seen,
+        "Normal",
         &[
             "worker group b removed from the spec but kept",
-            "demo-worker-b-1 holds 5 shard placement(s)",
+            "demo-worker-b-1 holds 5 shard placement(s), draining",
         ],
+    );
+    // The empty worker leaves the metadata at once; the other is drained.
+    assert_eq!(coordinator.removed(), [20]);
+    assert_eq!(coordinator.drained(), [21]);
+    assert_eq!(
+        event_reasons(&seen),
+        ["ScaleInHeld", "NodeDraining", "NodeRemoved", "Pending"]
     );
 }
 
 #[tokio::test]
-async fn removed_group_is_deleted_once_its_workers_hold_nothing() {
-    let address = leader_with(vec![worker("demo-worker-b-0.demo-worker-b", "b", 0)]).await;
+async fn removed_group_is_deleted_once_its_workers_are_removed() {
+    let (address, coordinator) = leader_with(vec![worker("b", 0, 0)]).await;
     let db = with_finalizer(fixture());
     let orphan = owned_sts(&db, "b", 1);
     let foreign = json!({
@@ -333,16 +293,21 @@ async fn removed_group_is_deleted_once_its_workers_hold_nothing() {
         format!("{APPS}/statefulsets"),
         list("apps/v1", "StatefulSetList", vec![orphan.clone(), foreign]),
     );
+    // The worker left the metadata before its StatefulSet is deleted.
+    let removes = coordinator.removes.clone();
     steps.insert(
         ORPHAN_STS + 1,
         step(
             Method::DELETE,
             format!("{APPS}/statefulsets/demo-worker-b"),
-            support::json_reply(200, orphan),
+            Box::new(move |_| {
+                assert_eq!(removes.lock().expect("lock").len(), 1, "RemoveNode first");
+                (200, orphan.clone())
+            }),
         ),
     );
     steps.push(step(Method::POST, EVENTS, echo()));
-    steps.extend(status_and_events(&db, 1));
+    steps.extend(status_and_events(&db, 2));
     let (result, seen, _) = run(&db, steps, vec![address]).await;
     result.expect("ok");
 
@@ -351,13 +316,15 @@ async fn removed_group_is_deleted_once_its_workers_hold_nothing() {
         deletes(&seen),
         [format!("{APPS}/statefulsets/demo-worker-b").as_str()]
     );
-    let deleted = seen
-        .iter()
-        .find(|s| s.path == EVENTS && s.body["reason"] == "OrphanDeleted")
-        .expect("an OrphanDeleted event");
-    assert!(deleted.body["note"]
+    assert_eq!(coordinator.removed(), [20]);
+    let deleted = event(&seen, "OrphanDeleted");
+    assert!(deleted["note"]
         .as_str()
         .unwrap_or_default()
         .contains("StatefulSet/demo-worker-b"));
-    assert_ne!(progressing(&seen)["reason"], "ScaleInHeld");
+    assert_eq!(
+        event_reasons(&seen),
+        ["OrphanDeleted", "NodeRemoved", "Pending"]
+    );
+    assert_ne!(condition(&seen, "Progressing")["reason"], "ScaleInHeld");
 }

@@ -309,3 +309,36 @@ fn pod_names_come_from_addresses() {
     );
     assert_eq!(pod_name_of(":9090"), None);
 }
+
+#[test]
+fn rebalance_figures_name_the_rebalance_and_survive_an_unreadable_state() {
+    let db = db();
+    let mut state = healthy_state();
+    state.rebalance = Some(RebalanceProgress {
+        state: RebalanceState::Failed.into(),
+        rebalance_id: "r7".into(),
+        moves_done: 2,
+        moves_total: 5,
+        error: "worker 12 unreachable".into(),
+        ..RebalanceProgress::default()
+    });
+    let failed = compute_status(
+        &db,
+        &applied(&db, None),
+        &ClusterView::State(Box::new(state)),
+        None,
+        &now(),
+    );
+    assert_eq!(condition(&failed, "Rebalancing"), ("False", "Failed"));
+    let figures = &failed.rebalance;
+    assert_eq!(figures.id.as_deref(), Some("r7"));
+    assert_eq!(figures.progress.as_deref(), Some("2/5"));
+    assert_eq!(figures.error.as_deref(), Some("worker 12 unreachable"));
+    assert_eq!(figures.last_transition_time, Some(now()));
+
+    // The coordinators do not answer: the last figures stay.
+    let later = Time(now().0 + SignedDuration::from_secs(60));
+    let view = ClusterView::Unavailable("timeout".into());
+    let unknown = compute_status(&db, &applied(&db, None), &view, Some(&failed), &later);
+    assert_eq!(unknown.rebalance, failed.rebalance);
+}

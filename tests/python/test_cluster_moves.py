@@ -379,6 +379,11 @@ def test_worker_sigkill_during_a_move(grown, point, victim):
     while "failpoint reached" not in c.coordinator.log_tail(200):
         assert time.monotonic() < deadline and t.is_alive(), (outcome, c.coordinator.log_tail(20))
         time.sleep(0.02)  # poll interval for the log line
+    with psycopg.connect(c.dsn, autocommit=True) as s:
+        # the moving tables' schema cannot change under the copy
+        with pytest.raises(psycopg.Error) as e:
+            s.execute("ALTER TABLE transfers ADD COLUMN note text")
+        assert e.value.sqlstate == "55006", str(e.value)
     worker = c.workers[0] if victim == "source" else c.workers[2]
     worker.kill()
     worker.start()

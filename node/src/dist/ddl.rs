@@ -519,6 +519,7 @@ pub async fn alter_shards(
     at: &datafusion::sql::sqlparser::ast::AlterTable,
 ) -> Result<(), SqlError> {
     use datafusion::sql::sqlparser::ast::{Ident, ObjectName};
+    cluster.refuse_if_moving(layout.table_id)?;
     let mut calls = Vec::new();
     for shard in &layout.shards {
         let mut stmt = at.clone();

@@ -179,7 +179,7 @@ pub fn written_relations(stmt: &datafusion::sql::sqlparser::ast::Statement) -> O
     use datafusion::sql::sqlparser::ast::{visit_relations, Statement};
     let writes = match stmt {
         Statement::Insert(_) | Statement::Update { .. } | Statement::Delete(_) => true,
-        Statement::Merge { .. } => true,
+        Statement::Merge { .. } | Statement::Truncate { .. } => true,
         Statement::Copy { to, .. } => !*to,
         _ => false,
     };
@@ -667,6 +667,25 @@ impl Cluster {
                     }
                 });
             }
+        }
+    }
+
+    /// Refuses a schema change or drop of `table` while one of its shards
+    /// moves (the copy would not follow it).
+    pub fn refuse_if_moving(&self, table: crate::meta::state::TableId) -> Result<(), SqlError> {
+        let state = self.snapshot();
+        let moving = state.moves.iter().find(|(_, j)| {
+            !j.state.is_terminal()
+                && j.shards
+                    .iter()
+                    .any(|s| state.shards.get(s).is_some_and(|i| i.table_id == table))
+        });
+        match moving {
+            Some((id, _)) => Err(SqlError::new(
+                "55006",
+                format!("a shard of this table is being moved (move {id}); try again when it ends"),
+            )),
+            None => Ok(()),
         }
     }
 

@@ -197,6 +197,7 @@ impl Session {
         let Some(layout) = cluster.layout(name) else {
             return Ok(());
         };
+        cluster.refuse_if_moving(layout.table_id)?;
         cluster
             .propose(
                 crate::meta::command::MetaCommand::DropTable {

@@ -46,7 +46,8 @@ pub struct Step {
     reply: Reply,
 }
 
-/// Expects `method path` and answers with `reply`.
+/// Expects `method path` (a path ending in `*`: any path with that prefix)
+/// and answers with `reply`.
 pub fn step(method: Method, path: impl Into<String>, reply: Reply) -> Step {
     Step {
         method,
@@ -100,9 +101,11 @@ pub fn list(api_version: &str, kind: &str, items: Vec<Value>) -> Reply {
 }
 
 /// Serves `steps` in order, asserting each request's method and path, and
-/// returns what was seen. Panics on an unexpected request or when the
+/// returns what was seen, with the handle: kept open, so that a request
+/// beyond the script waits for an answer that never comes and the caller's
+/// timeout fails the test. Panics on an unexpected request or when the
 /// client stops before every step was served.
-pub async fn serve(mut handle: Handle, steps: Vec<Step>) -> Vec<Seen> {
+pub async fn serve(mut handle: Handle, steps: Vec<Step>) -> (Vec<Seen>, Handle) {
     let mut seen_all = Vec::new();
     for (index, expected) in steps.into_iter().enumerate() {
         let (request, send) = handle.next_request().await.unwrap_or_else(|| {
@@ -124,9 +127,13 @@ pub async fn serve(mut handle: Handle, steps: Vec<Step>) -> Vec<Seen> {
             query: parts.uri.query().unwrap_or_default().to_owned(),
             body,
         };
+        let path = match expected.path.strip_suffix('*') {
+            Some(prefix) if seen.path.starts_with(prefix) => seen.path.as_str(),
+            _ => expected.path.as_str(),
+        };
         assert_eq!(
             (&seen.method, seen.path.as_str()),
-            (&expected.method, expected.path.as_str()),
+            (&expected.method, path),
             "step {index}: unexpected request (query {:?})",
             seen.query
         );
@@ -139,7 +146,7 @@ pub async fn serve(mut handle: Handle, steps: Vec<Step>) -> Vec<Seen> {
         send.send_response(response);
         seen_all.push(seen);
     }
-    seen_all
+    (seen_all, handle)
 }
 
 /// Bound on any one scenario, so a missing or extra request fails the test

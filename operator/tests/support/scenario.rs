@@ -82,8 +82,8 @@ pub async fn run(
     let object: DistributedDatabase = serde_json::from_value(db.clone()).expect("object");
     let result = tokio::time::timeout(SCENARIO_TIMEOUT, reconcile(Arc::new(object), ctx.clone()))
         .await
-        .expect("reconcile finished (no unexpected request)");
-    let seen = tokio::time::timeout(SCENARIO_TIMEOUT, server)
+        .expect("reconcile finished (no request beyond the script)");
+    let (seen, _handle) = tokio::time::timeout(SCENARIO_TIMEOUT, server)
         .await
         .expect("every expected request came")
         .expect("mock server did not panic");
@@ -216,4 +216,100 @@ pub fn owned_sts(db: &Value, group: &str, replicas: i32) -> Value {
     );
     sts["spec"] = json!({"replicas": replicas, "selector": {}, "template": {}});
     sts
+}
+
+/// The fixture asking for `replicas` workers in group `a`, replication
+/// factor 1 (so one worker is a valid cluster).
+pub fn asking_for(replicas: i32) -> Value {
+    let mut db = with_finalizer(fixture());
+    db["spec"]["workerGroups"][0]["replicas"] = json!(replicas);
+    db["spec"]["sharding"] = json!({"replicationFactor": 1});
+    db
+}
+
+/// The status patch, then `events` events in the order they are published.
+pub fn status_and_events(db: &Value, events: usize) -> Vec<Step> {
+    let mut steps = vec![step(
+        Method::PATCH,
+        format!("{QDB}/status"),
+        status_reply(db),
+    )];
+    steps.extend((0..events).map(|_| step(Method::POST, EVENTS, echo())));
+    steps
+}
+
+/// The replicas the worker StatefulSet of group `a` was applied with.
+pub fn applied_worker_replicas(seen: &[Seen]) -> Value {
+    seen.iter()
+        .find(|s| s.method == Method::PATCH && s.path.ends_with("/statefulsets/demo-worker-a"))
+        .expect("worker StatefulSet applied")
+        .body["spec"]["replicas"]
+        .clone()
+}
+
+/// The status patched last.
+pub fn last_status(seen: &[Seen]) -> Value {
+    seen.iter()
+        .rev()
+        .find(|s| s.path.ends_with("/status"))
+        .expect("status patched")
+        .body["status"]
+        .clone()
+}
+
+/// Condition `type_` of the status patched last.
+pub fn condition(seen: &[Seen], type_: &str) -> Value {
+    last_status(seen)["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .find(|c| c["type"] == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition"))
+        .clone()
+}
+
+/// Reasons of the events published, in order.
+pub fn event_reasons(seen: &[Seen]) -> Vec<String> {
+    seen.iter()
+        .filter(|s| s.path == EVENTS)
+        .map(|s| s.body["reason"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// The event with `reason`.
+pub fn event<'a>(seen: &'a [Seen], reason: &str) -> &'a Value {
+    &seen
+        .iter()
+        .find(|s| s.path == EVENTS && s.body["reason"] == reason)
+        .unwrap_or_else(|| panic!("no {reason} event in {:?}", event_reasons(seen)))
+        .body
+}
+
+/// Paths of the DELETE requests.
+pub fn deletes(seen: &[Seen]) -> Vec<&str> {
+    seen.iter()
+        .filter(|s| s.method == Method::DELETE)
+        .map(|s| s.path.as_str())
+        .collect()
+}
+
+/// `db` as the next pass reads it: with the status patched last.
+pub fn with_status_of(db: &Value, seen: &[Seen]) -> Value {
+    let mut next = db.clone();
+    next["status"] = last_status(seen);
+    next
+}
+
+/// The steps of a pass over a ready cluster (every StatefulSet ready, a
+/// coordinator leading): apply, label the leader pod, patch the status,
+/// then `events` events.
+pub fn ready_pass(db: &Value, events: usize) -> Vec<Step> {
+    let mut steps = apply_steps(super::status_failure(404, "NotFound"), ready_sts);
+    steps.push(step(
+        Method::PATCH,
+        format!("{NS}/pods/demo-coordinator-0"),
+        echo_with(|b| b["spec"] = json!({"containers": []})),
+    ));
+    steps.extend(status_and_events(db, events));
+    steps
 }
