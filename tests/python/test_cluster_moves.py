@@ -26,6 +26,10 @@ pytestmark = pytest.mark.usefixtures("quiver_only")
 ACCOUNTS = 2000
 START_BALANCE = 1000
 SHARDS = 4
+# History rows loaded before a rebalance (ids from FILLER up), so that moves copy
+# many chunks and commits.
+FILLER = 10_000_000
+FILLER_ROWS = 1_000_000
 
 
 @pytest.fixture
@@ -149,7 +153,7 @@ def check_bank(conn, bank: Bank) -> None:
     assert conn.execute("SELECT sum(balance), count(*) FROM accounts").fetchone() == (total, ACCOUNTS)
     wrong = [s for s in bank.sums if s != total]
     assert not wrong, f"{len(wrong)} of {len(bank.sums)} reads saw a wrong total, e.g. {wrong[:3]}"
-    ids = [r[0] for r in conn.execute("SELECT id FROM transfers").fetchall()]
+    ids = [r[0] for r in conn.execute(f"SELECT id FROM transfers WHERE id < {FILLER}").fetchall()]
     assert len(ids) == len(set(ids)), "a transfer row is there twice"
     assert sorted(ids) == sorted(bank.committed), "committed transfers and logged ones differ"
 
@@ -218,6 +222,26 @@ def test_bad_moves_are_refused_and_change_nothing(grown):
             assert e.value.sqlstate == state, (args, e.value.sqlstate, str(e.value))
             assert text in str(e.value), (args, str(e.value))
             assert s.execute("SELECT 1").fetchone() == (1,), "the session goes on"
+        # nothing to cancel
+        with pytest.raises(psycopg.Error) as e:
+            s.execute("SELECT quiver_cancel_rebalance()")
+        assert e.value.sqlstate == "55000" and "no rebalance" in str(e.value), str(e.value)
+        # a draining target takes no shard
+        s.execute("SELECT quiver_drain_node('127.0.0.1', %s)", (w2,))
+        with pytest.raises(psycopg.Error) as e:
+            s.execute(move, (shard, w0, w2))
+        assert e.value.sqlstate == "55000" and "draining" in str(e.value), str(e.value)
+        # a target that does not answer takes no shard
+        c.workers[1].kill()
+        deadline = time.monotonic() + 30
+        while s.execute("SELECT health FROM pg_dist_node WHERE nodeport = %s", (w1,)).fetchone()[0] == "healthy":
+            assert time.monotonic() < deadline, "the killed worker still looks healthy"
+            time.sleep(0.1)  # poll interval: heartbeats
+        ref_shard = a_shard_on(s, node_id(s, w0))
+        with pytest.raises(psycopg.Error) as e:
+            s.execute(move, (ref_shard, w0, w1))
+        assert e.value.sqlstate == "55000" and "not answering" in str(e.value), str(e.value)
+        c.workers[1].start()
         assert placements(s) == before
         assert s.execute("SELECT count(*) FROM quiver_shard_moves WHERE kind = 'move'").fetchone()[0] == 0
 
@@ -308,6 +332,10 @@ def test_rebalance_then_drain_and_remove_under_load(grown):
     with psycopg.connect(c.dsn, autocommit=True) as s:
         new = node_id(s, c.workers[2].rpc_port)
         assert spread(s)[new] == 0
+        s.execute(f"INSERT INTO transfers SELECT {FILLER} + v, v % {ACCOUNTS}, 1, v % 97 "
+                  f"FROM generate_series(1, {FILLER_ROWS}) AS t(v)")
+        filler = f"SELECT count(*), sum(amount) FROM transfers WHERE id >= {FILLER}"
+        before = s.execute(filler).fetchone()
         plan = s.execute("SELECT rebalance_table_shards(dry_run => true)").fetchone()[0]
         assert plan.count("move shard") == 1, plan  # 4 shards on 3 workers: 2/1/1
         assert s.execute("SELECT count(*) FROM get_rebalance_progress()").fetchone()[0] == 0
@@ -342,6 +370,8 @@ def test_rebalance_then_drain_and_remove_under_load(grown):
         assert not bank.errors, bank.errors[:5]
         check_bank(s, bank)
         assert sorted(spread(s).values()) == [2, 2]
+        assert s.execute(filler).fetchone() == before, "the history rows moved whole"
+        assert before[0] == FILLER_ROWS
         assert s.execute("SELECT count(*) FROM pg_dist_node WHERE nodeport = %s",
                          (c.workers[0].rpc_port,)).fetchone()[0] == 0
         # the reference table answers from the workers left
@@ -384,6 +414,11 @@ def test_worker_sigkill_during_a_move(grown, point, victim):
         with pytest.raises(psycopg.Error) as e:
             s.execute("ALTER TABLE transfers ADD COLUMN note text")
         assert e.value.sqlstate == "55006", str(e.value)
+        # and the shard group cannot start a second move
+        with pytest.raises(psycopg.Error) as e:
+            s.execute("SELECT quiver_move_shard_placement(%s, '127.0.0.1', %s, '127.0.0.1', %s)",
+                      (shard, c.workers[0].rpc_port, c.workers[1].rpc_port))
+        assert e.value.sqlstate == "55000" and "already being moved" in str(e.value), str(e.value)
     worker = c.workers[0] if victim == "source" else c.workers[2]
     worker.kill()
     worker.start()

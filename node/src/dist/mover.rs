@@ -510,6 +510,9 @@ impl MoveRun<'_> {
             ));
         }
         crate::failpoint::hit("move_before_switch").await?;
+        // No read pins its snapshot while the placements change: one
+        // planned before the switch pins before it or plans again.
+        let _pins = self.cluster.gate.pinning().await;
         self.cluster
             .propose(
                 MetaCommand::SwitchMove {

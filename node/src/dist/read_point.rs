@@ -43,7 +43,8 @@ impl CommitGate {
         self.lock.read().await
     }
 
-    async fn pinning(&self) -> tokio::sync::RwLockWriteGuard<'_, ()> {
+    /// Held to pin a snapshot, and to switch a shard move.
+    pub(crate) async fn pinning(&self) -> tokio::sync::RwLockWriteGuard<'_, ()> {
         self.lock.write().await
     }
 }
@@ -63,6 +64,23 @@ pub struct ReadPoint {
     planned: Mutex<Planned>,
     /// The workers pinned (once pinned), or `None` when no pin is needed.
     pinned: tokio::sync::OnceCell<Result<Option<BTreeSet<String>>, SqlError>>,
+    /// Moves switched when the statement was planned: if one switches
+    /// before the snapshot is pinned, the plan may read a copy that no
+    /// longer takes writes, beside other shards read later.
+    switches: u64,
+}
+
+/// SQLSTATE and message start of a read planned before a shard move's
+/// switch and run after it; the frontend plans such a read again.
+pub const MOVED: &str = "a shard moved while the statement was planned";
+
+/// True for the error of a read whose plan a shard move made stale.
+pub fn is_stale_plan(e: &SqlError) -> bool {
+    e.sqlstate == "40001" && e.message.starts_with(MOVED)
+}
+
+fn stale_plan() -> SqlError {
+    SqlError::new("40001", format!("{MOVED}; run it again"))
 }
 
 impl std::fmt::Debug for ReadPoint {
@@ -105,6 +123,7 @@ impl ReadPoint {
                 whole_block,
                 planned: Mutex::new(Planned::default()),
                 pinned: tokio::sync::OnceCell::new(),
+                switches: cluster.snapshot().switches,
             }) as Arc<dyn std::any::Any + Send + Sync>
         });
         slot.downcast::<ReadPoint>().ok()
@@ -126,6 +145,14 @@ impl ReadPoint {
             .get_or_init(|| async { self.pin().await })
             .await
             .clone()?;
+        // A repeatable-read block pinned before a move may not read the
+        // moved shards where they are now.
+        if self.whole_block && self.cluster.snapshot().switches != self.switches {
+            return Err(SqlError::new(
+                "40001",
+                "could not serialize access: a shard moved during this transaction",
+            ));
+        }
         match pinned {
             None => Ok(None),
             Some(addrs) if addrs.contains(addr) => Ok(Some(self.id.clone())),
@@ -140,6 +167,12 @@ impl ReadPoint {
         let addrs = {
             let p = self.planned.lock();
             if !self.whole_block && (p.fragments <= 1 || self.cluster.no_read_pins) {
+                // One fragment reads one shard: where it was when planned
+                // (a moved copy is frozen at the switch, a state that held
+                // while the statement ran), unless it already moved then.
+                if self.cluster.snapshot().switches != self.switches {
+                    return Err(stale_plan());
+                }
                 return Ok(None);
             }
             if self.whole_block {
@@ -151,6 +184,11 @@ impl ReadPoint {
         let started = Instant::now();
         loop {
             let gate = self.cluster.gate.pinning().await;
+            // The switch of a move is proposed under this gate too: a plan
+            // made before one never pins after it.
+            if self.cluster.snapshot().switches != self.switches {
+                return Err(stale_plan());
+            }
             match self.cluster.unfinished_commit() {
                 None => {
                     let calls = addrs.iter().map(|addr| {

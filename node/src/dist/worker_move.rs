@@ -302,12 +302,14 @@ impl MoveFences {
         self.tables.lock().remove(table);
     }
 
-    /// The fenced tables now (a lapsed fence is lifted).
-    pub fn fenced(&self) -> Vec<String> {
+    /// The fenced tables now, with their job (a lapsed fence is lifted).
+    pub fn fenced(&self) -> Vec<(String, String)> {
         let now = Instant::now();
         let mut map = self.tables.lock();
         map.retain(|_, f| f.until.is_none_or(|u| u > now));
-        map.keys().cloned().collect()
+        map.iter()
+            .map(|(t, f)| (t.clone(), f.job.clone()))
+            .collect()
     }
 
     /// The error for a new writer of fenced table `table`.

@@ -100,6 +100,13 @@ const PRUNE_GIDS_EVERY: usize = 1024;
 /// that went away while its transaction waited).
 const LOCK_WAIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// A table a move's fence covers.
+struct Fenced {
+    id: u64,
+    name: String,
+    job: String,
+}
+
 /// Rows that prepared (or committing) transactions delete, by table.
 #[derive(Debug, Default)]
 struct Reservations {
@@ -244,8 +251,8 @@ impl WorkerTxns {
         &self.fences
     }
 
-    /// Ids of the fenced tables (see [`MoveFences`]).
-    fn fenced_ids(&self) -> Vec<(u64, String)> {
+    /// The fenced tables (see [`MoveFences`]).
+    fn fenced_tables(&self) -> Vec<Fenced> {
         let names = self.fences.fenced();
         if names.is_empty() {
             return Vec::new();
@@ -253,27 +260,38 @@ impl WorkerTxns {
         let snap = self.db.engine.snapshot();
         names
             .into_iter()
-            .filter_map(|n| snap.table_by_name(&n).map(|t| (t.meta.id, n.clone())))
+            .filter_map(|(name, job)| {
+                snap.table_by_name(&name).map(|t| Fenced {
+                    id: t.meta.id,
+                    name,
+                    job,
+                })
+            })
             .collect()
     }
 
     /// Fails `session`'s block when its last statement made it a new
-    /// writer of a fenced table (`before`: the fenced tables it had written
-    /// before that statement).
+    /// writer of a move's fenced tables: one that, before that statement,
+    /// had written none of that move's tables (`before`).
     fn check_fences(
         session: &mut Session,
-        fenced: &[(u64, String)],
+        fenced: &[Fenced],
         before: &[u64],
     ) -> Result<(), SqlError> {
-        let ids: Vec<u64> = fenced.iter().map(|(id, _)| *id).collect();
-        let now = session.written_among(&ids);
-        if let Some(id) = now.iter().find(|id| !before.contains(id)) {
-            session.fail_block();
-            let name = fenced
-                .iter()
-                .find(|(i, _)| i == id)
-                .map_or("?", |(_, n)| n.as_str());
-            return Err(MoveFences::refused(name));
+        let ids: Vec<u64> = fenced.iter().map(|f| f.id).collect();
+        let jobs_before: Vec<&str> = fenced
+            .iter()
+            .filter(|f| before.contains(&f.id))
+            .map(|f| f.job.as_str())
+            .collect();
+        for id in session.written_among(&ids) {
+            let Some(f) = fenced.iter().find(|f| f.id == id) else {
+                continue;
+            };
+            if !jobs_before.contains(&f.job.as_str()) {
+                session.fail_block();
+                return Err(MoveFences::refused(&f.name));
+            }
         }
         Ok(())
     }
@@ -356,11 +374,11 @@ impl WorkerTxns {
                 if let Some(version) = block {
                     session.repeatable_at(version);
                 }
-                let fenced = self.fenced_ids();
+                let fenced = self.fenced_tables();
                 let before = if fenced.is_empty() {
                     Vec::new()
                 } else {
-                    session.written_among(&fenced.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+                    session.written_among(&fenced.iter().map(|f| f.id).collect::<Vec<_>>())
                 };
                 let rows = session.exec_in_block(sql, None).await?;
                 if !fenced.is_empty() {
@@ -385,11 +403,16 @@ impl WorkerTxns {
         let mut guard = slot.lock().await;
         match guard.as_mut() {
             Some(Slot::Open(session)) => {
-                let fenced = self.fenced_ids();
-                if let Some((id, name)) = fenced.iter().find(|(_, n)| n == table) {
-                    if session.written_among(&[*id]).is_empty() {
+                let fenced = self.fenced_tables();
+                if let Some(f) = fenced.iter().find(|f| f.name == table) {
+                    let same_job: Vec<u64> = fenced
+                        .iter()
+                        .filter(|o| o.job == f.job)
+                        .map(|o| o.id)
+                        .collect();
+                    if session.written_among(&same_job).is_empty() {
                         session.fail_block();
-                        return Err(MoveFences::refused(name));
+                        return Err(MoveFences::refused(&f.name));
                     }
                 }
                 session.stage_rows(table, batches)

@@ -112,6 +112,53 @@ impl Conn {
         };
         let started = Instant::now();
         let kind = query_kind(stmt);
+        // A read planned before a shard move switched and run after it is
+        // planned again (a few times; then the client sees 40001).
+        let mut attempts = 0;
+        let result = loop {
+            let result = self
+                .run_once(
+                    client,
+                    stmt,
+                    plan.clone(),
+                    params.clone(),
+                    format,
+                    described,
+                )
+                .await;
+            match result {
+                Err(e) if crate::dist::read_point::is_stale_plan(&e) && attempts < 5 => {
+                    attempts += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(5 << attempts)).await;
+                }
+                Err(e) if crate::dist::read_point::is_stale_plan(&e) => {
+                    self.stream_failed
+                        .store(true, std::sync::atomic::Ordering::SeqCst);
+                    break Err(e);
+                }
+                other => break other,
+            }
+        };
+        let state = result.as_ref().err().map(|e| e.sqlstate);
+        if !matches!(result, Ok(Reply::Response(Response::CopyIn(_)))) {
+            self.metrics.observe_query(kind, started.elapsed(), state);
+        }
+        result
+    }
+
+    /// [`Conn::run`] once.
+    async fn run_once<C>(
+        &self,
+        client: &C,
+        stmt: &Statement,
+        plan: Option<LogicalPlan>,
+        params: Option<datafusion::common::ParamValues>,
+        format: &Format,
+        described: Option<&datafusion::arrow::datatypes::SchemaRef>,
+    ) -> Result<Reply, SqlError>
+    where
+        C: ClientInfo,
+    {
         let (result, time_zone) = {
             let mut session = self.session.lock().await;
             let time_zone = session.settings.get("timezone");
@@ -150,10 +197,6 @@ impl Conn {
             }
             Err(e) => Err(e),
         };
-        let state = result.as_ref().err().map(|e| e.sqlstate);
-        if !matches!(result, Ok(Reply::Response(Response::CopyIn(_)))) {
-            self.metrics.observe_query(kind, started.elapsed(), state);
-        }
         result
     }
 }

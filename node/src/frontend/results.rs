@@ -43,6 +43,33 @@ pub fn show_fields(name: &str, format: &Format) -> Vec<FieldInfo> {
 /// Wraps a result stream so a CancelRequest for this connection stops it
 /// with SQLSTATE 57014 (the query runs while rows stream, after pgwire's own
 /// cancel window has closed).
+/// Runs `stream` to its first batch: a read whose plan a shard move made
+/// stale fails there, before any row reaches the client, so the caller can
+/// plan it again ([`crate::dist::read_point::is_stale_plan`]).
+async fn first_checked(
+    mut stream: datafusion::execution::SendableRecordBatchStream,
+) -> Result<datafusion::execution::SendableRecordBatchStream, SqlError> {
+    let schema = stream.schema();
+    let first = match stream.next().await {
+        Some(Err(e)) => {
+            let e = SqlError::from(e);
+            if crate::dist::read_point::is_stale_plan(&e) {
+                return Err(e);
+            }
+            Some(Err(datafusion::error::DataFusionError::External(Box::new(
+                e,
+            ))))
+        }
+        other => other,
+    };
+    Ok(Box::pin(
+        datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+            schema,
+            futures::stream::iter(first).chain(stream),
+        ),
+    ))
+}
+
 fn cancellable(
     stream: datafusion::execution::SendableRecordBatchStream,
     handle: Option<Arc<ConnectionHandle>>,
@@ -210,7 +237,7 @@ pub async fn outcome_to_response<C: ClientInfo>(
                 format,
                 opts,
             )?);
-            let stream = df.execute_stream().await?;
+            let stream = first_checked(df.execute_stream().await?).await?;
             let handle = client.session_extensions().get::<Arc<ConnectionHandle>>();
             let stream = cancellable(stream, handle.map(|h| (*h).clone()), failed.clone());
             let f2 = fields.clone();

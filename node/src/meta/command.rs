@@ -447,13 +447,19 @@ fn node_mut(s: &mut MetaState, id: NodeId) -> Result<&mut NodeInfo, String> {
 }
 
 pub(super) fn node_placeable(s: &MetaState, id: NodeId) -> Result<(), String> {
-    if node(s, id)?.is_placeable() {
-        Ok(())
+    let n = node(s, id)?;
+    let why = if n.is_placeable() {
+        return Ok(());
+    } else if n.role != NodeRole::Worker {
+        "it is not a worker"
+    } else if n.draining {
+        "it is draining"
+    } else if n.failed.is_some() {
+        "it has failed"
     } else {
-        Err(format!(
-            "node {id} cannot take placements (not an active, healthy worker)"
-        ))
-    }
+        "it is not active"
+    };
+    Err(format!("node {id} cannot take placements: {why}"))
 }
 
 pub(super) fn table(s: &MetaState, id: TableId) -> Result<&TableInfo, String> {

@@ -319,6 +319,7 @@ pub(super) fn switch(s: &mut MetaState, id: &str, finished_ms: u64) -> Applied {
         j.state = MoveState::Switched;
         j.finished_ms = Some(finished_ms);
     }
+    s.switches += 1;
     Ok(MetaResponse::Ok)
 }
 

@@ -219,6 +219,10 @@ pub struct MetaState {
     pub cleanups: BTreeMap<u64, super::moves::CleanupRecord>,
     #[serde(default = "first_id")]
     pub next_cleanup_id: u64,
+    /// Moves switched so far: a read planned under an older count may name
+    /// a placement that no longer serves (see `dist::read_point`).
+    #[serde(default)]
+    pub switches: u64,
     pub next_node_id: NodeId,
     pub next_table_id: TableId,
     pub next_shard_id: ShardId,
@@ -243,6 +247,7 @@ impl Default for MetaState {
             moves: BTreeMap::new(),
             cleanups: BTreeMap::new(),
             next_cleanup_id: 1,
+            switches: 0,
             next_node_id: 1,
             next_table_id: 1,
             next_shard_id: 1,
