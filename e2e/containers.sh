@@ -17,7 +17,11 @@
 #      asks for, at their pod DNS names, all healthy; a table round-trips
 #   6. SIGKILL one worker: its health turns suspect/failed while the
 #      coordinator keeps answering; restart it: same node id, healthy again
-#   7. `docker stop` (SIGTERM) of every container exits 0
+#   7. scale out: a third worker container, rendered from the manifest with
+#      one more replica, joins and gets the reference table; a rebalance
+#      moves shards onto it; then a drain empties it, it is removed from the
+#      metadata and stopped; the shared SQL checks pass after each step
+#   8. `docker stop` (SIGTERM) of every container exits 0
 #
 # Usage: e2e/containers.sh   (needs docker, psql, curl and python3 with PyYAML)
 # Env:   QUIVER_IMAGE (default quiver:dev; build it with
@@ -248,7 +252,80 @@ ok "${victim} is healthy again as node ${node_id}, still ${WORKER_REPLICAS} work
 e2e_sql_verify
 ok "no row was lost: every answer is the same after the restart"
 
-# --- 7. SIGTERM ----------------------------------------------------------------------
+# --- 7. scale out and in -------------------------------------------------------------
+# As the operator does on a scale-out: one more worker pod (rendered from the
+# manifest with one more replica), a rebalance onto it; then, as on a
+# scale-in, a drain of that worker, its removal from the metadata, and the
+# pod stopped. The rebalance and the drain go through the same metadata API
+# calls as the operator's Rebalance and DrainNode, here from SQL.
+log "scale-out: rendering one more worker replica"
+mkdir -p "${WORK}/scaled"
+"${PYTHON}" - "${MANIFEST}" "${WORK}/scaled.yaml" << 'PY'
+import sys
+import yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+for d in docs:
+    if d.get("kind") == "DistributedDatabase":
+        spec = d["spec"]
+        group = spec["workerGroups"][0]
+        # only the first group grows (workerReplicas is every group's default)
+        group["replicas"] = group.get("replicas", spec.get("workerReplicas", 1)) + 1
+yaml.safe_dump_all(docs, open(sys.argv[2], "w"))
+PY
+docker run --rm -i --network none --read-only --cap-drop ALL --entrypoint quiver-operator \
+  "${IMAGE}" render -f /dev/stdin --namespace "${NAMESPACE}" < "${WORK}/scaled.yaml" > "${WORK}/scaled/rendered.yaml" \
+  || fail "quiver-operator render of the scaled manifest failed"
+if [[ -n "${E2E_EXTRA_OBJECTS:-}" ]]; then
+  { printf -- '---\n'; cat "${E2E_EXTRA_OBJECTS}"; } >> "${WORK}/scaled/rendered.yaml"
+fi
+"${PYTHON}" "${ROOT}/e2e/pods.py" "${WORK}/scaled/rendered.yaml" "${WORK}/scaled" \
+  --run-id "${RUN_ID}" --network "${NETWORK}" --image "${IMAGE}"
+scaled() { # scaled ARRAY: one element per line of the scaled plan's ARRAY
+  bash -c "source '${WORK}/scaled/plan.sh'; printf '%s\n' \"\${$1[@]}\""
+}
+new_pod="$(comm -13 <(printf '%s\n' "${WORKER_PODS[@]}" | sort) <(scaled WORKER_PODS | sort))"
+[[ -n "${new_pod}" && "${new_pod}" != *$'\n'* ]] || fail "the scaled plan adds not exactly one worker: '${new_pod}'"
+while read -r volume; do
+  [[ -n "${volume}" ]] && docker volume create --label "${LABEL}" "${volume}" > /dev/null
+done < <(comm -13 <(printf '%s\n' "${VOLUMES[@]}" | sort) <(scaled VOLUMES | sort))
+new_endpoint="$(scaled WORKER_ENDPOINTS | grep "^${new_pod}\.")"
+new_host="${new_endpoint%%|*}"
+new_port="${new_endpoint##*|}"
+grep -P "^${new_pod}\t" "${WORK}/scaled/probes.tsv" >> "${WORK}/probes.tsv"
+mapfile -d '' -t run_args < "${WORK}/scaled/args/${new_pod}"
+docker run "${run_args[@]}" > /dev/null || fail "docker run of ${new_pod} failed"
+wait_ready "${new_pod}"
+wait_sql "SELECT count(*) FROM pg_dist_node WHERE noderole = 'worker' AND health = 'healthy'" \
+  "$((WORKER_REPLICAS + 1))" "${new_pod} registers and is healthy"
+wait_sql "SELECT count(*) FROM pg_dist_placement p JOIN pg_dist_shard s ON s.shardid = p.shardid
+          WHERE s.logicalrelid = 'e2e_tenants'" "$((WORKER_REPLICAS + 1))" \
+  "the reference table is copied to ${new_pod}"
+ok "${new_pod} joined as ${new_host}:${new_port} and holds a copy of the reference table"
+new_shards="SELECT count(*) FROM pg_dist_placement p JOIN pg_dist_node n ON n.nodeid = p.nodeid
+            JOIN pg_dist_shard s ON s.shardid = p.shardid
+            WHERE s.logicalrelid = 'e2e_events' AND n.nodename = '${new_host}'"
+log "rebalance: $(sql "SELECT rebalance_table_shards()")"
+wait_sql "SELECT count(*) FROM get_rebalance_progress() WHERE progress < 2" "0" "the rebalance ends"
+[[ "$(sql "SELECT count(*) FROM get_rebalance_progress() WHERE state <> 'done'")" == "0" ]] \
+  || fail "a move of the rebalance did not finish: $(sql "SELECT * FROM get_rebalance_progress()")"
+moved="$(sql "${new_shards}")"
+((moved > 0)) || fail "the rebalance moved no shard onto ${new_pod}"
+ok "the rebalance moved ${moved} shard(s) of e2e_events onto ${new_pod}"
+e2e_sql_verify
+ok "every answer is the same after the rebalance"
+
+log "scale-in: drain and remove ${new_pod}"
+sql "SELECT quiver_drain_node('${new_host}', ${new_port})" > /dev/null
+wait_sql "SELECT count(*) FROM get_rebalance_progress() WHERE progress < 2" "0" "the drain ends"
+wait_sql "${new_shards}" "0" "${new_pod} holds no shard"
+sql "SELECT quiver_remove_node('${new_host}', ${new_port})" > /dev/null
+[[ "$(sql "SELECT count(*) FROM pg_dist_node WHERE noderole = 'worker'")" == "${WORKER_REPLICAS}" ]] \
+  || fail "${new_pod} is still in pg_dist_node after its removal"
+docker stop "$(container "${new_pod}")" > /dev/null
+e2e_sql_verify
+ok "${new_pod} drained, removed and stopped; every answer is the same"
+
+# --- 8. SIGTERM ----------------------------------------------------------------------
 log "docker stop (SIGTERM) every container"
 for pod in "${WORKER_PODS[@]}" "${COORDINATOR_PODS[@]}"; do
   docker stop "$(container "${pod}")" > /dev/null

@@ -535,9 +535,8 @@ impl Cluster {
     ) {
         loop {
             self.recover().await;
-            tokio::select! {
-                _ = shutdown.wait() => return,
-                _ = tokio::time::sleep(every) => {}
+            if !shutdown.sleep(every).await {
+                return;
             }
         }
     }

@@ -126,11 +126,7 @@ impl Cluster {
 
     /// Runs [`Cluster::detect_deadlocks`] every [`EVERY`] until `shutdown`.
     pub async fn deadlock_loop(self: Arc<Self>, shutdown: crate::server::shutdown::ShutdownSignal) {
-        loop {
-            tokio::select! {
-                _ = shutdown.wait() => return,
-                _ = tokio::time::sleep(EVERY) => {}
-            }
+        while shutdown.sleep(EVERY).await {
             self.detect_deadlocks().await;
         }
     }

@@ -705,9 +705,8 @@ impl Cluster {
     ) {
         loop {
             self.move_pass().await;
-            tokio::select! {
-                _ = shutdown.wait() => return,
-                _ = tokio::time::sleep(every) => {}
+            if !shutdown.sleep(every).await {
+                return;
             }
         }
     }

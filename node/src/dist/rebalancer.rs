@@ -119,6 +119,12 @@ async fn run_rebalance(cluster: &Arc<Cluster>, id: &str) -> Result<(), SqlError>
                     .filter(|p| p.node_id == m.from)
                     .map(|p| p.shard_id);
                 if let Some(shard) = shard {
+                    // A copy of the group that left the target a moment
+                    // ago is dropped first (the cleaner's grace period).
+                    if leftover_on(&state, shard, m.to) {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
                     super::mover::start_move(cluster, &job, shard, (m.from, m.to), false).await?;
                 }
             }
@@ -133,6 +139,15 @@ async fn run_rebalance(cluster: &Arc<Cluster>, id: &str) -> Result<(), SqlError>
             )
             .await?;
     }
+}
+
+/// A cleanup record still names a shard of `shard`'s group on `node`.
+fn leftover_on(state: &crate::meta::state::MetaState, shard: u64, node: u64) -> bool {
+    let group = crate::meta::moves::shard_group(state, shard).unwrap_or_default();
+    state
+        .cleanups
+        .values()
+        .any(|r| r.node == node && r.shards.iter().any(|s| group.contains(s)))
 }
 
 /// Runs `rebalance_table_shards([relation], dry_run => bool)` or

@@ -58,7 +58,7 @@ pub struct WorkerFlight {
     /// Snapshots pinned for reads across shards.
     pins: Pins,
     /// What this worker shipped as the source of shard moves.
-    moves: MoveSource,
+    moves: Arc<MoveSource>,
 }
 
 /// Idle sessions kept for reuse.
@@ -84,7 +84,7 @@ impl WorkerFlight {
             txns,
             idle: parking_lot::Mutex::new(Vec::new()),
             pins: Pins::default(),
-            moves: MoveSource::default(),
+            moves: Arc::default(),
         }
     }
 
@@ -340,9 +340,12 @@ impl FlightService for WorkerFlight {
     ) -> Result<Response<Self::DoGetStream>, Status> {
         let body = &request.get_ref().ticket;
         if let Ok(t) = serde_json::from_slice::<MoveTicket>(body) {
-            let (header, changes) = self
-                .moves
-                .changes(&self.db.engine, &t)
+            // Off the runtime's threads: a whole shard is filtered here, and
+            // this worker's other requests must not wait behind it.
+            let (moves, engine) = (self.moves.clone(), self.db.engine.clone());
+            let (header, changes) = tokio::task::spawn_blocking(move || moves.changes(&engine, &t))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
                 .map_err(|e| status_of(&e))?;
             let stream = encode_changes(&header, changes).map_err(|e| status_of(&e))?;
             return Ok(Response::new(Box::pin(stream.map(Ok))));

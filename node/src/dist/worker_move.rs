@@ -38,8 +38,10 @@ use crate::storage::Engine;
 
 /// Rows per IPC chunk of a move's stream.
 const CHUNK_ROWS: usize = 16_384;
-/// Bytes of rows the target applies per storage commit.
-const APPLY_BYTES: usize = 8 << 20;
+/// Bytes of rows the target applies per storage commit: small, because a
+/// commit holds the engine's commit lock, and the target's other shards
+/// take writes meanwhile.
+const APPLY_BYTES: usize = 1 << 20;
 
 fn internal(e: impl std::fmt::Display) -> SqlError {
     SqlError::new("XX000", format!("shard move: {e}"))
@@ -69,13 +71,12 @@ impl MoveSource {
             SqlError::new("42P01", format!("shard table {} does not exist", t.table))
         })?;
         let key = (t.move_job.clone(), t.table.clone());
-        let mut shipped = self.shipped.lock();
-        let base = match (t.base, shipped.get(&key)) {
+        let base = match (t.base, self.shipped.lock().get(&key)) {
             (Some(b), Some((round, old))) if *round == b => Some(old.clone()),
             _ => None,
         };
         let changes = changes_since(base.as_deref(), &now).map_err(SqlError::from)?;
-        shipped.insert(key, (t.round, now));
+        self.shipped.lock().insert(key, (t.round, now));
         Ok((
             MoveHeader {
                 full: base.is_none(),

@@ -344,16 +344,7 @@ impl MetaApi {
         self.require_leader()?;
         let snap = self.node.snapshot();
         let node_id = Self::resolve(&snap, node)?;
-        if let Some(r) = snap
-            .rebalance
-            .as_ref()
-            .filter(|r| r.state == RebalanceState::Running)
-        {
-            return Err(ApiError::FailedPrecondition(format!(
-                "rebalance {} is running; drain the node once it ends",
-                r.id
-            )));
-        }
+        no_running_rebalance(&snap, "drain the node once it ends")?;
         let (mut index, _) = self
             .write(MetaCommand::SetDraining {
                 node_id,
@@ -389,16 +380,7 @@ impl MetaApi {
     ) -> Result<(Option<RebalanceInfo>, u64), ApiError> {
         self.require_leader()?;
         let snap = self.node.snapshot();
-        if let Some(r) = snap
-            .rebalance
-            .as_ref()
-            .filter(|r| r.state == RebalanceState::Running)
-        {
-            return Err(ApiError::FailedPrecondition(format!(
-                "rebalance {} is already running",
-                r.id
-            )));
-        }
+        no_running_rebalance(&snap, "a second one cannot start")?;
         let moves = self.plan_rebalance(table)?;
         if moves.is_empty() {
             return Ok((None, Self::applied_index(&snap)));
@@ -609,6 +591,21 @@ fn promotions(s: &MetaState, failed: NodeId) -> Vec<PlacementId> {
         }
     }
     out
+}
+
+/// Refuses while a rebalance runs (`then`: what the caller may do).
+fn no_running_rebalance(s: &MetaState, then: &str) -> Result<(), ApiError> {
+    match s
+        .rebalance
+        .as_ref()
+        .filter(|r| r.state == RebalanceState::Running)
+    {
+        Some(r) => Err(ApiError::FailedPrecondition(format!(
+            "rebalance {} is already running; {then}",
+            r.id
+        ))),
+        None => Ok(()),
+    }
 }
 
 fn shard_totals(s: &MetaState) -> ShardTotals {

@@ -93,6 +93,15 @@ impl ShutdownSignal {
     }
 
     /// Resolves once the signal has fired (at once if it already has).
+    /// Sleeps for `d`; false when the signal fires first (a background
+    /// loop then stops).
+    pub async fn sleep(&self, d: Duration) -> bool {
+        tokio::select! {
+            _ = self.wait() => false,
+            _ = tokio::time::sleep(d) => true,
+        }
+    }
+
     pub async fn wait(&self) -> ShutdownReason {
         let mut rx = self.tx.subscribe();
         loop {
