@@ -494,15 +494,22 @@ impl MoveRun<'_> {
     /// Under the fence: the writes in flight finish, the source quiesces,
     /// the last round, then `SwitchMove` if the deadline has not passed.
     async fn switch(&mut self, writing: &[u64], deadline: u64) -> Result<(), SqlError> {
+        let started = Instant::now();
+        let ms = |since: Instant| since.elapsed().as_millis() as u64;
         self.cluster.moves.drained(writing, FENCE).await?;
+        let drained = ms(started);
         crate::failpoint::hit("move_fenced").await?;
         let fence = Action::MoveFence {
             job: self.id.clone(),
             tables: self.shard_tables(),
             deadline_ms: deadline + SOURCE_FENCE_SLACK.as_millis() as u64,
         };
+        let t = Instant::now();
         self.cluster.clients.control(&self.from, &fence).await?;
-        self.pull().await?;
+        let quiesced = ms(t);
+        let t = Instant::now();
+        let bytes = self.pull().await?;
+        let last_round = ms(t);
         if now_ms() >= deadline {
             return Err(SqlError::new(
                 "55P03",
@@ -512,7 +519,9 @@ impl MoveRun<'_> {
         crate::failpoint::hit("move_before_switch").await?;
         // No read pins its snapshot while the placements change: one
         // planned before the switch pins before it or plans again.
+        let t = Instant::now();
         let _pins = self.cluster.gate.pinning().await;
+        let gate = ms(t);
         self.cluster
             .propose(
                 MetaCommand::SwitchMove {
@@ -521,8 +530,18 @@ impl MoveRun<'_> {
                 },
                 "55000",
             )
-            .await
-            .map(|_| ())
+            .await?;
+        tracing::info!(
+            job = %self.id,
+            fenced_ms = ms(started),
+            drained_ms = drained,
+            source_quiesced_ms = quiesced,
+            last_round_ms = last_round,
+            last_round_bytes = bytes,
+            pin_gate_ms = gate,
+            "shard move cut-over"
+        );
+        Ok(())
     }
 
     /// After the switch: a copy's source goes on serving; a move's takes
