@@ -84,16 +84,21 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # --- 1-2. render and plan ------------------------------------------------------
+# plan_pods MANIFEST DIR: renders MANIFEST with quiver-operator and writes the
+# pods' `docker run` plan into DIR (plan.sh, args/, probes.tsv, ports.tsv).
+plan_pods() {
+  docker run --rm -i --network none --read-only --cap-drop ALL --entrypoint quiver-operator \
+    "${IMAGE}" render -f /dev/stdin --namespace "${NAMESPACE}" < "$1" > "$2/rendered.yaml" \
+    || fail "quiver-operator render of $1 failed"
+  if [[ -n "${E2E_EXTRA_OBJECTS:-}" ]]; then
+    # Objects a user creates beside the manifest, e.g. a superuserSecretRef Secret.
+    { printf -- '---\n'; cat "${E2E_EXTRA_OBJECTS}"; } >> "$2/rendered.yaml"
+  fi
+  "${PYTHON}" "${ROOT}/e2e/pods.py" "$2/rendered.yaml" "$2" \
+    --run-id "${RUN_ID}" --network "${NETWORK}" --image "${IMAGE}"
+}
 log "rendering ${MANIFEST#"${ROOT}"/} with quiver-operator from ${IMAGE}"
-docker run --rm -i --network none --read-only --cap-drop ALL --entrypoint quiver-operator \
-  "${IMAGE}" render -f /dev/stdin --namespace "${NAMESPACE}" < "${MANIFEST}" > "${WORK}/rendered.yaml" \
-  || fail "quiver-operator render failed"
-if [[ -n "${E2E_EXTRA_OBJECTS:-}" ]]; then
-  # Objects a user creates beside the manifest, e.g. a superuserSecretRef Secret.
-  { printf -- '---\n'; cat "${E2E_EXTRA_OBJECTS}"; } >> "${WORK}/rendered.yaml"
-fi
-"${PYTHON}" "${ROOT}/e2e/pods.py" "${WORK}/rendered.yaml" "${WORK}" \
-  --run-id "${RUN_ID}" --network "${NETWORK}" --image "${IMAGE}"
+plan_pods "${MANIFEST}" "${WORK}"
 # shellcheck source=/dev/null
 source "${WORK}/plan.sh"
 ok "${#COORDINATOR_PODS[@]} coordinator(s), ${WORKER_REPLICAS} worker(s): ${ALL_PODS[*]}"
@@ -272,14 +277,7 @@ for d in docs:
         group["replicas"] = group.get("replicas", spec.get("workerReplicas", 1)) + 1
 yaml.safe_dump_all(docs, open(sys.argv[2], "w"))
 PY
-docker run --rm -i --network none --read-only --cap-drop ALL --entrypoint quiver-operator \
-  "${IMAGE}" render -f /dev/stdin --namespace "${NAMESPACE}" < "${WORK}/scaled.yaml" > "${WORK}/scaled/rendered.yaml" \
-  || fail "quiver-operator render of the scaled manifest failed"
-if [[ -n "${E2E_EXTRA_OBJECTS:-}" ]]; then
-  { printf -- '---\n'; cat "${E2E_EXTRA_OBJECTS}"; } >> "${WORK}/scaled/rendered.yaml"
-fi
-"${PYTHON}" "${ROOT}/e2e/pods.py" "${WORK}/scaled/rendered.yaml" "${WORK}/scaled" \
-  --run-id "${RUN_ID}" --network "${NETWORK}" --image "${IMAGE}"
+plan_pods "${WORK}/scaled.yaml" "${WORK}/scaled"
 scaled() { # scaled ARRAY: one element per line of the scaled plan's ARRAY
   bash -c "source '${WORK}/scaled/plan.sh'; printf '%s\n' \"\${$1[@]}\""
 }
