@@ -109,20 +109,34 @@ impl Moves {
     /// it: one on a table it names (any, when `relations` is empty), unless
     /// `txn` already wrote to a moving shard table (its writes there must
     /// be able to finish).
-    fn try_permit(&self, txn: &TxnContext, relations: &[String]) -> Option<WritePermit<'_>> {
+    ///
+    /// `relations` is called only while a fence is up; without one the
+    /// statement registers as touching every table (a fence that goes up
+    /// meanwhile waits for it too), so the common path walks no syntax tree.
+    fn try_permit(
+        &self,
+        txn: &TxnContext,
+        relations: impl FnOnce() -> Vec<String>,
+    ) -> Option<WritePermit<'_>> {
         let mut g = self.gate.lock();
         let now = Instant::now();
         g.fences.retain(|_, f| f.until > now);
-        let held = g
-            .fences
-            .values()
-            .any(|f| touches(relations, &f.tables) && !txn.dist_wrote_any(&f.shard_tables));
-        if held {
-            return None;
-        }
+        let names = if g.fences.is_empty() {
+            Vec::new()
+        } else {
+            let names = relations();
+            let held = g
+                .fences
+                .values()
+                .any(|f| touches(&names, &f.tables) && !txn.dist_wrote_any(&f.shard_tables));
+            if held {
+                return None;
+            }
+            names
+        };
         let id = g.next;
         g.next += 1;
-        g.writing.insert(id, relations.to_vec());
+        g.writing.insert(id, names);
         Some(WritePermit { moves: self, id })
     }
 
@@ -160,12 +174,16 @@ impl Moves {
 }
 
 impl Cluster {
-    /// Waits while a move's cut-over holds writes to `relations` (the
+    /// Waits while a move's cut-over holds writes to `relations()` (the
     /// tables a statement names; empty: unknown), then returns the permit
     /// the statement holds while it plans and sends its writes.
-    pub async fn write_permit(&self, txn: &TxnContext, relations: &[String]) -> WritePermit<'_> {
+    pub async fn write_permit(
+        &self,
+        txn: &TxnContext,
+        relations: impl Fn() -> Vec<String>,
+    ) -> WritePermit<'_> {
         loop {
-            if let Some(p) = self.moves.try_permit(txn, relations) {
+            if let Some(p) = self.moves.try_permit(txn, &relations) {
                 return p;
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -173,32 +191,33 @@ impl Cluster {
     }
 }
 
-/// The relations a statement that writes rows names (read ones too), or
-/// `None` when it writes none. Empty: it writes, but to unknown tables.
-pub fn written_relations(stmt: &datafusion::sql::sqlparser::ast::Statement) -> Option<Vec<String>> {
-    use datafusion::sql::sqlparser::ast::{visit_relations, Statement};
-    let writes = match stmt {
+/// True for a statement that writes rows (it takes a write permit).
+pub fn writes_rows(stmt: &datafusion::sql::sqlparser::ast::Statement) -> bool {
+    use datafusion::sql::sqlparser::ast::Statement;
+    match stmt {
         Statement::Insert(_) | Statement::Update { .. } | Statement::Delete(_) => true,
         Statement::Merge { .. } | Statement::Truncate { .. } => true,
         Statement::Copy { to, .. } => !*to,
         _ => false,
-    };
-    if !writes {
-        return None;
     }
+}
+
+/// The relations a statement names (read ones too). Empty: unknown.
+pub fn relations(stmt: &datafusion::sql::sqlparser::ast::Statement) -> Vec<String> {
+    use datafusion::sql::sqlparser::ast::{visit_relations, CopySource, Statement};
     let mut names = Vec::new();
     let _ = visit_relations(stmt, |r| {
         names.push(crate::sql::idents::relation(r));
         std::ops::ControlFlow::<()>::Continue(())
     });
     if let Statement::Copy {
-        source: datafusion::sql::sqlparser::ast::CopySource::Table { table_name, .. },
+        source: CopySource::Table { table_name, .. },
         ..
     } = stmt
     {
         names.push(crate::sql::idents::relation(table_name));
     }
-    Some(names)
+    names
 }
 
 fn node_by_addr(s: &MetaState, host: &str, port: &str) -> Result<NodeId, SqlError> {
@@ -219,9 +238,10 @@ fn addr_of(s: &MetaState, node: NodeId) -> Result<String, SqlError> {
         .ok_or_else(|| SqlError::new("42704", format!("node {node} does not exist")))
 }
 
-/// `(distributed table, shard table)` of each shard of a job.
-fn job_tables(s: &MetaState, job: &MoveJob) -> Vec<(String, String)> {
-    job.shards
+/// `(distributed table, shard table)` of each of `shards` (ones dropped
+/// meanwhile are left out).
+fn shard_tables(s: &MetaState, shards: &[ShardId]) -> Vec<(String, String)> {
+    shards
         .iter()
         .filter_map(|id| {
             let shard = s.shards.get(id)?;
@@ -379,7 +399,7 @@ async fn run(cluster: &Arc<Cluster>, id: &str) -> Result<(), SqlError> {
     let mut m = MoveRun {
         cluster,
         id: id.to_owned(),
-        tables: job_tables(&state, &job),
+        tables: shard_tables(&state, &job.shards),
         from: addr_of(&state, job.from)?,
         to: addr_of(&state, job.to)?,
         job,
@@ -597,14 +617,9 @@ impl Cluster {
                 continue;
             }
             if let Some(n) = node {
-                let names: Vec<String> = r
-                    .shards
-                    .iter()
-                    .filter_map(|id| {
-                        let shard = state.shards.get(id)?;
-                        let t = state.tables.get(&shard.table_id)?;
-                        Some(shard_table_name(&t.name, *id))
-                    })
+                let names: Vec<String> = shard_tables(&state, &r.shards)
+                    .into_iter()
+                    .map(|(_, shard)| shard)
                     .collect();
                 let addr = format!("{}:{}", n.host, n.port);
                 if let Err(e) = self

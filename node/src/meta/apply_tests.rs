@@ -280,17 +280,8 @@ fn node_with_placements_cannot_be_removed() {
     assert!(!s.nodes.contains_key(&b));
     // A reference table's copy leaves with its node when another remains.
     let c = register(&mut s, "w-c", "g");
-    let copy = s.next_placement_id;
-    s.next_placement_id += 1;
-    s.placements.insert(
-        copy,
-        PlacementInfo {
-            shard_id: *s.shards.keys().next().unwrap(),
-            node_id: c,
-            state: PlacementState::Active,
-            length: 0,
-        },
-    );
+    let shard = *s.shards.keys().next().unwrap();
+    let copy = s.add_placement(shard, c);
     assert_eq!(
         apply(&mut s, &MetaCommand::RemoveNode { node_id: c }),
         MetaResponse::Ok

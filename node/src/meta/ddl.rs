@@ -13,8 +13,8 @@ use super::command::{
     node_placeable, table, Applied, Distribution, MetaResponse, NewTable, PlacementSpec, ShardSpec,
 };
 use super::state::{
-    ColocationGroup, ColocationId, ColumnDef, MetaState, NodeId, PlacementId, PlacementInfo,
-    PlacementState, ShardId, ShardInfo, TableId, TableInfo, TableKind,
+    ColocationGroup, ColocationId, ColumnDef, MetaState, NodeId, PlacementId, ShardId, ShardInfo,
+    TableId, TableInfo, TableKind,
 };
 
 fn check_new_table(s: &MetaState, table: &NewTable, column: Option<&str>) -> Result<(), String> {
@@ -154,18 +154,7 @@ fn insert_shards(
         let Some(shard_id) = by_index.get(&p.shard_index) else {
             continue;
         };
-        let id = s.next_placement_id;
-        s.next_placement_id += 1;
-        s.placements.insert(
-            id,
-            PlacementInfo {
-                shard_id: *shard_id,
-                node_id: p.node_id,
-                state: PlacementState::Active,
-                length: 0,
-            },
-        );
-        placement_ids.push(id);
+        placement_ids.push(s.add_placement(*shard_id, p.node_id));
     }
     (shard_ids, placement_ids)
 }

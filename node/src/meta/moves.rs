@@ -17,7 +17,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use super::command::{node, node_placeable, Applied, MetaResponse};
-use super::state::{MetaState, NodeId, PlacementInfo, PlacementState, ShardId, TableKind};
+use super::state::{MetaState, NodeId, PlacementState, ShardId, TableKind};
 
 /// Where a move is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -330,17 +330,7 @@ fn switch_copy(s: &mut MetaState, id: &str, job: &MoveJob, finished_ms: u64) -> 
         if !s.shards.contains_key(shard) {
             continue;
         }
-        let pid = s.next_placement_id;
-        s.next_placement_id += 1;
-        s.placements.insert(
-            pid,
-            PlacementInfo {
-                shard_id: *shard,
-                node_id: job.to,
-                state: PlacementState::Active,
-                length: 0,
-            },
-        );
+        s.add_placement(*shard, job.to);
     }
     s.cleanups.retain(|_, r| r.job != id);
     if let Some(j) = s.moves.get_mut(id) {

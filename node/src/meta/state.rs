@@ -289,6 +289,22 @@ impl MetaState {
     }
 
     /// Placements of a shard.
+    /// Adds an active placement of `shard_id` on `node_id`; its id.
+    pub fn add_placement(&mut self, shard_id: ShardId, node_id: NodeId) -> PlacementId {
+        let id = self.next_placement_id;
+        self.next_placement_id += 1;
+        self.placements.insert(
+            id,
+            PlacementInfo {
+                shard_id,
+                node_id,
+                state: PlacementState::Active,
+                length: 0,
+            },
+        );
+        id
+    }
+
     /// Placements on `node` of tables other than reference tables (the
     /// copies a node must be drained of before it leaves).
     pub fn data_placements_on(&self, node: NodeId) -> usize {

@@ -156,7 +156,7 @@ impl Session {
         let b = super::provider::from_columns(&t.meta, &full, cols)?;
         if let Some(cluster) = self.db.cluster.clone() {
             let _permit = cluster
-                .write_permit(&self.txn, std::slice::from_ref(&t.meta.name))
+                .write_permit(&self.txn, || vec![t.meta.name.clone()])
                 .await;
             if let Some(layout) = cluster.layout(&t.meta.name) {
                 // A distributed table: the rows go to their shards now.

@@ -477,8 +477,11 @@ impl Session {
         // A shard move's cut-over holds writes to its tables here, before
         // they are planned against placements about to change.
         let cluster = self.db.cluster.clone();
-        let _permit = match (&cluster, crate::dist::mover::written_relations(stmt)) {
-            (Some(c), Some(names)) => Some(c.write_permit(&self.txn, &names).await),
+        let _permit = match &cluster {
+            Some(c) if crate::dist::mover::writes_rows(stmt) => Some(
+                c.write_permit(&self.txn, || crate::dist::mover::relations(stmt))
+                    .await,
+            ),
             _ => None,
         };
         if matches!(stmt, Statement::Query(_)) {
